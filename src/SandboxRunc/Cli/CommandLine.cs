@@ -1,0 +1,10 @@
+namespace SandboxRunc.Cli;
+
+public static class CommandLine
+{
+    public static int Run(string[] args)
+    {
+        Console.Error.WriteLine("not yet");
+        return 1;
+    }
+}

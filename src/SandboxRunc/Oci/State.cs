@@ -1,0 +1,48 @@
+using System.Text.Json.Serialization;
+
+namespace SandboxRunc.Oci;
+
+/// <summary>The OCI state document, as `sandbox-runc state` prints it and hooks read it on stdin.</summary>
+public sealed class OciState
+{
+    [JsonPropertyName("ociVersion")] public string OciVersion { get; set; } = SpecVersion.Current;
+    [JsonPropertyName("id")] public string Id { get; set; } = "";
+    [JsonPropertyName("status")] public string Status { get; set; } = "";
+    [JsonPropertyName("pid")] public int Pid { get; set; }
+    [JsonPropertyName("bundle")] public string Bundle { get; set; } = "";
+    [JsonPropertyName("rootfs")] public string? Rootfs { get; set; }
+    [JsonPropertyName("created")] public DateTime? Created { get; set; }
+    [JsonPropertyName("owner")] public string? Owner { get; set; }
+    [JsonPropertyName("annotations")] public Dictionary<string, string>? Annotations { get; set; }
+}
+
+/// <summary>What the runtime keeps about a container between CLI calls (state.json in its state dir).</summary>
+public sealed class ContainerRecord
+{
+    [JsonPropertyName("id")] public string Id { get; set; } = "";
+    [JsonPropertyName("bundle")] public string Bundle { get; set; } = "";
+    [JsonPropertyName("rootfs")] public string Rootfs { get; set; } = "";
+    [JsonPropertyName("pid")] public int Pid { get; set; }
+    /// <summary>Start time of the init in clock ticks since boot (field 22 of /proc/pid/stat): guards against pid reuse.</summary>
+    [JsonPropertyName("pidStartTime")] public ulong PidStartTime { get; set; }
+    [JsonPropertyName("created")] public DateTime Created { get; set; }
+    [JsonPropertyName("cgroupPaths")] public Dictionary<string, string> CgroupPaths { get; set; } = new();
+    [JsonPropertyName("spec")] public Spec Spec { get; set; } = new();
+    /// <summary>Set once poststop hooks and cleanup have run, so a second delete does not repeat them.</summary>
+    [JsonPropertyName("stoppedCleanly")] public bool StoppedCleanly { get; set; }
+}
+
+public static class SpecVersion
+{
+    public const string Current = "1.0.2";
+    public const int SupportedMajor = 1;
+}
+
+public static class ContainerStatus
+{
+    public const string Creating = "creating";
+    public const string Created = "created";
+    public const string Running = "running";
+    public const string Paused = "paused";
+    public const string Stopped = "stopped";
+}
