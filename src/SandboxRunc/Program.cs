@@ -1,6 +1,14 @@
+using SandboxRunc.Namespaces;
+
 namespace SandboxRunc;
 
 public static class Program
 {
-    public static int Main(string[] args) => Cli.CommandLine.Run(args);
+    public static int Main(string[] args)
+    {
+        // nsexec.c already ran (it is an ELF constructor); in a container's init it hands over to .NET here.
+        if (Environment.GetEnvironmentVariable("_SANDBOX_RUNC_INIT") is not null && Nsexec.Role() == 1)
+            return InitProcess.Run();
+        return Cli.CommandLine.Run(args);
+    }
 }

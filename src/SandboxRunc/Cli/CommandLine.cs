@@ -1,10 +1,230 @@
+using System.Reflection;
+using System.Runtime.InteropServices;
+using System.Text.Json;
+using SandboxRunc.Container;
+using SandboxRunc.Interop;
+using SandboxRunc.Namespaces;
+using SandboxRunc.Oci;
+
 namespace SandboxRunc.Cli;
 
+/// <summary>
+/// The runc command line. Wiring only: each command parses its flags and calls one operation in
+/// Container/. Errors become one line on stderr (and in --log), and exit status 1.
+/// </summary>
 public static class CommandLine
 {
+    public const string Version = "0.1.0";
+    public const string DefaultRoot = "/run/sandbox-runc";
+
+    static readonly ArgParser Global = new ArgParser()
+        .Flag("root", true).Flag("log", true).Flag("log-format", true).Flag("debug")
+        .Flag("systemd-cgroup").Flag("rootless", true).Flag("criu", true)
+        .Flag("version|v").Flag("help|h");
+
+    static readonly ArgParser CreateFlags = new ArgParser()
+        .Flag("bundle|b", true).Flag("pid-file", true).Flag("console-socket", true).Flag("no-pivot")
+        .Flag("no-new-keyring").Flag("preserve-fds", true).Flag("detach|d").Flag("keep").Flag("no-subreaper");
+
     public static int Run(string[] args)
     {
-        Console.Error.WriteLine("not yet");
-        return 1;
+        ArgParser.Result g;
+        try
+        {
+            g = Global.Parse(args);
+        }
+        catch (UsageException e)
+        {
+            Console.Error.WriteLine($"sandbox-runc: {e.Message}");
+            return 1;
+        }
+        Log.Configure(g.Get("log"), g.Get("log-format") ?? "text", g.Has("debug"));
+        if (g.Has("version")) { PrintVersion(); return 0; }
+        if (g.Positional.Count == 0 || g.Has("help")) { PrintUsage(); return g.Has("help") ? 0 : 1; }
+
+        var store = new StateStore(g.Get("root") ?? DefaultRoot);
+        string command = g.Positional[0];
+        int rest = args.Length - g.Positional.Count + 1;
+        try
+        {
+            if (g.Has("systemd-cgroup"))
+                throw new RuntimeException("--systemd-cgroup: the systemd cgroup driver is not supported by sandbox-runc; use the cgroupfs driver (dockerd: native.cgroupdriver=cgroupfs)");
+            return command switch
+            {
+                "create" => Create(store, args, rest),
+                "run" => RunCommand(store, args, rest),
+                "start" => Start(store, args, rest),
+                "state" => State(store, args, rest),
+                "kill" => Kill(store, args, rest),
+                "delete" => Delete(store, args, rest),
+                "list" or "ls" => List(store, args, rest),
+                "spec" => SpecCommand(args, rest),
+                "features" => FeaturesCommand(),
+                "init" => throw new RuntimeException("init is started by sandbox-runc itself, not by users"),
+                _ => throw new UsageException($"unknown command \"{command}\" (see sandbox-runc --help)"),
+            };
+        }
+        catch (Exception e) when (e is RuntimeException or UsageException or SpecException or SysException
+                                     or InitFailedException or Hooks.HookException or IOException
+                                     or UnauthorizedAccessException or Seccomp.SeccompException or Cgroups.CgroupException)
+        {
+            Log.Error(e.Message);
+            return 1;
+        }
+    }
+
+    static string OneId(ArgParser.Result r, string command)
+    {
+        if (r.Positional.Count != 1)
+            throw new UsageException($"\"{command}\" requires exactly 1 argument: the container id");
+        return r.Positional[0];
+    }
+
+    static CreateOptions ParseCreate(ArgParser.Result r, string command)
+    {
+        string id = OneId(r, command);
+        int preserve = 0;
+        if (r.Get("preserve-fds") is { } p && (!int.TryParse(p, out preserve) || preserve < 0))
+            throw new UsageException($"--preserve-fds: \"{p}\" is not a non-negative number");
+        return new CreateOptions(id, r.Get("bundle") ?? Directory.GetCurrentDirectory(), r.Get("pid-file"),
+            r.Get("console-socket"), r.Has("no-pivot"), r.Has("no-new-keyring"), preserve);
+    }
+
+    static int Create(StateStore store, string[] args, int start)
+    {
+        CreateOperation.Run(store, ParseCreate(CreateFlags.Parse(args, start), "create"));
+        return 0;
+    }
+
+    static int RunCommand(StateStore store, string[] args, int start)
+    {
+        var r = CreateFlags.Parse(args, start);
+        var o = ParseCreate(r, "run");
+        var record = CreateOperation.Run(store, o);
+        try
+        {
+            StartOperation.Run(store, o.Id);
+        }
+        catch
+        {
+            DeleteOperation.Run(store, o.Id, force: true);
+            throw;
+        }
+        if (r.Has("detach")) return 0;
+
+        // Foreground: the init is our child (CLONE_PARENT in nsexec.c). Forward the usual signals, wait, clean up.
+        using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; Libc.kill(record.Pid, 15); });
+        using var intr = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; Libc.kill(record.Pid, 2); });
+        using var quit = PosixSignalRegistration.Create(PosixSignal.SIGQUIT, c => { c.Cancel = true; Libc.kill(record.Pid, 3); });
+        using var hup = PosixSignalRegistration.Create(PosixSignal.SIGHUP, c => { c.Cancel = true; Libc.kill(record.Pid, 1); });
+        int status = Spawn.Wait(record.Pid) ?? 255;
+        if (!r.Has("keep")) DeleteOperation.Run(store, o.Id, force: true);
+        return status;
+    }
+
+    static int Start(StateStore store, string[] args, int start)
+    {
+        StartOperation.Run(store, OneId(new ArgParser().Parse(args, start), "start"));
+        return 0;
+    }
+
+    static int State(StateStore store, string[] args, int start)
+    {
+        string id = OneId(new ArgParser().Parse(args, start), "state");
+        var r = store.Load(id);
+        var state = store.ToOci(r, store.StatusOf(r));
+        Console.Out.WriteLine(JsonSerializer.Serialize(state, OciJsonIndented.Default.OciState));
+        return 0;
+    }
+
+    static int Kill(StateStore store, string[] args, int start)
+    {
+        var r = new ArgParser().Flag("all|a").Parse(args, start);
+        if (r.Positional.Count is < 1 or > 2)
+            throw new UsageException("\"kill\" requires 1 or 2 arguments: the container id and an optional signal (default SIGTERM)");
+        int signal = r.Positional.Count == 2 ? Signals.Parse(r.Positional[1]) : 15;
+        KillOperation.Run(store, r.Positional[0], signal, r.Has("all"));
+        return 0;
+    }
+
+    static int Delete(StateStore store, string[] args, int start)
+    {
+        var r = new ArgParser().Flag("force|f").Parse(args, start);
+        DeleteOperation.Run(store, OneId(r, "delete"), r.Has("force"));
+        return 0;
+    }
+
+    static int List(StateStore store, string[] args, int start)
+    {
+        var r = new ArgParser().Flag("format|f", true).Flag("quiet|q").Parse(args, start);
+        var states = store.Ids().Select(id =>
+        {
+            try { var rec = store.Load(id); return store.ToOci(rec, store.StatusOf(rec)); }
+            catch (RuntimeException) { return null; }
+        }).Where(s => s is not null).Select(s => s!).ToList();
+        if (r.Has("quiet"))
+        {
+            foreach (var s in states) Console.Out.WriteLine(s.Id);
+            return 0;
+        }
+        string format = r.Get("format") ?? "table";
+        if (format == "json")
+        {
+            Console.Out.WriteLine(JsonSerializer.Serialize(states, OciJson.Default.ListOciState));
+            return 0;
+        }
+        if (format != "table") throw new UsageException($"invalid format option \"{format}\" (table or json)");
+        Console.Out.WriteLine($"{"ID",-20} {"PID",-8} {"STATUS",-10} {"BUNDLE",-40} {"CREATED",-30} OWNER");
+        foreach (var s in states)
+            Console.Out.WriteLine($"{s.Id,-20} {s.Pid,-8} {s.Status,-10} {s.Bundle,-40} {s.Created:O} root");
+        return 0;
+    }
+
+    static int SpecCommand(string[] args, int start)
+    {
+        var r = new ArgParser().Flag("bundle|b", true).Flag("rootless").Parse(args, start);
+        string bundle = r.Get("bundle") ?? Directory.GetCurrentDirectory();
+        string path = Path.Combine(bundle, "config.json");
+        if (File.Exists(path)) throw new RuntimeException($"File {path} exists. Remove it first");
+        File.WriteAllText(path, JsonSerializer.Serialize(DefaultSpec.Create(), OciJsonIndented.Default.Spec) + "\n");
+        return 0;
+    }
+
+    static int FeaturesCommand()
+    {
+        Console.Out.WriteLine(JsonSerializer.Serialize(FeaturesDocument.Create(), OciJsonIndented.Default.Features));
+        return 0;
+    }
+
+    static void PrintVersion()
+    {
+        string commit = typeof(CommandLine).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion ?? "";
+        int plus = commit.IndexOf('+');
+        Console.Out.WriteLine($"sandbox-runc version {Version}");
+        Console.Out.WriteLine($"commit: {(plus >= 0 ? commit[(plus + 1)..] : "unknown")}");
+        Console.Out.WriteLine($"spec: {SpecVersion.Current}");
+    }
+
+    static void PrintUsage()
+    {
+        Console.Out.WriteLine("""
+            sandbox-runc: an OCI runtime that runs every container in its own user namespace
+
+            usage: sandbox-runc [global options] command [command options] [arguments...]
+
+            commands:
+              create    create a container (--bundle, --pid-file, --console-socket, --no-pivot, --no-new-keyring, --preserve-fds)
+              start     run the program of a created container
+              run       create and start a container (--detach and the create options)
+              state     print the state of a container
+              kill      send a signal to a container's init (--all: to every process)
+              delete    delete a container (--force: kill it first)
+              list      list containers (--format table|json, --quiet)
+              spec      write a default config.json (--bundle)
+              features  print the OCI features document
+
+            global options: --root DIR (default /run/sandbox-runc), --log FILE, --log-format text|json,
+                            --debug, --systemd-cgroup, --version
+            """);
     }
 }

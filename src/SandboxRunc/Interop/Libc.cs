@@ -66,6 +66,11 @@ public static unsafe partial class Libc
     [LibraryImport(C, SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     public static partial int symlink(string target, string linkpath);
 
+    /// <summary>struct statvfs is 112 bytes on x86_64; f_flag is the ulong at offset 72.</summary>
+    [LibraryImport(C, SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int statvfs(string path, byte* buf);
+    public const int StatvfsSize = 112, StatvfsFlagOffset = 72;
+
     // --- identity and privileges ---
     [LibraryImport(C, SetLastError = true)]
     public static partial int setresuid(uint r, uint e, uint s);

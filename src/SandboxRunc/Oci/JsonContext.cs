@@ -11,7 +11,7 @@ namespace SandboxRunc.Oci;
 [JsonSerializable(typeof(Spec))]
 [JsonSerializable(typeof(OciState))]
 [JsonSerializable(typeof(ContainerRecord))]
-[JsonSerializable(typeof(List<OciState>))]
+[JsonSerializable(typeof(List<OciState>), TypeInfoPropertyName = "ListOciState")]
 [JsonSerializable(typeof(Features))]
 internal sealed partial class OciJson : JsonSerializerContext
 {

@@ -1,0 +1,66 @@
+namespace SandboxRunc.Cli;
+
+public sealed class UsageException(string message) : Exception(message);
+
+/// <summary>
+/// runc's command-line grammar (urfave/cli v1): flags before positional arguments, `-f`, `--flag`,
+/// `-flag`, `--flag=value` and `--flag value` all accepted; `--` ends the flags.
+/// </summary>
+public sealed class ArgParser
+{
+    readonly Dictionary<string, (string Canonical, bool TakesValue)> _flags = new(StringComparer.Ordinal);
+
+    public ArgParser Flag(string names, bool takesValue = false)
+    {
+        var all = names.Split('|');
+        foreach (var n in all) _flags[n] = (all[0], takesValue);
+        return this;
+    }
+
+    public sealed class Result
+    {
+        public Dictionary<string, string> Values { get; } = new(StringComparer.Ordinal);
+        public HashSet<string> Switches { get; } = new(StringComparer.Ordinal);
+        public List<string> Positional { get; } = [];
+        public string? Get(string name) => Values.TryGetValue(name, out var v) ? v : null;
+        public bool Has(string name) => Switches.Contains(name);
+    }
+
+    /// <summary>Parses flags up to the first positional argument; with stopAtPositional false, flags may follow positionals.</summary>
+    public Result Parse(IReadOnlyList<string> args, int start = 0, bool stopAtPositional = true)
+    {
+        var r = new Result();
+        bool flagsDone = false;
+        for (int i = start; i < args.Count; i++)
+        {
+            string a = args[i];
+            if (flagsDone || a == "-" || !a.StartsWith('-'))
+            {
+                r.Positional.Add(a);
+                if (stopAtPositional) flagsDone = true;
+                continue;
+            }
+            if (a == "--") { flagsDone = true; continue; }
+            string body = a.TrimStart('-');
+            string? inline = null;
+            int eq = body.IndexOf('=');
+            if (eq >= 0) { inline = body[(eq + 1)..]; body = body[..eq]; }
+            if (!_flags.TryGetValue(body, out var spec))
+                throw new UsageException($"flag provided but not defined: -{body}");
+            if (spec.TakesValue)
+            {
+                string value = inline ?? (i + 1 < args.Count ? args[++i] : throw new UsageException($"flag needs an argument: -{body}"));
+                r.Values[spec.Canonical] = value;
+            }
+            else if (inline is null || inline is "true" or "1")
+            {
+                r.Switches.Add(spec.Canonical);
+            }
+            else if (inline is not ("false" or "0"))
+            {
+                throw new UsageException($"invalid boolean value \"{inline}\" for -{body}");
+            }
+        }
+        return r;
+    }
+}

@@ -1,0 +1,146 @@
+using SandboxRunc.Cgroups;
+using SandboxRunc.Hooks;
+using SandboxRunc.Interop;
+using SandboxRunc.Namespaces;
+using SandboxRunc.Oci;
+
+namespace SandboxRunc.Container;
+
+public sealed record CreateOptions(
+    string Id,
+    string Bundle,
+    string? PidFile = null,
+    string? ConsoleSocket = null,
+    bool NoPivot = false,
+    bool NoNewKeyring = false,
+    int PreserveFds = 0);
+
+/// <summary>
+/// `create`, as a short story: load the spec → apply the isolation policy → make the state dir →
+/// cgroup → compile seccomp → spawn the init (namespaces, ID maps) → rlimits → send the config →
+/// host hooks → wait for ready → save state. Any failure undoes every step taken: no state dir,
+/// cgroup or process is left behind.
+/// </summary>
+public static class CreateOperation
+{
+    public static ContainerRecord Run(StateStore store, CreateOptions o)
+    {
+        StateStore.ValidateId(o.Id);
+        string bundle = Path.GetFullPath(o.Bundle);
+        var spec = SpecLoader.LoadBundle(bundle);
+        spec = Policy.IsolationPolicy.Apply(spec);
+        string rootfs = SpecLoader.RootfsPath(spec, bundle);
+        var compiled = spec.Linux?.Seccomp is { } profile ? Seccomp.SeccompCompiler.Compile(profile) : null;
+
+        store.CreateDir(o.Id);
+        CgroupManager? cgroup = null;
+        InitLauncher.Launched? init = null;
+        try
+        {
+            using var dirLock = store.Lock(o.Id);
+            cgroup = CgroupManager.ForContainer(o.Id, spec.Linux?.CgroupsPath);
+            cgroup.Create();
+            cgroup.Apply(spec.Linux?.Resources);
+
+            string fifo = store.FifoPath(o.Id);
+            SysException.Check(Libc.mkfifo(fifo, 0x192 /* 0622 */), "mkfifo", fifo);
+            using var fifoFd = new SafeFd(SysException.Check(Libc.open(fifo, Libc.O_PATH | Libc.O_CLOEXEC, 0), "open", fifo));
+            using var console = o.ConsoleSocket is { } cs ? UnixSocket.Connect(cs) : null;
+
+            init = InitLauncher.Launch(new InitLauncher.Request(spec, o.PreserveFds, console?.Fd ?? -1, fifoFd.Fd, cgroup.AddProcess));
+            Rlimits.Apply(init.Pid, spec.Process?.Rlimits);
+
+            var record = new ContainerRecord
+            {
+                Id = o.Id,
+                Bundle = bundle,
+                Rootfs = rootfs,
+                Pid = init.Pid,
+                PidStartTime = ProcStat.StartTime(init.Pid),
+                Created = DateTime.UtcNow,
+                CgroupPaths = new Dictionary<string, string>(cgroup.Paths),
+                Spec = spec,
+            };
+            var state = store.ToOci(record, ContainerStatus.Creating);
+            var config = new InitConfig
+            {
+                Id = o.Id,
+                Bundle = bundle,
+                Rootfs = rootfs,
+                Spec = spec,
+                NoPivot = o.NoPivot,
+                NoNewKeyring = o.NoNewKeyring,
+                PreserveFds = o.PreserveFds,
+                ExecFifoFd = init.FirstFreeFd - 1,
+                ConsoleSocketFd = console is null ? -1 : 3 + o.PreserveFds + 1,
+                SeccompProgram = compiled?.Program,
+                SeccompFlags = compiled?.Flags ?? 0,
+                UserNamespace = spec.Linux?.Namespaces?.Any(n => n.Type == "user") == true,
+                CgroupMounts = cgroup.Version == CgroupVersion.V1
+                    ? cgroup.V1MountSources().Select(m => new CgroupMountSource { Name = m.MountName, HostDir = m.HostDir }).ToList()
+                    : [],
+                State = state,
+            };
+            init.Channel.Send(new InitMessage { Kind = InitMessage.Config, Config_ = config });
+            init.Channel.Expect(InitMessage.RunHooks, "setting up mounts");
+            HookRunner.Run("prestart", spec.Hooks?.Prestart, state);
+            HookRunner.Run("createRuntime", spec.Hooks?.CreateRuntime, state);
+            init.Channel.Send(new InitMessage { Kind = InitMessage.HooksDone });
+            init.Channel.Expect(InitMessage.Ready, "preparing the container");
+            init.Channel.Dispose();
+
+            store.Save(record);
+            if (o.PidFile is { } pidFile) WritePidFile(pidFile, init.Pid);
+            return record;
+        }
+        catch
+        {
+            if (init is not null)
+            {
+                Libc.kill(init.Pid, 9);
+                init.Channel.Dispose();
+                WaitGone(init.Pid);
+            }
+            try { cgroup?.Destroy(TimeSpan.FromSeconds(5)); } catch (Exception e) { Cli.Log.Warn($"cleanup of cgroup: {e.Message}"); }
+            store.RemoveDir(o.Id);
+            throw;
+        }
+    }
+
+    /// <summary>The init is our child (nsexec clones it with CLONE_PARENT): reap it if it is gone.</summary>
+    static unsafe void WaitGone(int pid)
+    {
+        for (int i = 0; i < 500; i++)
+        {
+            int status;
+            int r = Libc.waitpid(pid, &status, Libc.WNOHANG);
+            if (r == pid || (r < 0 && Libc.Errno == Libc.ECHILD && ProcStat.Read(pid) is null)) return;
+            Thread.Sleep(10);
+        }
+    }
+
+    static void WritePidFile(string path, int pid)
+    {
+        string full = Path.GetFullPath(path);
+        string tmp = Path.Combine(Path.GetDirectoryName(full)!, "." + Path.GetFileName(full) + ".tmp");
+        File.WriteAllText(tmp, pid.ToString());
+        File.Move(tmp, full, overwrite: true);
+    }
+}
+
+/// <summary>process.rlimits, set from the host on the init (prlimit), as runc does.</summary>
+public static unsafe class Rlimits
+{
+    public static void Apply(int pid, IReadOnlyList<Rlimit>? limits)
+    {
+        foreach (var l in limits ?? [])
+        {
+            if (!RlimitNames.TryGetResource(l.Type, out int resource)) continue;
+            ulong* v = stackalloc ulong[2];
+            v[0] = l.Soft;
+            v[1] = l.Hard;
+            if (Libc.prlimit(pid, resource, v, null) != 0)
+                throw new RuntimeException($"set {l.Type} to soft {l.Soft}, hard {l.Hard}: {new SysException("prlimit", l.Type, Libc.Errno).Message}");
+        }
+    }
+}

@@ -1,0 +1,148 @@
+using System.Text.Json;
+using System.Text.RegularExpressions;
+using SandboxRunc.Interop;
+using SandboxRunc.Oci;
+
+namespace SandboxRunc.Container;
+
+/// <summary>A refusal or failure of a lifecycle command, shown to the user as is.</summary>
+public sealed class RuntimeException(string message) : Exception(message);
+
+/// <summary>
+/// The runtime's state directory (--root): one directory per container with state.json (written
+/// atomically) and, until `start`, the exec fifo. Commands on one container serialise on an flock
+/// of its directory, so concurrent CLI calls are safe.
+/// </summary>
+public sealed partial class StateStore(string root)
+{
+    public const string StateFile = "state.json", ExecFifo = "exec.fifo";
+    public string Root { get; } = root;
+
+    [GeneratedRegex(@"^[\w+\-\.]+$")]
+    private static partial Regex IdPattern();
+
+    public static void ValidateId(string id)
+    {
+        if (string.IsNullOrEmpty(id))
+            throw new RuntimeException("container id cannot be empty");
+        if (id is "." or ".." || !IdPattern().IsMatch(id) || id.Length > 1024)
+            throw new RuntimeException($"invalid container id \"{id}\": use letters, digits, '_', '+', '-' and '.', not '/' or '..'");
+    }
+
+    public string Dir(string id) => Path.Combine(Root, id);
+    public string FifoPath(string id) => Path.Combine(Dir(id), ExecFifo);
+
+    /// <summary>Creates the container's directory; fails if the id is taken.</summary>
+    public string CreateDir(string id)
+    {
+        ValidateId(id);
+        Directory.CreateDirectory(Root, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        string dir = Dir(id);
+        try
+        {
+            Directory.CreateDirectory(Root);
+            if (Directory.Exists(dir)) throw new RuntimeException($"container with id exists: {id}");
+            var info = Directory.CreateDirectory(dir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+            return info.FullName;
+        }
+        catch (IOException e)
+        {
+            throw new RuntimeException($"create state dir {dir}: {e.Message}");
+        }
+    }
+
+    public bool Exists(string id) => File.Exists(Path.Combine(Dir(id), StateFile));
+
+    public ContainerRecord Load(string id)
+    {
+        ValidateId(id);
+        string file = Path.Combine(Dir(id), StateFile);
+        if (!File.Exists(file)) throw new RuntimeException($"container does not exist: {id}");
+        try
+        {
+            return JsonSerializer.Deserialize(File.ReadAllBytes(file), OciJson.Default.ContainerRecord)
+                ?? throw new RuntimeException($"{file}: empty state");
+        }
+        catch (JsonException e)
+        {
+            throw new RuntimeException($"{file}: corrupt state: {e.Message}");
+        }
+    }
+
+    public void Save(ContainerRecord record)
+    {
+        string file = Path.Combine(Dir(record.Id), StateFile);
+        string tmp = file + ".tmp";
+        File.WriteAllBytes(tmp, JsonSerializer.SerializeToUtf8Bytes(record, OciJson.Default.ContainerRecord));
+        File.Move(tmp, file, overwrite: true);
+    }
+
+    public IEnumerable<string> Ids() =>
+        Directory.Exists(Root)
+            ? Directory.EnumerateDirectories(Root).Select(Path.GetFileName).Where(id => id is not null && File.Exists(Path.Combine(Root, id, StateFile))).Order()!
+            : [];
+
+    /// <summary>Exclusive lock on the container's directory for the duration of one command.</summary>
+    public SafeFd Lock(string id)
+    {
+        string dir = Dir(id);
+        int fd = Libc.open(dir, Libc.O_RDONLY | Libc.O_DIRECTORY | Libc.O_CLOEXEC, 0);
+        if (fd < 0) throw new RuntimeException($"container does not exist: {id}");
+        var handle = new SafeFd(fd);
+        SysException.Check(Libc.flock(fd, Libc.LOCK_EX), "flock", dir);
+        return handle;
+    }
+
+    public void RemoveDir(string id)
+    {
+        string dir = Dir(id);
+        if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
+    }
+
+    /// <summary>The status the OCI state reports, from the init's liveness and the exec fifo.</summary>
+    public string StatusOf(ContainerRecord r)
+    {
+        if (!ProcStat.IsAlive(r.Pid, r.PidStartTime)) return ContainerStatus.Stopped;
+        if (File.Exists(FifoPath(r.Id))) return ContainerStatus.Created;
+        if (Cgroups.Freezer.IsFrozen(r.CgroupPaths)) return ContainerStatus.Paused;
+        return ContainerStatus.Running;
+    }
+
+    public OciState ToOci(ContainerRecord r, string status) => new()
+    {
+        Id = r.Id,
+        Status = status,
+        Pid = status == ContainerStatus.Stopped ? 0 : r.Pid,
+        Bundle = r.Bundle,
+        Rootfs = r.Rootfs,
+        Created = r.Created,
+        Owner = "",
+        Annotations = r.Spec.Annotations,
+    };
+}
+
+/// <summary>What /proc/[pid]/stat says about a process: its state letter and start time.</summary>
+public static class ProcStat
+{
+    public static (char State, ulong StartTime)? Read(int pid)
+    {
+        if (pid <= 0) return null;
+        string text;
+        try { text = File.ReadAllText($"/proc/{pid}/stat"); }
+        catch (IOException) { return null; }
+        // "pid (comm) S ppid ...": comm may contain spaces and parentheses, so split after the last ')'.
+        int close = text.LastIndexOf(')');
+        if (close < 0) return null;
+        var fields = text[(close + 2)..].Split(' ');
+        // fields[0] is field 3 (state); field 22 (starttime) is fields[19].
+        return (fields[0][0], ulong.Parse(fields[19]));
+    }
+
+    public static ulong StartTime(int pid) => Read(pid)?.StartTime ?? 0;
+
+    public static bool IsAlive(int pid, ulong startTime)
+    {
+        var s = Read(pid);
+        return s is { } st && st.StartTime == startTime && st.State is not ('Z' or 'X' or 'x');
+    }
+}

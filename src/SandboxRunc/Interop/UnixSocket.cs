@@ -1,0 +1,105 @@
+using System.Text;
+
+namespace SandboxRunc.Interop;
+
+/// <summary>Unix-socket primitives: packets on a SOCK_SEQPACKET pair, and fd passing with SCM_RIGHTS.</summary>
+public static unsafe class UnixSocket
+{
+    /// <summary>A connected SOCK_SEQPACKET pair; both ends close-on-exec (the child's end is dup'ed to a plain fd when spawned).</summary>
+    public static (SafeFd Parent, SafeFd Child) SeqPacketPair()
+    {
+        int* sv = stackalloc int[2];
+        SysException.Check(Libc.socketpair(Libc.AF_UNIX, Libc.SOCK_SEQPACKET | Libc.SOCK_CLOEXEC, 0, sv), "socketpair");
+        return (new SafeFd(sv[0]), new SafeFd(sv[1]));
+    }
+
+    public static void Send(SafeFd fd, ReadOnlySpan<byte> packet)
+    {
+        fixed (byte* p = packet)
+        {
+            nint n;
+            do n = Libc.write(fd.Fd, p, packet.Length); while (n < 0 && Libc.Errno == Libc.EINTR);
+            if (n < 0) throw new SysException("send", "sync socket", Libc.Errno);
+        }
+    }
+
+    /// <summary>Receives one packet; returns 0 at end of stream (the peer closed).</summary>
+    public static int Receive(SafeFd fd, Span<byte> buffer)
+    {
+        fixed (byte* p = buffer)
+        {
+            nint n;
+            do n = Libc.read(fd.Fd, p, buffer.Length); while (n < 0 && Libc.Errno == Libc.EINTR);
+            if (n < 0) throw new SysException("receive", "sync socket", Libc.Errno);
+            return (int)n;
+        }
+    }
+
+    /// <summary>Waits until the fd is readable or hung up; false on timeout.</summary>
+    public static bool WaitReadable(int fd, int timeoutMs)
+    {
+        var pfd = new Libc.PollFd { Fd = fd, Events = Libc.POLLIN };
+        while (true)
+        {
+            int r = Libc.poll(&pfd, 1, timeoutMs);
+            if (r < 0 && Libc.Errno == Libc.EINTR) continue;
+            SysException.Check(r, "poll");
+            return r > 0;
+        }
+    }
+
+    /// <summary>Connects to a unix stream socket by path (e.g. the engine's --console-socket).</summary>
+    public static SafeFd Connect(string path)
+    {
+        var fd = new SafeFd(SysException.Check(Libc.socket(Libc.AF_UNIX, Libc.SOCK_STREAM | Libc.SOCK_CLOEXEC, 0), "socket", path));
+        // struct sockaddr_un { sa_family_t sun_family; char sun_path[108]; }
+        byte* addr = stackalloc byte[110];
+        new Span<byte>(addr, 110).Clear();
+        *(ushort*)addr = (ushort)Libc.AF_UNIX;
+        int len = Encoding.UTF8.GetBytes(path, new Span<byte>(addr + 2, 107));
+        if (len >= 107) throw new ArgumentException($"socket path too long: {path}");
+        SysException.Check(Libc.connect(fd.Fd, addr, 2 + len + 1), "connect", path);
+        return fd;
+    }
+
+    /// <summary>Sends one fd with SCM_RIGHTS, with a short text payload (the receiver may ignore it).</summary>
+    public static void SendFd(int socket, int fdToSend, string payload)
+    {
+        byte[] data = Encoding.UTF8.GetBytes(payload);
+        int cmsgSpace = sizeof(Libc.CmsgHdr) + 8; // CMSG_SPACE(sizeof(int)) on 64-bit
+        byte* control = stackalloc byte[cmsgSpace];
+        new Span<byte>(control, cmsgSpace).Clear();
+        var cmsg = (Libc.CmsgHdr*)control;
+        cmsg->Len = (nuint)(sizeof(Libc.CmsgHdr) + sizeof(int));
+        cmsg->Level = Libc.SOL_SOCKET;
+        cmsg->Type = Libc.SCM_RIGHTS;
+        *(int*)(control + sizeof(Libc.CmsgHdr)) = fdToSend;
+        fixed (byte* d = data)
+        {
+            var iov = new Libc.IoVec { Base = d, Len = (nuint)data.Length };
+            var msg = new Libc.MsgHdr { Iov = &iov, IovLen = 1, Control = control, ControlLen = (nuint)cmsgSpace };
+            nint n;
+            do n = Libc.sendmsg(socket, &msg, Libc.MSG_NOSIGNAL); while (n < 0 && Libc.Errno == Libc.EINTR);
+            if (n < 0) throw new SysException("sendmsg", "console socket", Libc.Errno);
+        }
+    }
+
+    /// <summary>Receives one fd sent with SCM_RIGHTS (close-on-exec), and its text payload.</summary>
+    public static (SafeFd Fd, string Payload) ReceiveFd(int socket)
+    {
+        int cmsgSpace = sizeof(Libc.CmsgHdr) + 8;
+        byte* control = stackalloc byte[cmsgSpace];
+        byte* data = stackalloc byte[4096];
+        var iov = new Libc.IoVec { Base = data, Len = 4096 };
+        var msg = new Libc.MsgHdr { Iov = &iov, IovLen = 1, Control = control, ControlLen = (nuint)cmsgSpace };
+        nint n;
+        do n = Libc.recvmsg(socket, &msg, Libc.MSG_CMSG_CLOEXEC); while (n < 0 && Libc.Errno == Libc.EINTR);
+        if (n < 0) throw new SysException("recvmsg", "console socket", Libc.Errno);
+        if ((msg.Flags & Libc.MSG_CTRUNC) != 0) throw new InvalidOperationException("recvmsg: control message truncated");
+        var cmsg = (Libc.CmsgHdr*)control;
+        if (msg.ControlLen < (nuint)sizeof(Libc.CmsgHdr) || cmsg->Level != Libc.SOL_SOCKET || cmsg->Type != Libc.SCM_RIGHTS)
+            throw new InvalidOperationException("recvmsg: no file descriptor was sent");
+        int fd = *(int*)(control + sizeof(Libc.CmsgHdr));
+        return (new SafeFd(fd), Encoding.UTF8.GetString(data, (int)n));
+    }
+}

@@ -1,0 +1,91 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using SandboxRunc.Interop;
+using SandboxRunc.Oci;
+
+namespace SandboxRunc.Namespaces;
+
+/// <summary>
+/// The typed conversation between `create` (host) and the container's init, after nsexec.c is done.
+/// One JSON message per SOCK_SEQPACKET packet:
+///
+///   host -> init   Config     the spec and runtime options (<see cref="InitConfig"/>)
+///   init -> host   RunHooks   mounts are in place, root not yet pivoted: run prestart/createRuntime hooks
+///   host -> init   HooksDone
+///   init -> host   Ready      init now blocks on the exec fifo; `create` may return
+///   either way     Error      Text says what failed; the sender exits
+/// </summary>
+internal sealed class InitChannel(SafeFd socket) : IDisposable
+{
+    const int MaxPacket = 4 << 20;
+    readonly byte[] _buffer = new byte[MaxPacket];
+
+    public SafeFd Socket => socket;
+
+    public void Send(InitMessage message) =>
+        UnixSocket.Send(socket, JsonSerializer.SerializeToUtf8Bytes(message, InitJson.Default.InitMessage));
+
+    /// <summary>The next message, or null when the peer closed the socket (it exited).</summary>
+    public InitMessage? Receive()
+    {
+        int n = UnixSocket.Receive(socket, _buffer);
+        if (n == 0) return null;
+        return JsonSerializer.Deserialize(_buffer.AsSpan(0, n), InitJson.Default.InitMessage);
+    }
+
+    /// <summary>Waits for a message of the given kind; an Error message or EOF becomes an exception.</summary>
+    public InitMessage Expect(string kind, string waitingFor)
+    {
+        var m = Receive() ?? throw new InitFailedException($"container init exited while {waitingFor}");
+        if (m.Kind == InitMessage.Error) throw new InitFailedException(m.Text ?? "container init failed");
+        if (m.Kind != kind) throw new InitFailedException($"protocol error: expected {kind}, got {m.Kind} while {waitingFor}");
+        return m;
+    }
+
+    public void Dispose() => socket.Dispose();
+}
+
+public sealed class InitFailedException(string message) : Exception(message);
+
+internal sealed class InitMessage
+{
+    public const string Config = "config", RunHooks = "run-hooks", HooksDone = "hooks-done", Ready = "ready", Error = "error";
+
+    [JsonPropertyName("kind")] public string Kind { get; set; } = "";
+    [JsonPropertyName("text")] public string? Text { get; set; }
+    [JsonPropertyName("config")] public InitConfig? Config_ { get; set; }
+}
+
+/// <summary>Everything the init needs that is not in the spec itself.</summary>
+internal sealed class InitConfig
+{
+    [JsonPropertyName("id")] public string Id { get; set; } = "";
+    [JsonPropertyName("bundle")] public string Bundle { get; set; } = "";
+    [JsonPropertyName("rootfs")] public string Rootfs { get; set; } = "";
+    [JsonPropertyName("spec")] public Spec Spec { get; set; } = new();
+    [JsonPropertyName("noPivot")] public bool NoPivot { get; set; }
+    [JsonPropertyName("noNewKeyring")] public bool NoNewKeyring { get; set; }
+    [JsonPropertyName("preserveFds")] public int PreserveFds { get; set; }
+    /// <summary>fd (in the init) of the exec fifo, opened O_PATH; -1 for `exec`-style starts.</summary>
+    [JsonPropertyName("execFifoFd")] public int ExecFifoFd { get; set; } = -1;
+    /// <summary>fd (in the init) of the engine's console socket; -1 without a terminal.</summary>
+    [JsonPropertyName("consoleSocketFd")] public int ConsoleSocketFd { get; set; } = -1;
+    [JsonPropertyName("seccompProgram")] public byte[]? SeccompProgram { get; set; }
+    [JsonPropertyName("seccompFlags")] public uint SeccompFlags { get; set; }
+    [JsonPropertyName("userNamespace")] public bool UserNamespace { get; set; }
+    /// <summary>v1 cgroup hierarchies to bind into the container: mount name -> host dir of the container's cgroup.</summary>
+    [JsonPropertyName("cgroupMounts")] public List<CgroupMountSource> CgroupMounts { get; set; } = [];
+    [JsonPropertyName("state")] public OciState State { get; set; } = new();
+}
+
+internal sealed class CgroupMountSource
+{
+    [JsonPropertyName("name")] public string Name { get; set; } = "";
+    [JsonPropertyName("hostDir")] public string HostDir { get; set; } = "";
+}
+
+[JsonSourceGenerationOptions(DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]
+[JsonSerializable(typeof(InitMessage))]
+internal sealed partial class InitJson : JsonSerializerContext
+{
+}

@@ -1,0 +1,144 @@
+using System.Globalization;
+using SandboxRunc.Interop;
+using SandboxRunc.Oci;
+
+namespace SandboxRunc.Namespaces;
+
+/// <summary>
+/// Host side of starting a container's init: spawn a sealed copy of this executable as
+/// `sandbox-runc init`, let nsexec.c build the namespaces, write the ID maps it asks for, and
+/// learn the pid of the init. Returns the channel for the typed conversation that follows.
+/// </summary>
+internal static unsafe class InitLauncher
+{
+    public sealed record Request(
+        Spec Spec,
+        int PreserveFds,
+        int ConsoleSocketFd,
+        int ExecFifoFd,
+        Action<int> PlaceInCgroup);
+
+    public sealed record Launched(int Pid, InitChannel Channel, int FirstFreeFd);
+
+    /// <summary>The fds the init finds after the preserved ones: sync socket, then console socket and exec fifo if any.</summary>
+    public static Launched Launch(Request r)
+    {
+        var (parentEnd, childEnd) = UnixSocket.SeqPacketPair();
+        using var _ = childEnd;
+        var channel = new InitChannel(parentEnd);
+        int stage0 = -1;
+        try
+        {
+            int next = 3 + r.PreserveFds;
+            int syncFd = next++;
+            var fdMap = new List<(int, int)> { (syncFd, childEnd.Fd) };
+            int consoleFd = -1, fifoFd = -1;
+            if (r.ConsoleSocketFd >= 0) fdMap.Add((consoleFd = next++, r.ConsoleSocketFd));
+            if (r.ExecFifoFd >= 0) fdMap.Add((fifoFd = next++, r.ExecFifoFd));
+            for (int fd = 3; fd < 3 + r.PreserveFds; fd++) fdMap.Add((fd, fd));
+
+            using var self = SealedExecutable.Open();
+            string exe = $"/proc/{Environment.ProcessId}/fd/{self.Fd}";
+            stage0 = Spawn.Start(exe, ["sandbox-runc", "init"],
+                [$"_SANDBOX_RUNC_INIT={syncFd.ToString(CultureInfo.InvariantCulture)}"], fdMap);
+            r.PlaceInCgroup(stage0);
+
+            var (flags, joins) = Namespaces(r.Spec);
+            UnixSocket.Send(parentEnd, NsexecProtocol.EncodeBootstrap(flags, joins, r.Spec.Process?.OomScoreAdj));
+            int initPid = ReceiveInitPid(parentEnd, r.Spec, stage0);
+            Spawn.Wait(stage0);
+            stage0 = -1;
+            return new Launched(initPid, channel, next) { };
+        }
+        catch
+        {
+            if (stage0 > 0) { Libc.kill(stage0, 9); Spawn.Wait(stage0); }
+            channel.Dispose();
+            throw;
+        }
+    }
+
+    static int ReceiveInitPid(SafeFd socket, Spec spec, int stage0)
+    {
+        var buffer = new byte[NsexecProtocol.MessageSize];
+        while (true)
+        {
+            int n = UnixSocket.Receive(socket, buffer);
+            if (n == 0) throw new InitFailedException("container init exited while creating namespaces");
+            var (type, value, text) = NsexecProtocol.Decode(buffer.AsSpan(0, n));
+            switch (type)
+            {
+                case NsexecProtocol.MapRequest:
+                    WriteIdMaps(value, spec);
+                    UnixSocket.Send(socket, NsexecProtocol.Encode(NsexecProtocol.MapDone));
+                    break;
+                case NsexecProtocol.InitPid:
+                    return value;
+                case NsexecProtocol.Error:
+                    throw new InitFailedException(text);
+                default:
+                    throw new InitFailedException($"nsexec protocol error: unexpected message {type}");
+            }
+        }
+    }
+
+    static void WriteIdMaps(int pid, Spec spec)
+    {
+        WriteMap($"/proc/{pid}/uid_map", spec.Linux?.UidMappings);
+        WriteMap($"/proc/{pid}/gid_map", spec.Linux?.GidMappings);
+    }
+
+    static void WriteMap(string path, List<IdMapping>? mappings)
+    {
+        if (mappings is null || mappings.Count == 0)
+            throw new InitFailedException($"a new user namespace needs linux.uidMappings and linux.gidMappings ({path})");
+        string text = string.Concat(mappings.Select(m => $"{m.ContainerId} {m.HostId} {m.Size}\n"));
+        try { File.WriteAllText(path, text); }
+        catch (IOException e) { throw new InitFailedException($"write \"{text.TrimEnd()}\" to {path}: {e.Message}"); }
+    }
+
+    /// <summary>Namespaces to create (clone flags) and to join (type, path), from linux.namespaces.</summary>
+    public static (uint Flags, List<(uint, string)> Joins) Namespaces(Spec spec)
+    {
+        uint flags = 0;
+        var joins = new List<(uint, string)>();
+        foreach (var ns in spec.Linux?.Namespaces ?? [])
+        {
+            uint flag = NsexecProtocol.CloneFlag(ns.Type);
+            if (string.IsNullOrEmpty(ns.Path)) flags |= flag;
+            else joins.Add((flag, ns.Path));
+        }
+        return (flags, joins);
+    }
+}
+
+/// <summary>
+/// CVE-2019-5736: a container process must never be able to rewrite the host's sandbox-runc through
+/// /proc/[init]/exe. The init therefore runs a sealed in-memory copy (memfd with write seals).
+/// </summary>
+internal static unsafe class SealedExecutable
+{
+    public static SafeFd Open()
+    {
+        using var src = new SafeFd(SysException.Check(Libc.open("/proc/self/exe", Libc.O_RDONLY | Libc.O_CLOEXEC, 0), "open", "/proc/self/exe"));
+        var mem = new SafeFd(SysException.Check(Libc.memfd_create("sandbox-runc", Libc.MFD_CLOEXEC | Libc.MFD_ALLOW_SEALING), "memfd_create", "sandbox-runc"));
+        try
+        {
+            while (true)
+            {
+                nint n = Libc.sendfile(mem.Fd, src.Fd, null, 1 << 30);
+                if (n == 0) break;
+                if (n < 0 && Libc.Errno == Libc.EINTR) continue;
+                if (n < 0) throw new SysException("sendfile", "/proc/self/exe -> memfd", Libc.Errno);
+            }
+            SysException.Check(Libc.fcntl(mem.Fd, Libc.F_ADD_SEALS,
+                Libc.F_SEAL_SEAL | Libc.F_SEAL_SHRINK | Libc.F_SEAL_GROW | Libc.F_SEAL_WRITE), "fcntl(F_ADD_SEALS)", "memfd");
+            return mem;
+        }
+        catch
+        {
+            mem.Dispose();
+            throw;
+        }
+    }
+}

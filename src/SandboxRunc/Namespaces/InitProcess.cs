@@ -1,0 +1,125 @@
+using System.Text;
+using SandboxRunc.Hooks;
+using SandboxRunc.Interop;
+using SandboxRunc.Oci;
+using SandboxRunc.Rootfs;
+
+namespace SandboxRunc.Namespaces;
+
+/// <summary>
+/// The container's init, in .NET, after nsexec.c has put it in every namespace. The story:
+/// config → mounts → host runs its hooks → createContainer hooks → pivot_root → terminal →
+/// masked paths → hostname, sysctls → ready → wait on the exec fifo → startContainer hooks →
+/// identity, capabilities, seccomp → execve. Anything that fails before "ready" goes back to
+/// `create` as its error message.
+/// </summary>
+internal static unsafe class InitProcess
+{
+    public static int Run()
+    {
+        using var channel = new InitChannel(new SafeFd(Nsexec.SyncFd()));
+        ProcessImage image;
+        InitConfig config;
+        int slave = -1;
+        try
+        {
+            config = channel.Expect(InitMessage.Config, "waiting for its configuration").Config_!;
+            var spec = config.Spec;
+            var rootfs = new RootfsBuilder(config);
+            bool ownMountNs = spec.Linux?.Namespaces?.Any(n => n.Type == "mount") == true;
+
+            if (ownMountNs) rootfs.PrepareMounts();
+            channel.Send(new InitMessage { Kind = InitMessage.RunHooks });
+            channel.Expect(InitMessage.HooksDone, "waiting for the createRuntime hooks");
+            HookRunner.Run("createContainer", spec.Hooks?.CreateContainer, config.State);
+
+            if (ownMountNs) rootfs.EnterRoot();
+            else
+            {
+                SysException.Check(Libc.chroot(config.Rootfs), "chroot", config.Rootfs);
+                SysException.Check(Libc.chdir("/"), "chdir", "/");
+            }
+            if (spec.Process!.Terminal) slave = Terminal.SetUp(config);
+            if (ownMountNs) rootfs.FinishRoot();
+            SetHostnames(spec);
+            WriteSysctls(spec.Linux?.Sysctl);
+            if (!config.NoNewKeyring) JoinSessionKeyring(config.Id);
+
+            image = ProcessImage.Resolve(spec.Process);
+            channel.Send(new InitMessage { Kind = InitMessage.Ready });
+        }
+        catch (Exception e)
+        {
+            try { channel.Send(new InitMessage { Kind = InitMessage.Error, Text = e.Message }); } catch { }
+            return 1;
+        }
+        channel.Dispose();
+
+        try
+        {
+            WaitForStart(config.ExecFifoFd);
+            HookRunner.Run("startContainer", config.Spec.Hooks?.StartContainer, config.State);
+            ProcessFinalizer.Exec(config, image, slave);
+            return 127; // not reached: Exec either replaces us or throws
+        }
+        catch (Exception e)
+        {
+            WriteStderr($"sandbox-runc init: {e.Message}\n");
+            return 127;
+        }
+    }
+
+    /// <summary>Blocks until `start` opens the exec fifo for reading.</summary>
+    static void WaitForStart(int fifoFd)
+    {
+        if (fifoFd < 0) return;
+        string path = $"/proc/self/fd/{fifoFd}";
+        int fd;
+        do fd = Libc.open(path, Libc.O_WRONLY | Libc.O_CLOEXEC, 0); while (fd < 0 && Libc.Errno == Libc.EINTR);
+        SysException.Check(fd, "open exec fifo", path);
+        byte zero = (byte)'0';
+        SysException.Check((int)Libc.write(fd, &zero, 1), "write", "exec fifo");
+        Libc.close(fd);
+        Libc.close(fifoFd);
+    }
+
+    static void SetHostnames(Spec spec)
+    {
+        if (!string.IsNullOrEmpty(spec.Hostname))
+            SysException.Check(Libc.sethostname(spec.Hostname, Encoding.UTF8.GetByteCount(spec.Hostname)), "sethostname", spec.Hostname);
+        if (!string.IsNullOrEmpty(spec.Domainname))
+            SysException.Check(Libc.setdomainname(spec.Domainname, Encoding.UTF8.GetByteCount(spec.Domainname)), "setdomainname", spec.Domainname);
+    }
+
+    static void WriteSysctls(Dictionary<string, string>? sysctls)
+    {
+        foreach (var (key, value) in sysctls ?? [])
+        {
+            if (key.Contains("..") || key.Contains('/') && key.Contains('.'))
+                throw new InvalidOperationException($"sysctl \"{key}\": invalid name");
+            string path = "/proc/sys/" + key.Replace('.', '/');
+            try { File.WriteAllText(path, value); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                throw new InvalidOperationException($"sysctl \"{key}\" = \"{value}\": write {path}: {e.Message}");
+            }
+        }
+    }
+
+    static void JoinSessionKeyring(string id)
+    {
+        const long SYS_keyctl = 250, KEYCTL_JOIN_SESSION_KEYRING = 1;
+        byte[] name = Encoding.UTF8.GetBytes("_ses." + id + "\0");
+        fixed (byte* p = name)
+        {
+            // Errors are ignored as runc does when keyrings are unavailable (ENOSYS) or not permitted.
+            Libc.syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, (long)p, 0, 0, 0, 0);
+        }
+    }
+
+    internal static void WriteStderr(string text)
+    {
+        byte[] b = Encoding.UTF8.GetBytes(text);
+        fixed (byte* p = b) Libc.write(2, p, b.Length);
+    }
+}

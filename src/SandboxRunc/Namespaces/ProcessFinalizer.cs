@@ -1,0 +1,116 @@
+using SandboxRunc.Interop;
+using SandboxRunc.Oci;
+
+namespace SandboxRunc.Namespaces;
+
+/// <summary>
+/// The last steps before execve, all on the calling thread (capabilities, no_new_privs and seccomp
+/// filters are per-thread; execve keeps the calling thread's): cwd, umask, apparmor, the user and
+/// groups, the capability sets, the seccomp filter, closing every fd we do not hand over.
+/// </summary>
+internal static unsafe class ProcessFinalizer
+{
+    const uint CloseRangeCloexec = 4;
+
+    public static void Exec(InitConfig config, ProcessImage image, int terminalSlave)
+    {
+        var process = config.Spec.Process!;
+        var user = process.User;
+        if (terminalSlave >= 0) Terminal.Attach(terminalSlave);
+
+        string cwd = string.IsNullOrEmpty(process.Cwd) ? "/" : process.Cwd;
+        if (!Directory.Exists(cwd)) Directory.CreateDirectory(cwd);
+        SysException.Check(Libc.chdir(cwd), "chdir", cwd);
+        if (user.Umask is uint umask) Libc.umask(umask);
+        ApplyApparmor(process.ApparmorProfile);
+
+        if (process.NoNewPrivileges)
+            SysException.Check(Libc.prctl(Libc.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)");
+        // Without no_new_privs a filter needs CAP_SYS_ADMIN, which we still hold here; with it, install last.
+        if (config.SeccompProgram is { } program && !process.NoNewPrivileges)
+            Seccomp.SeccompFilter.Install(program, config.SeccompFlags);
+
+        var caps = process.Capabilities;
+        DropBoundingSet(caps?.Bounding);
+        SysException.Check(Libc.prctl(Libc.PR_SET_KEEPCAPS, 1, 0, 0, 0), "prctl(PR_SET_KEEPCAPS)");
+        SetGroups(user.AdditionalGids);
+        SysException.Check(Libc.setresgid(user.Gid, user.Gid, user.Gid), "setresgid", user.Gid.ToString());
+        SysException.Check(Libc.setresuid(user.Uid, user.Uid, user.Uid), "setresuid", user.Uid.ToString());
+        SetCapabilities(caps);
+
+        if (config.SeccompProgram is { } late && process.NoNewPrivileges)
+            Seccomp.SeccompFilter.Install(late, config.SeccompFlags);
+
+        // CVE-2024-21626: no fd of ours (state dir, cgroup files, the runtime's own) reaches the container.
+        SysException.Check(Libc.syscall(Libc.SYS_close_range, 3 + config.PreserveFds, uint.MaxValue, CloseRangeCloexec, 0, 0, 0), "close_range");
+
+        using var native = new Spawn.NativeStrings(image.Path, image.Args, image.Env);
+        Libc.execve(native.Path, native.Argv, native.Envp);
+        throw new SysException("exec", image.Path, Libc.Errno);
+    }
+
+    static void ApplyApparmor(string? profile)
+    {
+        if (string.IsNullOrEmpty(profile)) return;
+        string enabled = "/sys/module/apparmor/parameters/enabled";
+        if (!File.Exists(enabled) || !File.ReadAllText(enabled).StartsWith('Y')) return;
+        string attr = Directory.Exists("/proc/self/attr/apparmor") ? "/proc/self/attr/apparmor/exec" : "/proc/self/attr/exec";
+        try { File.WriteAllText(attr, "exec " + profile); }
+        catch (IOException e) { throw new InvalidOperationException($"apparmor profile \"{profile}\": write {attr}: {e.Message}"); }
+    }
+
+    static void DropBoundingSet(List<string>? bounding)
+    {
+        if (bounding is null) return;
+        ulong keep = CapabilityNames.Mask(bounding);
+        for (int cap = 0; cap <= LastCap(); cap++)
+        {
+            if ((keep & (1UL << cap)) != 0) continue;
+            if (Libc.prctl(Libc.PR_CAPBSET_DROP, (ulong)cap, 0, 0, 0) != 0 && Libc.Errno != Libc.EINVAL)
+                throw new SysException("prctl(PR_CAPBSET_DROP)", CapabilityNames.All[cap], Libc.Errno);
+        }
+    }
+
+    static int _lastCap = -1;
+    static int LastCap()
+    {
+        if (_lastCap >= 0) return _lastCap;
+        try { _lastCap = Math.Min(int.Parse(File.ReadAllText("/proc/sys/kernel/cap_last_cap").Trim()), CapabilityNames.Last); }
+        catch { _lastCap = CapabilityNames.Last; }
+        return _lastCap;
+    }
+
+    static void SetGroups(List<uint>? gids)
+    {
+        var list = gids?.ToArray() ?? [];
+        fixed (uint* p = list)
+        {
+            int rc = Libc.setgroups(list.Length, p);
+            // In a user namespace whose setgroups is denied, an empty list cannot be set either: nothing to do then.
+            if (rc != 0 && !(list.Length == 0 && Libc.Errno == Libc.EPERM))
+                throw new SysException("setgroups", string.Join(',', list), Libc.Errno);
+        }
+    }
+
+    static void SetCapabilities(Oci.Capabilities? caps)
+    {
+        ulong effective = CapabilityNames.Mask(caps?.Effective);
+        ulong permitted = CapabilityNames.Mask(caps?.Permitted);
+        ulong inheritable = CapabilityNames.Mask(caps?.Inheritable);
+        // struct __user_cap_header_struct { u32 version; int pid; } + two __user_cap_data_struct { u32 eff, perm, inh; }
+        uint* header = stackalloc uint[2];
+        header[0] = 0x20080522; // _LINUX_CAPABILITY_VERSION_3
+        header[1] = 0;
+        uint* data = stackalloc uint[6];
+        data[0] = (uint)effective; data[1] = (uint)permitted; data[2] = (uint)inheritable;
+        data[3] = (uint)(effective >> 32); data[4] = (uint)(permitted >> 32); data[5] = (uint)(inheritable >> 32);
+        SysException.Check(Libc.syscall(Libc.SYS_capset, (long)header, (long)data, 0, 0, 0, 0), "capset");
+        Libc.prctl(Libc.PR_CAP_AMBIENT, Libc.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+        foreach (var name in caps?.Ambient ?? [])
+        {
+            if (!CapabilityNames.TryParse(name, out int cap)) continue;
+            // Like runc, an ambient capability that cannot be raised (not permitted+inheritable) is skipped.
+            Libc.prctl(Libc.PR_CAP_AMBIENT, Libc.PR_CAP_AMBIENT_RAISE, (ulong)cap, 0, 0);
+        }
+    }
+}
