@@ -158,4 +158,32 @@ public sealed class CgroupManagerRootTests : IDisposable
         Assert.Equal(sources, CgroupManager.FromPaths(m.Paths).V1MountSources());
         Assert.All(sources, s => Assert.True(Directory.Exists(s.HostDir)));
     }
+    [RootFact]
+    public void MemoryAndSwapCanBeRaisedAndLowered()
+    {
+        var m = NewCgroup();
+        string Limit() => m.Version == CgroupVersion.V1
+            ? Read(m.Paths["memory"], "memory.limit_in_bytes") : Read(m.Paths[""], "memory.max");
+        foreach (long mib in new long[] { 64, 256, 32 })
+        {
+            // swap is memory+swap: the kernel rejects memsw < limit, so the write order matters both ways.
+            m.Apply(new Resources { Memory = new MemoryResources { Limit = mib << 20, Swap = 2 * mib << 20 } });
+            Assert.Equal((mib << 20).ToString(), Limit());
+            if (m.Version == CgroupVersion.V1 && File.Exists(Path.Combine(m.Paths["memory"], "memory.memsw.limit_in_bytes")))
+                Assert.Equal((2 * mib << 20).ToString(), Read(m.Paths["memory"], "memory.memsw.limit_in_bytes"));
+        }
+    }
+
+    [RootFact]
+    public void NewCgroupCanTakeAProcessWithoutAnyLimits()
+    {
+        // On v1 a fresh cpuset cgroup has empty cpus/mems and refuses tasks; Create copies them from the parent.
+        var m = NewCgroup();
+        if (m.Version == CgroupVersion.V1)
+            Assert.Equal(Read("/sys/fs/cgroup/cpuset", "cpuset.cpus"), Read(m.Paths["cpuset"], "cpuset.cpus"));
+        var p = Process.Start(new ProcessStartInfo("sleep", "30") { UseShellExecute = false })!;
+        _children.Add(p);
+        m.AddProcess(p.Id);
+        Assert.Equal(new[] { p.Id }, m.Pids());
+    }
 }
