@@ -1,0 +1,173 @@
+// Pure functions from the text of /proc/self/mountinfo and /proc/self/cgroup to the container's cgroup
+// directories. Taking text instead of reading /proc keeps path resolution unit-testable without root.
+//
+// Resolution follows runc's cgroupfs driver:
+//  * the path is cleaned so that ".." can never climb above a hierarchy's root;
+//  * an empty cgroupsPath means the container id, taken as a relative path;
+//  * absolute paths are joined to each hierarchy's mount point;
+//  * v1 relative paths are joined to the caller's own cgroup in that hierarchy (translated through the
+//    mount's root, for nested setups); v2 relative paths are joined to the *parent* of the caller's cgroup,
+//    because the caller's own cgroup usually holds processes and v2 forbids enabling controllers in it;
+//  * "slice:prefix:name" is the systemd driver's syntax, which we do not implement.
+namespace SandboxRunc.Cgroups;
+
+internal sealed record MountEntry(string Root, string MountPoint, string FsType, string SuperOptions);
+
+/// <summary>One v1 hierarchy: its mount point and the controllers (or "name=x") bound to it.</summary>
+internal sealed record V1Hierarchy(string MountPoint, string MountRoot, IReadOnlyList<string> Controllers)
+{
+    public string MountName => Path.GetFileName(MountPoint);
+}
+
+internal static class CgroupLayout
+{
+    internal const string CgroupRoot = "/sys/fs/cgroup";
+
+    internal static List<MountEntry> ParseMountInfo(string text)
+    {
+        var list = new List<MountEntry>();
+        foreach (var line in text.Split('\n', StringSplitOptions.RemoveEmptyEntries))
+        {
+            // id parent major:minor root mountpoint options [optional...] - fstype source superoptions
+            var f = line.Split(' ');
+            if (f.Length < 7) continue;
+            int dash = Array.IndexOf(f, "-", 6);
+            if (dash < 0 || dash + 1 >= f.Length) continue;
+            string fsType = f[dash + 1];
+            string super = dash + 3 < f.Length ? f[dash + 3] : "";
+            list.Add(new MountEntry(Unescape(f[3]), Unescape(f[4]), fsType, super));
+        }
+        return list;
+    }
+
+    /// <summary>mountinfo escapes space, tab, newline and backslash as \ooo octal.</summary>
+    static string Unescape(string s)
+    {
+        if (!s.Contains('\\')) return s;
+        var sb = new System.Text.StringBuilder();
+        for (int i = 0; i < s.Length; i++)
+        {
+            if (s[i] == '\\' && i + 3 < s.Length && IsOct(s[i + 1]) && IsOct(s[i + 2]) && IsOct(s[i + 3]))
+            {
+                sb.Append((char)((s[i + 1] - '0') * 64 + (s[i + 2] - '0') * 8 + (s[i + 3] - '0')));
+                i += 3;
+            }
+            else sb.Append(s[i]);
+        }
+        return sb.ToString();
+        static bool IsOct(char c) => c >= '0' && c <= '7';
+    }
+
+    /// <summary>Parses /proc/self/cgroup into controller -> path ("" is the v2 entry, "name=systemd" a named one).</summary>
+    internal static Dictionary<string, string> ParseProcCgroup(string text)
+    {
+        var map = new Dictionary<string, string>();
+        foreach (var line in text.Split('\n', StringSplitOptions.RemoveEmptyEntries))
+        {
+            var parts = line.Split(':', 3);
+            if (parts.Length != 3) continue;
+            if (parts[1].Length == 0) { map[""] = parts[2]; continue; }
+            foreach (var c in parts[1].Split(',')) map[c] = parts[2];
+        }
+        return map;
+    }
+
+    static readonly HashSet<string> NonControllerOptions =
+        ["rw", "ro", "xattr", "noprefix", "clone_children", "cpuset_v2_mode", "favordynmods"];
+
+    /// <summary>True when cgroup2 is mounted at /sys/fs/cgroup itself (a pure v2 host).</summary>
+    internal static bool IsUnified(IEnumerable<MountEntry> mounts) =>
+        mounts.Any(m => m.FsType == "cgroup2" && m.MountPoint == CgroupRoot);
+
+    internal static List<V1Hierarchy> V1Hierarchies(IEnumerable<MountEntry> mounts)
+    {
+        var seen = new HashSet<string>();
+        var result = new List<V1Hierarchy>();
+        foreach (var m in mounts)
+        {
+            if (m.FsType != "cgroup") continue;
+            var controllers = m.SuperOptions.Split(',')
+                .Where(o => o.Length > 0 && !NonControllerOptions.Contains(o) && (!o.Contains('=') || o.StartsWith("name=")))
+                .ToList();
+            // The same hierarchy may be mounted twice (bind mounts); the first mount wins.
+            if (controllers.Count == 0 || controllers.Any(c => !seen.Add(c))) continue;
+            result.Add(new V1Hierarchy(m.MountPoint, m.Root, controllers));
+        }
+        return result;
+    }
+
+    /// <summary>Normalises a cgroup path; ".." cannot climb above "/" (or above the start of a relative path).</summary>
+    internal static string CleanPath(string path)
+    {
+        var stack = new List<string>();
+        foreach (var part in path.Split('/'))
+        {
+            if (part.Length == 0 || part == ".") continue;
+            if (part == "..") { if (stack.Count > 0) stack.RemoveAt(stack.Count - 1); continue; }
+            stack.Add(part);
+        }
+        string joined = string.Join('/', stack);
+        return path.StartsWith('/') ? "/" + joined : joined;
+    }
+
+    static bool LooksLikeSystemd(string path) => !path.StartsWith('/') && path.Split(':').Length == 3;
+
+    static string Join(string a, string b) => b.Length == 0 ? a : a.TrimEnd('/') + "/" + b.TrimStart('/');
+
+    /// <summary>The caller's own cgroup as seen through a mount whose root is mountRoot.</summary>
+    static string OwnDir(string mountPoint, string mountRoot, string own)
+    {
+        string rel = own;
+        if (mountRoot != "/" && (own == mountRoot || own.StartsWith(mountRoot + "/")))
+            rel = own[mountRoot.Length..];
+        return Join(mountPoint, CleanPath("/" + rel));
+    }
+
+    /// <summary>Resolves the container's directories: controller -> absolute dir (v2: "" -> dir).</summary>
+    internal static (CgroupVersion Version, Dictionary<string, string> Paths) Resolve(
+        string containerId, string? cgroupsPath, string mountInfoText, string procSelfCgroupText)
+    {
+        string raw = cgroupsPath ?? "";
+        if (LooksLikeSystemd(raw))
+            throw new CgroupException($"cgroup: cgroupsPath \"{raw}\" is in systemd \"slice:prefix:name\" form, but only the cgroupfs driver is supported");
+        string inner = CleanPath(raw.Length == 0 ? containerId : raw);
+        if (inner.Length == 0 || inner == "/")
+            throw new CgroupException($"cgroup: cgroupsPath \"{raw}\" resolves to the root cgroup");
+
+        var mounts = ParseMountInfo(mountInfoText);
+        var own = ParseProcCgroup(procSelfCgroupText);
+        var paths = new Dictionary<string, string>();
+
+        if (IsUnified(mounts))
+        {
+            var m = mounts.First(x => x.FsType == "cgroup2" && x.MountPoint == CgroupRoot);
+            string dir;
+            if (inner.StartsWith('/')) dir = Join(CgroupRoot, inner);
+            else
+            {
+                string self = own.GetValueOrDefault("", "/");
+                string parent = CleanPath("/" + self + "/..");
+                dir = Join(OwnDir(CgroupRoot, m.Root, parent), inner);
+            }
+            paths[""] = dir;
+            return (CgroupVersion.V2, paths);
+        }
+
+        var hierarchies = V1Hierarchies(mounts);
+        if (hierarchies.Count == 0)
+            throw new CgroupException("cgroup: no cgroup v1 hierarchy or cgroup2 filesystem is mounted at " + CgroupRoot);
+        foreach (var h in hierarchies)
+        {
+            string dir = inner.StartsWith('/')
+                ? Join(h.MountPoint, inner)
+                : Join(OwnDir(h.MountPoint, h.MountRoot, own.GetValueOrDefault(h.Controllers[0], "/")), inner);
+            foreach (var c in h.Controllers) paths[c] = dir;
+        }
+        return (CgroupVersion.V1, paths);
+    }
+
+    /// <summary>The v1 hierarchy whose mount point holds dir (longest prefix), or null.</summary>
+    internal static V1Hierarchy? HierarchyOf(string dir, IEnumerable<V1Hierarchy> hierarchies) =>
+        hierarchies.Where(h => dir == h.MountPoint || dir.StartsWith(h.MountPoint + "/"))
+                   .OrderByDescending(h => h.MountPoint.Length).FirstOrDefault();
+}
