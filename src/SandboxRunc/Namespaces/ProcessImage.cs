@@ -16,7 +16,7 @@ internal sealed record ProcessImage(string Path, List<string> Args, List<string>
         if (path is null)
             throw new InvalidOperationException(name.Contains('/')
                 ? $"exec: \"{name}\": stat {name}: no such file or directory"
-                : $"exec: \"{name}\": executable file not found in $PATH");
+                : $"exec: \"{name}\": executable file not found in $PATH" );
         return new ProcessImage(path, process.Args, env);
     }
 
@@ -31,16 +31,8 @@ internal sealed record ProcessImage(string Path, List<string> Args, List<string>
         return null;
     }
 
-    static bool IsExecutable(string path)
-    {
-        try
-        {
-            var info = new FileInfo(path);
-            if (!info.Exists) return false;
-            return (File.GetUnixFileMode(path) & (UnixFileMode.UserExecute | UnixFileMode.GroupExecute | UnixFileMode.OtherExecute)) != 0;
-        }
-        catch (IOException) { return false; }
-    }
+    // access(2) answers what execve will: the file exists (through symlinks) and root may execute it.
+    static bool IsExecutable(string path) => !Directory.Exists(path) && Interop.Libc.access(path, 1 /* X_OK */) == 0;
 
     static string HomeOf(uint uid)
     {
