@@ -80,6 +80,8 @@ public class SeccompCompilerTests
         ["arg-index-out-of-range.json"] = ["\"getpgid\"", "index 6"],
         ["notify-default.json"] = ["defaultAction", "SCMP_ACT_NOTIFY"],
         ["errno-out-of-range.json"] = ["\"getppid\"", "errnoRet 70000"],
+        ["notify-write.json"] = ["\"write\"", "SCMP_ACT_NOTIFY"],
+        ["empty-syscall-name.json"] = ["syscalls", "empty string"],
     };
 
     public static IEnumerable<object[]> InvalidFixtures() =>
