@@ -93,14 +93,14 @@ public static class SeccompCompiler
             {
                 int rc = seccomp_attr_set(ctx, attr, 1);
                 if (rc < 0)
-                    throw new SeccompException($"seccomp: flags: \"{name}\" is not supported here", new SysException("seccomp_attr_set", name, -rc));
+                    throw LibseccompFailed($"flags: \"{name}\" is not supported here", "seccomp_attr_set", name, rc);
             }
 
             foreach (var (name, token) in archTokens)
             {
                 int rc = seccomp_arch_add(ctx, token);
                 if (rc < 0 && rc != -Libc.EEXIST) // the native arch is already in the filter
-                    throw new SeccompException($"seccomp: architectures: cannot add \"{name}\"", new SysException("seccomp_arch_add", name, -rc));
+                    throw LibseccompFailed($"architectures: cannot add \"{name}\"", "seccomp_arch_add", name, rc);
             }
 
             foreach (var rule in rules)
@@ -138,9 +138,15 @@ public static class SeccompCompiler
         {
             int rc = seccomp_rule_add_array(ctx, rule.Action, nr, count, conds);
             if (rc < 0)
-                throw new SeccompException($"seccomp: syscall \"{rule.Name}\": cannot add rule",
-                    new SysException("seccomp_rule_add_array", $"syscall \"{rule.Name}\"", -rc));
+                throw LibseccompFailed($"syscall \"{rule.Name}\": cannot add rule", "seccomp_rule_add_array", rule.Name, rc);
         }
+    }
+
+    /// <summary>A profile libseccomp refused: our context first, libseccomp's errno second.</summary>
+    static SeccompException LibseccompFailed(string what, string call, string target, int rc)
+    {
+        var inner = new SysException(call, target, -rc);
+        return new SeccompException($"seccomp: {what}: {inner.Message}", inner);
     }
 
     /// <summary>Writes the BPF program to a memfd and reads it back.</summary>
