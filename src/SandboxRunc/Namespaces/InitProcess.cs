@@ -9,7 +9,7 @@ namespace SandboxRunc.Namespaces;
 /// <summary>
 /// The container's init, in .NET, after nsexec.c has put it in every namespace. The story:
 /// config → mounts → host runs its hooks → createContainer hooks → pivot_root → terminal →
-/// masked paths → hostname, sysctls → ready → wait on the exec fifo → startContainer hooks →
+/// hostname, sysctls → masked and read-only paths → ready → wait on the exec fifo → startContainer hooks →
 /// identity, capabilities, seccomp → execve. Anything that fails before "ready" goes back to
 /// `create` as its error message.
 /// </summary>
@@ -40,9 +40,10 @@ internal static unsafe class InitProcess
                 SysException.Check(Libc.chdir("/"), "chdir", "/");
             }
             if (spec.Process!.Terminal) slave = Terminal.SetUp(config);
-            if (ownMountNs) rootfs.FinishRoot();
             SetHostnames(spec);
+            // Sysctls before the read-only paths: /proc/sys is one of them.
             WriteSysctls(spec.Linux?.Sysctl);
+            if (ownMountNs) rootfs.FinishRoot();
             if (!config.NoNewKeyring) JoinSessionKeyring(config.Id);
 
             image = ProcessImage.Resolve(spec.Process);
