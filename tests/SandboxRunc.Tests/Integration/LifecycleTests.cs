@@ -1,0 +1,36 @@
+using SandboxRunc.Tests.TestSupport;
+using Xunit;
+
+namespace SandboxRunc.Tests.Integration;
+
+/// <summary>The OCI lifecycle on a real bundle: create → created → start → running → exit → stopped → delete.</summary>
+public sealed class LifecycleTests : IDisposable
+{
+    readonly RuntimeCli _rt = new();
+
+    [IntegrationFact]
+    public async Task CreateStartExitDelete()
+    {
+        using var b = new Bundle("sh", "-c", "sleep 0.5");
+        await _rt.Ok("create", "--bundle", b.Write(), "life1");
+        Assert.Equal("created", await _rt.Status("life1"));
+        await _rt.Ok("start", "life1");
+        Assert.Equal("running", await _rt.Status("life1"));
+        await _rt.WaitStatus("life1", "stopped");
+        await _rt.Ok("delete", "life1");
+        var gone = await _rt.Run("state", "life1");
+        Assert.NotEqual(0, gone.ExitCode);
+        Assert.Contains("does not exist", gone.Stderr);
+    }
+
+    [IntegrationFact]
+    public async Task RunReturnsTheExitCode()
+    {
+        using var b = new Bundle("sh", "-c", "echo out; exit 3");
+        var r = await _rt.Run("run", "--bundle", b.Write(), "exit3");
+        Assert.Equal(3, r.ExitCode);
+        Assert.Equal("out\n", r.Stdout);
+    }
+
+    public void Dispose() => _rt.Dispose();
+}
