@@ -187,9 +187,18 @@ setup_docker() {
     command -v dockerd >/dev/null || die "dockerd not found (apt package docker.io)"
     setsid nohup dockerd </dev/null >"$DOCKERD_LOG" 2>&1 &
     disown || true
-  elif [[ $changed == changed ]] || { docker_ok && ! runtime_registered; }; then
-    step "docker: config $changed; reloading dockerd (pid $pid) with SIGHUP"
-    kill -HUP "$pid"
+  else
+    # A dockerd that is still starting (e.g. one apt's postinst just launched) could die of a
+    # SIGHUP that comes before its handler is installed: wait until it answers first.
+    if ! wait_for 60 docker_ok; then
+      printf 'ERROR: dockerd (pid %s) runs but docker info fails after 60 s:\n' "$pid" >&2
+      docker info 2>&1 | tail -n 5 >&2
+      return 1
+    fi
+    if [[ $changed == changed ]] || ! runtime_registered; then
+      step "docker: config $changed; reloading dockerd (pid $pid) with SIGHUP"
+      kill -HUP "$pid"
+    fi
   fi
   if ! wait_for 60 docker_ok; then
     printf 'ERROR: docker info still failing after 60 s\n' >&2
