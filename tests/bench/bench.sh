@@ -11,10 +11,14 @@
 #
 # Environment: BENCH_N (lifecycle iterations, 30), BENCH_DOCKER_N (15), BENCH_VERSION_N (50),
 # SANDBOX_RUNC_BENCH_BIN (binary under test; default artifacts/sandbox-runc), RUNC_BIN
-# (/usr/sbin/runc). Each iteration is timed with bash's $EPOCHREALTIME (no fork, unlike
-# date +%s%N, so the timer adds nothing to either side). Runtimes alternate within each
-# iteration so drift on the machine hits both alike. A runtime that fails has its error
-# printed and is skipped for the rest of that benchmark; the others still run.
+# (/usr/sbin/runc), BENCH_OCI_TIMEOUT (30 s). Each iteration is timed with bash's
+# $EPOCHREALTIME (no fork, unlike date +%s%N, so the timer adds nothing to either side).
+# Runtimes alternate within each iteration, and which goes first alternates too, so drift on
+# the machine hits both alike; iteration 0 is an untimed warm-up. Every OCI command runs under
+# timeout(1) for both runtimes alike (about 0.7 ms each) so that a hang counts as a failure.
+# A runtime that fails has its error printed and is skipped for the rest of that benchmark;
+# the other benchmarks still run. With runc against itself, ratios stay within about +-10 %
+# at N=30 on a busy 2-core machine: read small differences as noise.
 set -euo pipefail
 export LC_ALL=C
 
@@ -28,6 +32,7 @@ VN=${BENCH_VERSION_N:-50}
 ROOTFS=$ROOT/artifacts/rootfs
 IMAGE=sandbox-runc-test:latest
 DOCKER_RUNTIME=sandbox-runc
+OCI_TIMEOUT=${BENCH_OCI_TIMEOUT:-30} # seconds; every OCI command runs under timeout(1)
 
 [[ -x $SRUNC ]] || { echo "bench: $SRUNC not found; run ./build.sh bench" >&2; exit 1; }
 [[ -x $RUNC ]] || { echo "bench: $RUNC not found (apt package runc)" >&2; exit 1; }
@@ -61,6 +66,12 @@ cleanup() {
 trap cleanup EXIT
 
 now_us() { REPLY=${EPOCHREALTIME//[!0-9]/}; }
+
+# order I: the runtimes in the order to run them in iteration I; the first one alternates, so
+# neither side always runs right after the other (caches, CPU frequency, background work).
+order() {
+  if (($1 % 2)); then echo "${RUNTIMES[1]} ${RUNTIMES[0]}"; else echo "${RUNTIMES[0]} ${RUNTIMES[1]}"; fi
+}
 
 # median FILE: median of the microsecond values in FILE, in ms with 2 decimals; "-" if empty.
 median_ms() {
@@ -103,11 +114,11 @@ bench_oci_run() {
   declare -A dead=()
   for rt in "${RUNTIMES[@]}"; do : >"$WORK/run-$rt"; mkdir -p "${STATE[$rt]}"; done
   for ((i = 0; i <= N; i++)); do # iteration 0 is a warm-up
-    for rt in "${RUNTIMES[@]}"; do
+    for rt in $(order "$i"); do
       [[ -z ${dead[$rt]:-} ]] || continue
       id=bench-run-$i
       now_us; t0=$REPLY
-      if ! "${BIN[$rt]}" --root "${STATE[$rt]}" run --bundle "$BUNDLE" "$id" \
+      if ! timeout "$OCI_TIMEOUT" "${BIN[$rt]}" --root "${STATE[$rt]}" run --bundle "$BUNDLE" "$id" \
           </dev/null >/dev/null 2>"$err"; then
         report_failure "$rt" "run" "$err"
         dead[$rt]=1
@@ -128,11 +139,12 @@ lifecycle() {
   local rt=$1 id=$2 b s k
   b=${BIN[$rt]}
   s=${STATE[$rt]}
-  "$b" --root "$s" create --bundle "$BUNDLE" "$id" </dev/null >/dev/null 2>"$WORK/err" || return 1
-  "$b" --root "$s" start "$id" </dev/null >/dev/null 2>>"$WORK/err" || return 1
+  local t="timeout $OCI_TIMEOUT"
+  $t "$b" --root "$s" create --bundle "$BUNDLE" "$id" </dev/null >/dev/null 2>"$WORK/err" || return 1
+  $t "$b" --root "$s" start "$id" </dev/null >/dev/null 2>>"$WORK/err" || return 1
   for ((k = 0; k < 2000; k++)); do
-    if "$b" --root "$s" state "$id" 2>>"$WORK/err" | grep -q '"status": *"stopped"'; then
-      "$b" --root "$s" delete "$id" >/dev/null 2>>"$WORK/err" || return 1
+    if $t "$b" --root "$s" state "$id" 2>>"$WORK/err" | grep -q '"status": *"stopped"'; then
+      $t "$b" --root "$s" delete "$id" >/dev/null 2>>"$WORK/err" || return 1
       return 0
     fi
   done
@@ -146,7 +158,7 @@ bench_oci_lifecycle() {
   declare -A dead=()
   for rt in "${RUNTIMES[@]}"; do : >"$WORK/life-$rt"; done
   for ((i = 0; i <= N; i++)); do
-    for rt in "${RUNTIMES[@]}"; do
+    for rt in $(order "$i"); do
       [[ -z ${dead[$rt]:-} ]] || continue
       id=bench-life-$i
       now_us; t0=$REPLY
@@ -175,7 +187,7 @@ bench_docker() {
   declare -A dead=()
   for rt in "${RUNTIMES[@]}"; do : >"$WORK/docker-$rt"; done
   for ((i = 0; i <= DN; i++)); do
-    for rt in "${RUNTIMES[@]}"; do
+    for rt in $(order "$i"); do
       [[ -z ${dead[$rt]:-} ]] || continue
       dockerrt=$rt
       [[ $rt == sandbox-runc ]] && dockerrt=$DOCKER_RUNTIME
@@ -204,10 +216,13 @@ bench_cli() {
     printf '  %s: %s\n' "$rt" "$("${BIN[$rt]}" --version 2>&1 | head -n 1)"
   done
   for ((i = 0; i <= VN; i++)); do
-    for rt in "${RUNTIMES[@]}"; do
+    for rt in $(order "$i"); do
       [[ -z ${dead[$rt]:-} ]] || continue
+      # Only the untimed warm-up runs under timeout(1): it costs ~0.7 ms, a lot next to ~3 ms.
+      local t=""
+      ((i > 0)) || t="timeout 10"
       now_us; t0=$REPLY
-      if ! "${BIN[$rt]}" --version </dev/null >/dev/null 2>"$WORK/err"; then
+      if ! $t "${BIN[$rt]}" --version </dev/null >/dev/null 2>"$WORK/err"; then
         report_failure "$rt" "--version" "$WORK/err"
         dead[$rt]=1
         continue
