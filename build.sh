@@ -163,8 +163,13 @@ dockerd_pid() {
   printf '%s' "$pid"
 }
 
+# True when dockerd lists the runtime with the path we registered (after a SIGHUP the old entry
+# stays listed until the reload is done).
 runtime_registered() {
-  docker info --format '{{json .Runtimes}}' 2>/dev/null | grep -q "\"$RUNTIME_NAME\""
+  docker info --format '{{json .Runtimes}}' 2>/dev/null | python3 -c '
+import json, sys
+rt = json.load(sys.stdin).get(sys.argv[1]) or {}
+sys.exit(0 if rt.get("path") == sys.argv[2] else 1)' "$RUNTIME_NAME" "$RUNTIME_PATH" 2>/dev/null
 }
 
 wait_for() { # wait_for SECONDS CMD...
