@@ -1,0 +1,418 @@
+#!/usr/bin/env bash
+# build.sh - build, set up, test and benchmark SandboxRunc.
+#
+#   ./build.sh publish   native-AOT publish to artifacts/sandbox-runc
+#   ./build.sh up        install prerequisites, publish, install + register the runtime with
+#                        dockerd, build the test image, export its rootfs, run a demo container
+#   ./build.sh test      same set-up as up (no demo), then dotnet test; last line is
+#                        "N passed, N failed, N skipped"
+#   ./build.sh bench     same set-up as up (no demo), then tests/bench/bench.sh
+#
+# Must run as root on Debian 12. Idempotent: repeated runs skip apt when nothing is missing.
+# Noisy output (apt, dotnet restore/build, docker build) goes to artifacts/logs/.
+#
+# Environment knobs:
+#   SANDBOX_RUNC_BIN     (up/bench only, for trying the scripts before the runtime works)
+#                        use this binary as the "sandbox-runc" docker runtime instead of the
+#                        published one; a warning is printed. Ignored by "test".
+#   SANDBOX_RUNC_TEST_TIMEOUT       seconds allowed for the whole dotnet test (default 1080)
+#   SANDBOX_RUNC_TEST_HANG_TIMEOUT  seconds one test may hang before the run is aborted (300)
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")"
+ROOT=$PWD
+ART=$ROOT/artifacts
+LOGS=$ART/logs
+RUNTIME_NAME=sandbox-runc
+INSTALL_PATH=/usr/local/bin/sandbox-runc
+TEST_IMAGE=sandbox-runc-test:latest
+DAEMON_JSON=/etc/docker/daemon.json
+DOCKERD_LOG=/var/log/sandbox-runc-dockerd.log
+APT_PACKAGES=(
+  docker.io containerd runc tini iptables busybox-static libseccomp2 libseccomp-dev
+  iproute2 python3 ca-certificates procps git tar gcc libc6-dev zlib1g-dev
+)
+export DEBIAN_FRONTEND=noninteractive
+export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
+
+# The binary docker is told to use (set by install_runtime).
+RUNTIME_PATH=$INSTALL_PATH
+
+step() { printf '==> %s\n' "$*"; }
+warn() { printf 'WARNING: %s\n' "$*" >&2; }
+die() { printf 'ERROR: %s\n' "$*" >&2; exit 1; }
+
+# run_logged LOG CMD...: run CMD with all output to LOG; on failure show the log's tail.
+run_logged() {
+  local log=$1; shift
+  if ! "$@" >"$log" 2>&1; then
+    printf 'ERROR: %s failed; last lines of %s:\n' "$*" "$log" >&2
+    tail -n 40 "$log" >&2
+    return 1
+  fi
+}
+
+need_root() {
+  [[ $(id -u) -eq 0 ]] || die "must run as root (dockerd, namespaces, /usr/local/bin)"
+}
+
+# ---------------------------------------------------------------------------------------------
+# apt
+# ---------------------------------------------------------------------------------------------
+install_packages() {
+  local missing=() p
+  for p in "${APT_PACKAGES[@]}"; do
+    if [[ $(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true) != "install ok installed" ]]; then
+      missing+=("$p")
+    fi
+  done
+  if [[ ${#missing[@]} -eq 0 ]]; then
+    step "apt: all ${#APT_PACKAGES[@]} packages already installed"
+    return 0
+  fi
+  step "apt: installing ${missing[*]} (log: artifacts/logs/apt.log)"
+  local t0=$SECONDS
+  : >"$LOGS/apt.log"
+  run_logged "$LOGS/apt-update.log" apt-get update
+  run_logged "$LOGS/apt.log" apt-get install -y --no-install-recommends \
+    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "${missing[@]}"
+  step "apt: done in $((SECONDS - t0)) s"
+}
+
+# ---------------------------------------------------------------------------------------------
+# publish
+# ---------------------------------------------------------------------------------------------
+publish() {
+  command -v dotnet >/dev/null || die "dotnet SDK not found on PATH"
+  local rev tmp t0=$SECONDS
+  rev=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+  step "publish: native-AOT sandbox-runc ($rev) (log: artifacts/logs/publish.log)"
+  mkdir -p "$ART"
+  tmp=$(mktemp -d "$ART/.publish.XXXXXX")
+  if ! run_logged "$LOGS/publish.log" dotnet publish src/SandboxRunc/SandboxRunc.csproj \
+      -c Release -r linux-x64 -o "$tmp" "-p:SourceRevisionId=$rev"; then
+    rm -rf "$tmp"
+    return 1
+  fi
+  [[ -x $tmp/sandbox-runc ]] || { rm -rf "$tmp"; die "publish produced no $tmp/sandbox-runc"; }
+  mv -f "$tmp/sandbox-runc" "$ART/sandbox-runc"
+  rm -rf "$tmp"
+  step "publish: artifacts/sandbox-runc ($(stat -c %s "$ART/sandbox-runc") bytes) in $((SECONDS - t0)) s"
+}
+
+# ---------------------------------------------------------------------------------------------
+# runtime install + docker registration
+# ---------------------------------------------------------------------------------------------
+install_runtime() {
+  local allow_override=$1
+  if [[ -n ${SANDBOX_RUNC_BIN:-} && $allow_override == yes ]]; then
+    [[ -x $SANDBOX_RUNC_BIN ]] || die "SANDBOX_RUNC_BIN=$SANDBOX_RUNC_BIN is not executable"
+    RUNTIME_PATH=$(readlink -f "$SANDBOX_RUNC_BIN")
+    warn "SANDBOX_RUNC_BIN is set: docker runtime '$RUNTIME_NAME' will run $RUNTIME_PATH," \
+      "NOT the published sandbox-runc (for trying the scripts only)"
+    return 0
+  fi
+  RUNTIME_PATH=$INSTALL_PATH
+  step "install: $INSTALL_PATH"
+  # Copy then rename, so a running copy of the old binary never makes this fail (ETXTBSY).
+  install -m 0755 "$ART/sandbox-runc" "$INSTALL_PATH.new"
+  mv -f "$INSTALL_PATH.new" "$INSTALL_PATH"
+}
+
+# Merge {"runtimes": {"sandbox-runc": {"path": ...}}} into daemon.json, keeping every other key.
+# Prints "changed" or "unchanged".
+register_runtime_json() {
+  python3 - "$DAEMON_JSON" "$RUNTIME_NAME" "$RUNTIME_PATH" <<'EOF'
+import json, os, sys, tempfile
+path, name, binary = sys.argv[1:4]
+conf = {}
+if os.path.exists(path) and os.path.getsize(path) > 0:
+    with open(path) as f:
+        conf = json.load(f)
+    if not isinstance(conf, dict):
+        sys.exit(f"{path}: top level is not a JSON object")
+before = json.dumps(conf, sort_keys=True)
+runtimes = conf.setdefault("runtimes", {})
+entry = runtimes.get(name)
+entry = dict(entry) if isinstance(entry, dict) else {}
+entry["path"] = binary
+runtimes[name] = entry
+if json.dumps(conf, sort_keys=True) == before:
+    print("unchanged")
+    sys.exit(0)
+os.makedirs(os.path.dirname(path), exist_ok=True)
+fd, tmp = tempfile.mkstemp(prefix=".daemon.json.", dir=os.path.dirname(path))
+with os.fdopen(fd, "w") as f:
+    json.dump(conf, f, indent=2)
+    f.write("\n")
+os.chmod(tmp, 0o644)
+os.rename(tmp, path)
+print("changed")
+EOF
+}
+
+docker_ok() { docker info >/dev/null 2>&1; }
+
+dockerd_pid() {
+  local pid=""
+  if [[ -s /var/run/docker.pid ]]; then
+    pid=$(cat /var/run/docker.pid)
+    kill -0 "$pid" 2>/dev/null || pid=""
+  fi
+  [[ -n $pid ]] || pid=$(pgrep -xo dockerd || true)
+  printf '%s' "$pid"
+}
+
+# True when dockerd lists the runtime with the path we registered (after a SIGHUP the old entry
+# stays listed until the reload is done).
+runtime_registered() {
+  docker info --format '{{json .Runtimes}}' 2>/dev/null | python3 -c '
+import json, sys
+rt = json.load(sys.stdin).get(sys.argv[1]) or {}
+sys.exit(0 if rt.get("path") == sys.argv[2] else 1)' "$RUNTIME_NAME" "$RUNTIME_PATH" 2>/dev/null
+}
+
+wait_for() { # wait_for SECONDS CMD...
+  local deadline=$((SECONDS + $1)); shift
+  until "$@"; do
+    ((SECONDS < deadline)) || return 1
+    sleep 0.5
+  done
+}
+
+setup_docker() {
+  command -v docker >/dev/null || die "docker CLI not found (apt package docker.io)"
+  step "docker: register runtime '$RUNTIME_NAME' -> $RUNTIME_PATH in $DAEMON_JSON"
+  local changed
+  changed=$(register_runtime_json)
+  local pid
+  pid=$(dockerd_pid)
+  if [[ -z $pid ]]; then
+    step "docker: starting dockerd (log: $DOCKERD_LOG)"
+    command -v dockerd >/dev/null || die "dockerd not found (apt package docker.io)"
+    setsid nohup dockerd </dev/null >"$DOCKERD_LOG" 2>&1 &
+    disown || true
+  else
+    # A dockerd that is still starting (e.g. one apt's postinst just launched) could die of a
+    # SIGHUP that comes before its handler is installed: wait until it answers first.
+    if ! wait_for 60 docker_ok; then
+      printf 'ERROR: dockerd (pid %s) runs but docker info fails after 60 s:\n' "$pid" >&2
+      docker info 2>&1 | tail -n 5 >&2
+      return 1
+    fi
+    if [[ $changed == changed ]] || ! runtime_registered; then
+      step "docker: config $changed; reloading dockerd (pid $pid) with SIGHUP"
+      kill -HUP "$pid"
+    fi
+  fi
+  if ! wait_for 60 docker_ok; then
+    printf 'ERROR: docker info still failing after 60 s\n' >&2
+    [[ -f $DOCKERD_LOG ]] && tail -n 30 "$DOCKERD_LOG" >&2
+    return 1
+  fi
+  if ! wait_for 15 runtime_registered; then
+    printf 'ERROR: dockerd does not list runtime %s: %s\n' "$RUNTIME_NAME" \
+      "$(docker info --format '{{json .Runtimes}}' 2>&1)" >&2
+    return 1
+  fi
+  step "docker: runtimes $(docker info --format '{{json .Runtimes}}' |
+    python3 -c 'import json,sys; print(", ".join(sorted(json.load(sys.stdin))))')"
+}
+
+# ---------------------------------------------------------------------------------------------
+# test image + rootfs
+# ---------------------------------------------------------------------------------------------
+build_image() {
+  local ctx=$ART/image-ctx busybox t0=$SECONDS a
+  busybox=$(command -v busybox || true)
+  [[ -n $busybox ]] || busybox=/bin/busybox
+  [[ -x $busybox ]] || die "busybox not found (apt package busybox-static)"
+  if ! file_is_static "$busybox"; then
+    die "$busybox is not statically linked (install busybox-static)"
+  fi
+  step "image: building $TEST_IMAGE from Dockerfile.test (log: artifacts/logs/image.log)"
+  rm -rf "$ctx"
+  mkdir -p "$ctx/bin" "$ctx/tests/image" "$ctx/skel/tmp" "$ctx/skel/root" "$ctx/skel/home" \
+    "$ctx/home/tester"
+  cp "$busybox" "$ctx/bin/busybox"
+  for a in $("$busybox" --list); do
+    [[ $a == busybox ]] || ln -s busybox "$ctx/bin/$a"
+  done
+  cp tests/image/passwd tests/image/group "$ctx/tests/image/"
+  chmod 0644 "$ctx/tests/image/passwd" "$ctx/tests/image/group"
+  chmod 1777 "$ctx/skel/tmp"
+  chmod 0700 "$ctx/skel/root"
+  chmod 0755 "$ctx/skel/home" "$ctx/home/tester"
+  cp Dockerfile.test "$ctx/Dockerfile.test"
+  run_logged "$LOGS/image.log" docker build -t "$TEST_IMAGE" -f "$ctx/Dockerfile.test" "$ctx"
+  step "image: done in $((SECONDS - t0)) s"
+}
+
+# Static iff the ELF has no PT_INTERP (program interpreter); avoids needing file(1).
+file_is_static() {
+  python3 - "$1" <<'EOF'
+import struct, sys
+with open(sys.argv[1], "rb") as f:
+    data = f.read()
+if data[:4] != b"\x7fELF" or data[4] != 2:
+    sys.exit(1)
+phoff, = struct.unpack_from("<Q", data, 0x20)
+phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
+for i in range(phnum):
+    if struct.unpack_from("<I", data, phoff + i * phentsize)[0] == 3:  # PT_INTERP
+        sys.exit(1)
+EOF
+}
+
+export_rootfs() {
+  local rootfs=$ART/rootfs cid
+  step "rootfs: exporting $TEST_IMAGE to artifacts/rootfs"
+  rm -rf "$rootfs"
+  mkdir -p "$rootfs"
+  cid=$(docker create "$TEST_IMAGE")
+  if ! docker export "$cid" | tar -x -C "$rootfs"; then
+    docker rm -f "$cid" >/dev/null 2>&1 || true
+    die "docker export failed"
+  fi
+  docker rm -f "$cid" >/dev/null
+}
+
+# ---------------------------------------------------------------------------------------------
+# demo
+# ---------------------------------------------------------------------------------------------
+demo() {
+  # docker create does not call the runtime, so this works even when the runtime does not.
+  local cid rt
+  cid=$(docker create --runtime="$RUNTIME_NAME" "$TEST_IMAGE" true)
+  rt=$(docker inspect --format '{{.HostConfig.Runtime}}' "$cid")
+  docker rm -f "$cid" >/dev/null
+  step "demo: docker inspect --format '{{.HostConfig.Runtime}}' of a container created with" \
+    "--runtime=$RUNTIME_NAME reports: $rt"
+  step "demo: docker run --rm --runtime=$RUNTIME_NAME $TEST_IMAGE sh -c '...'"
+  local out rc=0
+  out=$(timeout 120 docker run --rm --runtime="$RUNTIME_NAME" "$TEST_IMAGE" \
+    sh -c 'echo hello from sandbox-runc; cat /proc/self/uid_map' 2>&1) || rc=$?
+  printf '%s\n' "$out" | sed 's/^/    /'
+  if [[ $rc -ne 0 ]]; then
+    printf 'ERROR: demo container under runtime %s failed (exit %d)\n' "$RUNTIME_NAME" "$rc" >&2
+    return 1
+  fi
+  step "demo: ok"
+}
+
+setup() { # setup ALLOW_OVERRIDE
+  need_root
+  mkdir -p "$LOGS"
+  local t0=$SECONDS
+  install_packages
+  publish
+  install_runtime "$1"
+  setup_docker
+  build_image
+  export_rootfs
+  step "setup: done in $((SECONDS - t0)) s"
+}
+
+# ---------------------------------------------------------------------------------------------
+# test
+# ---------------------------------------------------------------------------------------------
+# Sum the <Counters> of every TRX file given; prints "passed failed skipped total".
+trx_counts() {
+  python3 - "$@" <<'EOF'
+import sys
+import xml.etree.ElementTree as ET
+passed = failed = skipped = total = 0
+for path in sys.argv[1:]:
+    try:
+        root = ET.parse(path).getroot()
+    except (ET.ParseError, OSError) as e:
+        print(f"warning: cannot read {path}: {e}", file=sys.stderr)
+        continue
+    for c in root.iter():
+        if c.tag.rsplit("}", 1)[-1] != "Counters":
+            continue
+        n = lambda k: int(c.get(k, "0") or 0)
+        total += n("total")
+        passed += n("passed")
+        failed += n("failed") + n("error") + n("timeout") + n("aborted")
+        # Checked with a [Fact(Skip=...)]: VSTest counts a skipped test in total but not in
+        # executed, and leaves notExecuted at 0; take whichever is larger.
+        skipped += max(n("notExecuted"), n("total") - n("executed"))
+print(passed, failed, skipped, total)
+EOF
+}
+
+cmd_test() {
+  if [[ -n ${SANDBOX_RUNC_BIN:-} ]]; then
+    warn "ignoring SANDBOX_RUNC_BIN=$SANDBOX_RUNC_BIN: tests always use artifacts/sandbox-runc"
+    unset SANDBOX_RUNC_BIN
+  fi
+  local passed=0 failed=0 skipped=0 rc=0 results=$ART/test-results
+  # From here on, whatever happens, the counts line is printed last. The set-up runs as a
+  # child process so that set -e keeps working inside it.
+  if ! bash "$ROOT/build.sh" _setup; then
+    echo "set-up failed: no test ran"
+    echo "$passed passed, $failed failed, $skipped skipped"
+    return 1
+  fi
+  rm -rf "$results"
+  mkdir -p "$results"
+  step "test: restore + build SandboxRunc.sln (log: artifacts/logs/test-build.log)"
+  if ! run_logged "$LOGS/test-build.log" \
+      bash -c 'dotnet restore SandboxRunc.sln && dotnet build SandboxRunc.sln -c Release --no-restore'; then
+    echo "test build failed: no test ran"
+    echo "$passed passed, $failed failed, $skipped skipped"
+    return 1
+  fi
+  local timeout_s=${SANDBOX_RUNC_TEST_TIMEOUT:-1080}
+  step "test: dotnet test SandboxRunc.sln -c Release (timeout ${timeout_s} s)"
+  SANDBOX_RUNC_BIN=$ART/sandbox-runc \
+  SANDBOX_RUNC_ROOTFS=$ART/rootfs \
+  SANDBOX_RUNC_TEST_IMAGE=$TEST_IMAGE \
+  TESTCONTAINERS_RYUK_DISABLED=true \
+    timeout --kill-after=30 "$timeout_s" \
+    dotnet test SandboxRunc.sln -c Release --no-build \
+      --results-directory "$results" \
+      --logger "trx" --logger "console;verbosity=normal" \
+      --blame-hang-timeout "${SANDBOX_RUNC_TEST_HANG_TIMEOUT:-300}s" --blame-hang-dump-type none </dev/null || rc=$?
+  local trx=()
+  mapfile -t trx < <(find "$results" -name '*.trx' -type f)
+  if [[ ${#trx[@]} -gt 0 ]]; then
+    read -r passed failed skipped _ < <(trx_counts "${trx[@]}") || true
+  else
+    echo "no TRX file in artifacts/test-results"
+    [[ $rc -ne 0 ]] || rc=1
+  fi
+  if [[ $rc -eq 124 || $rc -eq 137 ]]; then
+    echo "dotnet test timed out after $timeout_s s (counts below are from what was written)"
+  elif [[ $rc -ne 0 && $failed -eq 0 ]]; then
+    echo "dotnet test exited with $rc and no failed test: the run was aborted (test host crash" \
+      "or a test hanging over ${SANDBOX_RUNC_TEST_HANG_TIMEOUT:-300} s); see above"
+  elif [[ $rc -ne 0 ]]; then
+    echo "dotnet test exited with $rc"
+  fi
+  echo "$passed passed, $failed failed, $skipped skipped"
+  [[ $rc -eq 0 && $failed -eq 0 ]]
+}
+
+# ---------------------------------------------------------------------------------------------
+usage() {
+  sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
+}
+
+main() {
+  local cmd=${1:-}
+  case $cmd in
+    publish) mkdir -p "$LOGS"; publish ;;
+    up) setup yes; demo ;;
+    test) cmd_test ;;
+    bench)
+      setup yes
+      SANDBOX_RUNC_BENCH_BIN=$RUNTIME_PATH exec bash tests/bench/bench.sh ;;
+    _setup) setup no ;; # internal: used by "test"
+    -h | --help | help) usage ;;
+    *) usage >&2; exit 2 ;;
+  esac
+}
+
+main "$@"
