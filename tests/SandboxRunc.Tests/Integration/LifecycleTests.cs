@@ -12,7 +12,7 @@ public sealed class LifecycleTests : IDisposable
     public async Task CreateStartExitDelete()
     {
         using var b = new Bundle("sh", "-c", "sleep 0.5");
-        await _rt.Ok("create", "--bundle", b.Write(), "life1");
+        await _rt.Create(b.Write(), "life1");
         Assert.Equal("created", await _rt.Status("life1"));
         await _rt.Ok("start", "life1");
         Assert.Equal("running", await _rt.Status("life1"));

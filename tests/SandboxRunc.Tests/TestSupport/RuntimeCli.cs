@@ -21,8 +21,11 @@ public sealed class RuntimeCli : IDisposable
         StateRoot = Path.Combine(Path.GetTempPath(), "sr-state-" + Guid.NewGuid().ToString("N")[..8]);
     }
 
-    public sealed record Result(int ExitCode, string Stdout, string Stderr)
+    public sealed record Result(int ExitCode, string Stdout, string Stderr, string? OutputFile = null)
     {
+        /// <summary>For <see cref="Detached"/>: what the container has written to its stdout so far.</summary>
+        public string ContainerOutput => OutputFile is null ? "" : File.ReadAllText(OutputFile);
+
         public override string ToString() => $"exit {ExitCode}\nstdout: {Stdout}\nstderr: {Stderr}";
     }
 
@@ -37,6 +40,34 @@ public sealed class RuntimeCli : IDisposable
         using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
         var r = await cmd.ExecuteBufferedAsync(Encoding.UTF8, cts.Token);
         return new Result(r.ExitCode, r.StandardOutput, r.StandardError);
+    }
+
+    /// <summary>
+    /// Runs a command whose container outlives it (create, run -d). The container inherits our stdio, so
+    /// they are files here, not pipes: a pipe would stay open until the container exits. stdout and
+    /// stderr of the runtime and of the container land in <see cref="Result.OutputFile"/> and a .err file.
+    /// </summary>
+    public async Task<Result> Detached(params string[] args)
+    {
+        Directory.CreateDirectory(StateRoot);
+        string log = Path.Combine(StateRoot, "out-" + Guid.NewGuid().ToString("N")[..8]);
+        string line = string.Join(' ', new[] { Binary, "--root", StateRoot }.Concat(args).Select(Quote))
+            + $" >{Quote(log + ".out")} 2>{Quote(log + ".err")} </dev/null";
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        var r = await CliWrap.Cli.Wrap("/bin/sh").WithArguments(["-c", line])
+            .WithValidation(CommandResultValidation.None).ExecuteBufferedAsync(Encoding.UTF8, cts.Token);
+        return new Result(r.ExitCode, File.ReadAllText(log + ".out"), File.ReadAllText(log + ".err"), log + ".out");
+    }
+
+    static string Quote(string s) => "'" + s.Replace("'", "'\\''") + "'";
+
+    /// <summary>`create` (detached stdio), asserting success.</summary>
+    public async Task<Result> Create(string bundleDir, string id, params string[] extra)
+    {
+        var r = await Detached(["create", .. extra, "--bundle", bundleDir, id]);
+        if (r.ExitCode != 0)
+            throw new Xunit.Sdk.XunitException($"sandbox-runc create {id} failed: {r}");
+        return r;
     }
 
     /// <summary>Runs and asserts success; the failure message carries both output streams.</summary>
