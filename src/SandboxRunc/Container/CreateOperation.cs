@@ -81,7 +81,7 @@ public static class CreateOperation
                     : [],
                 State = state,
             };
-            init.Channel.Send(new InitMessage { Kind = InitMessage.Config, Config_ = config });
+            SendConfig(init.Channel, config);
             init.Channel.Expect(InitMessage.RunHooks, "setting up mounts");
             HookRunner.Run("prestart", spec.Hooks?.Prestart, state);
             HookRunner.Run("createRuntime", spec.Hooks?.CreateRuntime, state);
@@ -105,6 +105,19 @@ public static class CreateOperation
             store.RemoveDir(o.Id);
             throw;
         }
+    }
+
+    /// <summary>
+    /// The init gets the compiled seccomp program, not the profile: Docker's is a few hundred rules of
+    /// JSON the init would parse for nothing. The record on disk keeps the full spec (exec needs it).
+    /// </summary>
+    static void SendConfig(InitChannel channel, InitConfig config)
+    {
+        var linux = config.Spec.Linux;
+        var profile = linux?.Seccomp;
+        if (linux is not null) linux.Seccomp = null;
+        try { channel.Send(new InitMessage { Kind = InitMessage.Config, Config_ = config }); }
+        finally { if (linux is not null) linux.Seccomp = profile; }
     }
 
     /// <summary>The init is our child (nsexec clones it with CLONE_PARENT): reap it if it is gone.</summary>

@@ -35,6 +35,19 @@ public static unsafe class UnixSocket
         }
     }
 
+    /// <summary>The size of the next packet on a SOCK_SEQPACKET socket, without taking it (0 at end of stream).</summary>
+    public static int PeekSize(SafeFd fd)
+    {
+        const int MSG_PEEK = 2, MSG_TRUNC = 0x20;
+        byte b;
+        var iov = new Libc.IoVec { Base = &b, Len = 1 };
+        var msg = new Libc.MsgHdr { Iov = &iov, IovLen = 1 };
+        nint n;
+        do n = Libc.recvmsg(fd.Fd, &msg, MSG_PEEK | MSG_TRUNC); while (n < 0 && Libc.Errno == Libc.EINTR);
+        if (n < 0) throw new SysException("receive", "sync socket", Libc.Errno);
+        return (int)n;
+    }
+
     /// <summary>Waits until the fd is readable or hung up; false on timeout.</summary>
     public static bool WaitReadable(int fd, int timeoutMs)
     {

@@ -17,8 +17,6 @@ namespace SandboxRunc.Namespaces;
 /// </summary>
 internal sealed class InitChannel(SafeFd socket) : IDisposable
 {
-    const int MaxPacket = 4 << 20;
-    readonly byte[] _buffer = new byte[MaxPacket];
 
     public SafeFd Socket => socket;
 
@@ -28,9 +26,11 @@ internal sealed class InitChannel(SafeFd socket) : IDisposable
     /// <summary>The next message, or null when the peer closed the socket (it exited).</summary>
     public InitMessage? Receive()
     {
-        int n = UnixSocket.Receive(socket, _buffer);
-        if (n == 0) return null;
-        return JsonSerializer.Deserialize(_buffer.AsSpan(0, n), InitJson.Default.InitMessage);
+        int size = UnixSocket.PeekSize(socket);
+        if (size == 0) return null;
+        var buffer = new byte[size];
+        int n = UnixSocket.Receive(socket, buffer);
+        return JsonSerializer.Deserialize(buffer.AsSpan(0, n), InitJson.Default.InitMessage);
     }
 
     /// <summary>Waits for a message of the given kind; an Error message or EOF becomes an exception.</summary>
