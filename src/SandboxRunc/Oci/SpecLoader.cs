@@ -43,7 +43,14 @@ public static class SpecLoader
     static string FirstSentence(string message)
     {
         int cut = message.IndexOf(" Path:", StringComparison.Ordinal);
-        return (cut > 0 ? message[..cut] : message).Trim();
+        // Name the JSON shape a user writes rather than the .NET type it maps to.
+        return (cut > 0 ? message[..cut] : message).Trim()
+            .Replace("System.Collections.Generic.List`1[System.String]", "an array of strings")
+            .Replace("System.Collections.Generic.Dictionary`2[System.String,System.String]", "an object with string values")
+            .Replace("System.UInt32", "an unsigned 32-bit number")
+            .Replace("System.Int32", "a 32-bit number")
+            .Replace("System.String", "a string")
+            .Replace("System.Boolean", "true or false");
     }
 
     /// <summary>Checks what the runtime needs before it creates anything. Bundle may be null for pure checks.</summary>
