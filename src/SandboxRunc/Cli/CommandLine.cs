@@ -66,7 +66,8 @@ public static class CommandLine
         }
         catch (Exception e) when (e is RuntimeException or UsageException or SpecException or SysException
                                      or InitFailedException or Hooks.HookException or IOException
-                                     or UnauthorizedAccessException or Seccomp.SeccompException or Cgroups.CgroupException)
+                                     or UnauthorizedAccessException or Seccomp.SeccompException or Cgroups.CgroupException
+                                     or Policy.PolicyException or InvalidOperationException)
         {
             Log.Error(e.Message);
             return 1;

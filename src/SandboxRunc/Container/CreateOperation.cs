@@ -3,6 +3,8 @@ using SandboxRunc.Hooks;
 using SandboxRunc.Interop;
 using SandboxRunc.Namespaces;
 using SandboxRunc.Oci;
+using SandboxRunc.Policy;
+using SandboxRunc.Rootfs;
 
 namespace SandboxRunc.Container;
 
@@ -16,10 +18,11 @@ public sealed record CreateOptions(
     int PreserveFds = 0);
 
 /// <summary>
-/// `create`, as a short story: load the spec → apply the isolation policy → make the state dir →
-/// cgroup → compile seccomp → spawn the init (namespaces, ID maps) → rlimits → send the config →
-/// host hooks → wait for ready → save state. Any failure undoes every step taken: no state dir,
-/// cgroup or process is left behind.
+/// `create`, as a short story: load the spec → apply the isolation policy (refuse, or say what it needs)
+/// → state dir → reserve an ID range and rewrite the spec → cgroup → compile seccomp → spawn the init
+/// (namespaces; the ID maps and the ID-mapped mounts are made while nsexec waits) → rlimits → send the
+/// config → host hooks → wait for ready → save state. Any failure undoes every step taken: no ID range,
+/// mount, cgroup, process or state dir is left behind.
 /// </summary>
 public static class CreateOperation
 {
@@ -28,26 +31,54 @@ public static class CreateOperation
         StateStore.ValidateId(o.Id);
         string bundle = Path.GetFullPath(o.Bundle);
         var spec = SpecLoader.LoadBundle(bundle);
-        spec = Policy.IsolationPolicy.Apply(spec);
+        var decision = IsolationPolicy.Decide(spec, HostFacts.Current);
         string rootfs = SpecLoader.RootfsPath(spec, bundle);
-        var compiled = spec.Linux?.Seccomp is { } profile ? Seccomp.SeccompCompiler.Compile(profile) : null;
 
-        store.CreateDir(o.Id);
+        string stateDir = store.CreateDir(o.Id);
+        var allocator = new IdRangeAllocator(IdPoolConfig.FromEnvironment());
+        IdRange? range = null;
         CgroupManager? cgroup = null;
         InitLauncher.Launched? init = null;
+        IdmappedStaging? staging = null;
         try
         {
             using var dirLock = store.Lock(o.Id);
+            if (decision == UserNamespaceDecision.AllocateRange) range = allocator.Allocate(o.Id, stateDir);
+            spec = IsolationPolicy.Rewrite(spec, range);
+            var compiled = spec.Linux?.Seccomp is { } profile ? Seccomp.SeccompCompiler.Compile(profile) : null;
+
             cgroup = CgroupManager.ForContainer(o.Id, spec.Linux?.CgroupsPath);
             cgroup.Create();
             cgroup.Apply(spec.Linux?.Resources);
+            NetworkSysctls.WriteForJoinedNetns(spec);
 
             string fifo = store.FifoPath(o.Id);
             SysException.Check(Libc.mkfifo(fifo, 0x192 /* 0622 */), "mkfifo", fifo);
+            // The init reopens it for writing as container root, which is an unprivileged host user in its own user namespace.
+            SysException.Check(Libc.chmod(fifo, 0x192), "chmod", fifo);
+            if (range is not null) SysException.Check(Libc.chown(fifo, (uint)range.UidBase, (uint)range.GidBase), "chown", fifo);
             using var fifoFd = new SafeFd(SysException.Check(Libc.open(fifo, Libc.O_PATH | Libc.O_CLOEXEC, 0), "open", fifo));
             using var console = o.ConsoleSocket is { } cs ? UnixSocket.Connect(cs) : null;
 
-            init = InitLauncher.Launch(new InitLauncher.Request(spec, o.PreserveFds, console?.Fd ?? -1, fifoFd.Fd, cgroup.AddProcess));
+            string initRootfs = rootfs;
+            var mountSources = new Dictionary<int, string>();
+            void StageIdmappedMounts(int stage0)
+            {
+                if (range is null) return;
+                using var userns = new SafeFd(SysException.Check(Libc.open($"/proc/{stage0}/ns/user", Libc.O_RDONLY | Libc.O_CLOEXEC, 0), "open", $"/proc/{stage0}/ns/user"));
+                staging = IdmappedStaging.Create(StagingKey(store, o.Id), userns.Fd, range);
+                initRootfs = staging.StageRootfs(rootfs);
+                var mounts = spec.Mounts ?? [];
+                for (int i = 0; i < mounts.Count; i++)
+                {
+                    var parsed = MountOptions.Parse(mounts[i].Options, mounts[i].Type);
+                    if (parsed.Bind && mounts[i].Source is { } src && Path.Exists(src) && staging.StageBind(src, parsed.Recursive) is { } staged)
+                        mountSources[i] = staged;
+                }
+            }
+
+            init = InitLauncher.Launch(new InitLauncher.Request(spec, o.PreserveFds, console?.Fd ?? -1, fifoFd.Fd,
+                cgroup.AddProcess, StageIdmappedMounts, SealedCopy: range is null));
             Rlimits.Apply(init.Pid, spec.Process?.Rlimits);
 
             var record = new ContainerRecord
@@ -60,13 +91,15 @@ public static class CreateOperation
                 Created = DateTime.UtcNow,
                 CgroupPaths = new Dictionary<string, string>(cgroup.Paths),
                 Spec = spec,
+                IdRange = range,
+                StagingDir = staging?.Dir,
             };
             var state = store.ToOci(record, ContainerStatus.Creating);
             var config = new InitConfig
             {
                 Id = o.Id,
                 Bundle = bundle,
-                Rootfs = rootfs,
+                Rootfs = initRootfs,
                 Spec = spec,
                 NoPivot = o.NoPivot,
                 NoNewKeyring = o.NoNewKeyring,
@@ -79,6 +112,7 @@ public static class CreateOperation
                 CgroupMounts = cgroup.Version == CgroupVersion.V1
                     ? cgroup.V1MountSources().Select(m => new CgroupMountSource { Name = m.MountName, HostDir = m.HostDir }).ToList()
                     : [],
+                MountSources = mountSources,
                 State = state,
             };
             SendConfig(init.Channel, config);
@@ -102,9 +136,18 @@ public static class CreateOperation
                 WaitGone(init.Pid);
             }
             try { cgroup?.Destroy(TimeSpan.FromSeconds(5)); } catch (Exception e) { Cli.Log.Warn($"cleanup of cgroup: {e.Message}"); }
+            IdmappedStaging.Remove(staging?.Dir);
             store.RemoveDir(o.Id);
+            if (range is not null) allocator.Release(stateDir);
             throw;
         }
+    }
+
+    /// <summary>A short name for the container's staging dir, unique across state roots (docker's, containerd's, ...).</summary>
+    static string StagingKey(StateStore store, string id)
+    {
+        var hash = System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(store.Dir(id)));
+        return Convert.ToHexStringLower(hash)[..16];
     }
 
     /// <summary>
@@ -123,9 +166,9 @@ public static class CreateOperation
     /// <summary>The init is our child (nsexec clones it with CLONE_PARENT): reap it if it is gone.</summary>
     static unsafe void WaitGone(int pid)
     {
+        int status;
         for (int i = 0; i < 500; i++)
         {
-            int status;
             int r = Libc.waitpid(pid, &status, Libc.WNOHANG);
             if (r == pid || (r < 0 && Libc.Errno == Libc.ECHILD && ProcStat.Read(pid) is null)) return;
             Thread.Sleep(10);
@@ -146,10 +189,10 @@ public static unsafe class Rlimits
 {
     public static void Apply(int pid, IReadOnlyList<Rlimit>? limits)
     {
+        ulong* v = stackalloc ulong[2];
         foreach (var l in limits ?? [])
         {
             if (!RlimitNames.TryGetResource(l.Type, out int resource)) continue;
-            ulong* v = stackalloc ulong[2];
             v[0] = l.Soft;
             v[1] = l.Hard;
             if (Libc.prlimit(pid, resource, v, null) != 0)

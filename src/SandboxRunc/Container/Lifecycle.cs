@@ -98,6 +98,7 @@ public static class DeleteOperation
             }
             try { cgroup.Destroy(TimeSpan.FromSeconds(5)); }
             catch (Exception e) { Cli.Log.Warn($"delete {id}: cgroup: {e.Message}"); }
+            Rootfs.IdmappedStaging.Remove(r.StagingDir);
             try
             {
                 HookRunner.Run("poststop", r.Spec.Hooks?.Poststop, store.ToOci(r, ContainerStatus.Stopped));
@@ -107,7 +108,10 @@ public static class DeleteOperation
                 Cli.Log.Warn(e.Message);
             }
         }
+        string stateDir = store.Dir(id);
         store.RemoveDir(id);
+        if (r.IdRange is not null)
+            new Policy.IdRangeAllocator(Policy.IdPoolConfig.FromEnvironment()).Release(stateDir);
     }
 
     static void WaitStopped(ContainerRecord r)

@@ -118,6 +118,13 @@ public sealed partial class StateStore(string root)
         Created = r.Created,
         Owner = "",
         Annotations = r.Spec.Annotations,
+        IdMappings = r.Spec.Linux?.UidMappings is { Count: > 0 } u && r.Spec.Linux.GidMappings is { Count: > 0 } g
+            ? new IdMappingsState
+            {
+                UidMap = string.Join('\n', u.Select(m => $"{m.ContainerId} {m.HostId} {m.Size}")),
+                GidMap = string.Join('\n', g.Select(m => $"{m.ContainerId} {m.HostId} {m.Size}")),
+            }
+            : null,
     };
 }
 

@@ -68,6 +68,11 @@ public static unsafe partial class Libc
     [LibraryImport(C, SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     public static partial int symlink(string target, string linkpath);
 
+    /// <summary>struct stat is 144 bytes on x86_64: st_dev at 0, st_ino at 8, st_mode (u32) at 24.</summary>
+    [LibraryImport(C, SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int stat(string path, byte* buf);
+    public const int StatSize = 144;
+
     /// <summary>struct statvfs is 112 bytes on x86_64; f_flag is the ulong at offset 72.</summary>
     [LibraryImport(C, SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     public static partial int statvfs(string path, byte* buf);
@@ -146,6 +151,21 @@ public static unsafe partial class Libc
     public const long SYS_pidfd_send_signal = 424;
     public const long SYS_close_range = 436;
     public const long SYS_setns = 308;
+    public const long SYS_open_tree = 428, SYS_move_mount = 429, SYS_mount_setattr = 442;
+    public const long SYS_setfsuid = 122, SYS_setfsgid = 123;
+    public const long OPEN_TREE_CLONE = 1, OPEN_TREE_CLOEXEC = 0x80000, AT_RECURSIVE = 0x8000, AT_EMPTY_PATH = 0x1000;
+    public const long MOVE_MOUNT_F_EMPTY_PATH = 4;
+    public const ulong MOUNT_ATTR_IDMAP = 0x00100000;
+
+    /// <summary>struct mount_attr (linux/mount.h), 32 bytes.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    public struct MountAttr
+    {
+        public ulong AttrSet;
+        public ulong AttrClr;
+        public ulong Propagation;
+        public ulong UsernsFd;
+    }
 
     // --- constants ---
     public const int O_RDONLY = 0, O_WRONLY = 1, O_RDWR = 2, O_CREAT = 0x40, O_EXCL = 0x80, O_NOCTTY = 0x100,

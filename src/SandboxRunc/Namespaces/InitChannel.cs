@@ -76,6 +76,8 @@ internal sealed class InitConfig
     /// <summary>v1 cgroup hierarchies to bind into the container: mount name -> host dir of the container's cgroup.</summary>
     [JsonPropertyName("cgroupMounts")] public List<CgroupMountSource> CgroupMounts { get; set; } = [];
     [JsonPropertyName("state")] public OciState State { get; set; } = new();
+    /// <summary>ID-mapped stand-ins for bind mount sources: index in spec.mounts -> staged path.</summary>
+    [JsonPropertyName("mountSources")] public Dictionary<int, string> MountSources { get; set; } = [];
 }
 
 internal sealed class CgroupMountSource

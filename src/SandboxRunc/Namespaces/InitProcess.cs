@@ -42,7 +42,7 @@ internal static unsafe class InitProcess
             if (spec.Process!.Terminal) slave = Terminal.SetUp(config);
             SetHostnames(spec);
             // Sysctls before the read-only paths: /proc/sys is one of them.
-            WriteSysctls(spec.Linux?.Sysctl);
+            WriteSysctls(spec);
             if (ownMountNs) rootfs.FinishRoot();
             if (!config.NoNewKeyring) JoinSessionKeyring(config.Id);
 
@@ -92,19 +92,13 @@ internal static unsafe class InitProcess
             SysException.Check(Libc.setdomainname(spec.Domainname, Encoding.UTF8.GetByteCount(spec.Domainname)), "setdomainname", spec.Domainname);
     }
 
-    static void WriteSysctls(Dictionary<string, string>? sysctls)
+    static void WriteSysctls(Spec spec)
     {
-        foreach (var (key, value) in sysctls ?? [])
-        {
-            if (key.Contains("..") || key.Contains('/') && key.Contains('.'))
-                throw new InvalidOperationException($"sysctl \"{key}\": invalid name");
-            string path = "/proc/sys/" + key.Replace('.', '/');
-            try { File.WriteAllText(path, value); }
-            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-            {
-                throw new InvalidOperationException($"sysctl \"{key}\" = \"{value}\": write {path}: {e.Message}");
-            }
-        }
+        // net.* of a joined network namespace were written by the host (see NetworkSysctls).
+        bool joinedNetns = NetworkSysctls.JoinedNetns(spec) is not null;
+        foreach (var (key, value) in spec.Linux?.Sysctl ?? [])
+            if (!(joinedNetns && NetworkSysctls.IsNetworkKey(key)))
+                Sysctl.Write(key, value);
     }
 
     static void JoinSessionKeyring(string id)

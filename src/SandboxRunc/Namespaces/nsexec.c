@@ -16,7 +16,8 @@
  *
  *   host   -> stage0   BOOTSTRAP    payload: struct nsexec_bootstrap
  *   stage0 -> host     MAP_REQUEST  value: pid whose uid_map/gid_map the host must write
- *   host   -> stage0   MAP_DONE
+ *   host   -> stage0   MAP_DONE     (the host has also staged the ID-mapped mounts by now: they must
+ *                                    exist before we copy the host's mount namespace)
  *   stage0 -> host     INIT_PID     value: pid of the container's init (in the host's PID namespace)
  *   stage0 / init -> host  ERROR    text: what failed, with errno text
  *
@@ -189,9 +190,20 @@ __attribute__((constructor)) static void nsexec(void)
     if (b.set_oom_score_adj)
         write_oom_score_adj(b.oom_score_adj);
 
-    /* A joined user namespace first: the others are owned by it and need its capabilities. */
+    /*
+     * Order matters for privileges. Joining a user namespace: join it first, then the others (they
+     * are owned by it and need its capabilities). Creating one: join the others first, as host root
+     * (e.g. the network namespace dockerd made), because inside the new user namespace we would have
+     * no capabilities over them.
+     */
+    int joins_user = 0;
     for (uint32_t i = 0; i < b.join_count; i++)
-        if (b.join[i].nstype == CLONE_NEWUSER)
+        if (b.join[i].nstype == CLONE_NEWUSER) {
+            joins_user = 1;
+            join_namespace(&b.join[i]);
+        }
+    if (!joins_user)
+        for (uint32_t i = 0; i < b.join_count; i++)
             join_namespace(&b.join[i]);
 
     if (b.clone_flags & CLONE_NEWUSER) {
@@ -203,10 +215,11 @@ __attribute__((constructor)) static void nsexec(void)
         send_msg(NSEXEC_MAP_REQUEST, getpid(), NULL);
         recv_msg(&m, NSEXEC_MAP_DONE);
     }
-    for (uint32_t i = 0; i < b.join_count; i++)
-        if (b.join[i].nstype != CLONE_NEWUSER)
-            join_namespace(&b.join[i]);
-    if ((b.clone_flags & CLONE_NEWUSER) || b.join_count) {
+    if (joins_user)
+        for (uint32_t i = 0; i < b.join_count; i++)
+            if (b.join[i].nstype != CLONE_NEWUSER)
+                join_namespace(&b.join[i]);
+    if ((b.clone_flags & CLONE_NEWUSER) || joins_user) {
         /* Become root of the (new or joined) user namespace before acting in it. */
         if (setresgid(0, 0, 0) < 0)
             fail("setresgid(0) in the container's user namespace");

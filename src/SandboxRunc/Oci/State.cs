@@ -14,6 +14,14 @@ public sealed class OciState
     [JsonPropertyName("created")] public DateTime? Created { get; set; }
     [JsonPropertyName("owner")] public string? Owner { get; set; }
     [JsonPropertyName("annotations")] public Dictionary<string, string>? Annotations { get; set; }
+    /// <summary>sandbox-runc's addition: the container's ID ranges, as /proc/self/uid_map shows them.</summary>
+    [JsonPropertyName("idMappings")] public IdMappingsState? IdMappings { get; set; }
+}
+
+public sealed class IdMappingsState
+{
+    [JsonPropertyName("uidMap")] public string UidMap { get; set; } = "";
+    [JsonPropertyName("gidMap")] public string GidMap { get; set; } = "";
 }
 
 /// <summary>What the runtime keeps about a container between CLI calls (state.json in its state dir).</summary>
@@ -28,8 +36,10 @@ public sealed class ContainerRecord
     [JsonPropertyName("created")] public DateTime Created { get; set; }
     [JsonPropertyName("cgroupPaths")] public Dictionary<string, string> CgroupPaths { get; set; } = new();
     [JsonPropertyName("spec")] public Spec Spec { get; set; } = new();
-    /// <summary>Set once poststop hooks and cleanup have run, so a second delete does not repeat them.</summary>
-    [JsonPropertyName("stoppedCleanly")] public bool StoppedCleanly { get; set; }
+    /// <summary>The container's exclusive ID range from the pool (null when the spec brought its own mappings).</summary>
+    [JsonPropertyName("idRange")] public Policy.IdRange? IdRange { get; set; }
+    /// <summary>Where the ID-mapped mounts were staged on the host (removed by delete).</summary>
+    [JsonPropertyName("stagingDir")] public string? StagingDir { get; set; }
 }
 
 public static class SpecVersion

@@ -29,15 +29,17 @@ internal sealed unsafe class RootfsBuilder(InitConfig config)
         // The rootfs must be a mount point for pivot_root.
         Mount(_rootfs, _rootfs, null, Libc.MS_BIND | Libc.MS_REC, null);
 
-        foreach (var m in _spec.Mounts ?? [])
-            MountOne(m);
+        var mounts = _spec.Mounts ?? [];
+        for (int i = 0; i < mounts.Count; i++)
+            MountOne(mounts[i], config.MountSources.GetValueOrDefault(i));
         if (!(_spec.Mounts ?? []).Any(m => m.Destination == "/dev"))
             Directory.CreateDirectory(_rootfs + "/dev");
         CreateDevices();
         CreateDevSymlinks();
     }
 
-    void MountOne(Oci.Mount m)
+    /// <param name="stagedSource">an ID-mapped view of the bind source made by the host, if any.</param>
+    void MountOne(Oci.Mount m, string? stagedSource)
     {
         string dest = SecureJoin.Join(_rootfs, m.Destination);
         var o = MountOptions.Parse(m.Options, m.Type);
@@ -48,7 +50,7 @@ internal sealed unsafe class RootfsBuilder(InitConfig config)
         }
         if (o.Bind)
         {
-            string source = m.Source ?? throw new InvalidOperationException($"mount {m.Destination}: a bind mount needs a source");
+            string source = stagedSource ?? m.Source ?? throw new InvalidOperationException($"mount {m.Destination}: a bind mount needs a source");
             if (!Path.Exists(source)) throw new IOException($"mount {source} to {m.Destination}: source does not exist");
             CreateMountpoint(dest, isDirectory: Directory.Exists(source));
             Mount(source, dest, null, Libc.MS_BIND | (o.Recursive ? Libc.MS_REC : 0), null);
