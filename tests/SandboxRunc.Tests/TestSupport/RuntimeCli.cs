@@ -103,6 +103,15 @@ public sealed class RuntimeCli : IDisposable
         throw new Xunit.Sdk.XunitException($"container {id} stayed {last}, expected {status}");
     }
 
+    /// <summary>`run` in the foreground (the container must exit), asserting exit 0; returns the container's stdout.</summary>
+    public async Task<string> RunOk(string bundleDir, string id, params string[] extra)
+    {
+        var r = await Run(["run", .. extra, "--bundle", bundleDir, id]);
+        if (r.ExitCode != 0)
+            throw new Xunit.Sdk.XunitException($"sandbox-runc run {id} failed: {r}");
+        return r.Stdout;
+    }
+
     /// <summary>The container directories under the state root (an aborted create must leave none).</summary>
     public string[] StateDirs() => Directory.Exists(StateRoot) ? Directory.GetDirectories(StateRoot) : [];
 
