@@ -43,7 +43,44 @@ public static class SpecLoader
     static string FirstSentence(string message)
     {
         int cut = message.IndexOf(" Path:", StringComparison.Ordinal);
-        return (cut > 0 ? message[..cut] : message).Trim();
+        return Readable((cut > 0 ? message[..cut] : message).Trim());
+    }
+
+    // The native executable is built with UseSystemResourceKeys: System.Text.Json's messages arrive as
+    // their resource key and arguments ("ZeroDepthAtEnd,", "FoundInvalidCharacter, x"). Say the common ones in words.
+    static readonly Dictionary<string, string> JsonErrors = new()
+    {
+        ["ZeroDepthAtEnd"] = "the document ends before every object and array is closed",
+        ["InvalidEndOfJsonNonPrimitive"] = "the document ends before every object and array is closed",
+        ["ExpectedJsonTokens"] = "the document is empty",
+        ["FoundInvalidCharacter"] = "unexpected character",
+        ["ExpectedStartOfValueNotFound"] = "expected a value, found",
+        ["ExpectedStartOfPropertyNotFound"] = "expected a property name, found",
+        ["ExpectedStartOfPropertyOrValueNotFound"] = "expected a property name or value",
+        ["ExpectedSeparatorAfterPropertyNameNotFound"] = "expected ':' after a property name, found",
+        ["ExpectedValueAfterPropertyNameNotFound"] = "expected a value after the property name",
+        ["ExpectedEndAfterSingleJson"] = "more data after the end of the document, found",
+        ["ExpectedEndOfDigitNotFound"] = "invalid number, found",
+        ["ExpectedNextDigitEValueNotFound"] = "invalid number, found",
+        ["ExpectedFalse"] = "expected false, found",
+        ["ExpectedTrue"] = "expected true, found",
+        ["ExpectedNull"] = "expected null, found",
+        ["EndOfStringNotFound"] = "a string is not closed",
+        ["InvalidCharacterWithinString"] = "invalid character in a string:",
+        ["MismatchedObjectArray"] = "mismatched closing bracket",
+        ["TrailingCommaNotAllowedBeforeArrayEnd"] = "trailing comma before ']'",
+        ["TrailingCommaNotAllowedBeforeObjectEnd"] = "trailing comma before '}'",
+        ["EndOfCommentNotFound"] = "a comment is not closed",
+        ["DeserializeUnableToConvertValue"] = "the value has the wrong type; expected",
+    };
+
+    static string Readable(string message)
+    {
+        int comma = message.IndexOf(',');
+        string key = comma >= 0 ? message[..comma] : message;
+        if (!JsonErrors.TryGetValue(key, out var words)) return message;
+        string args = comma >= 0 ? message[(comma + 1)..].Trim() : "";
+        return args.Length > 0 ? $"{words} {args}" : words;
     }
 
     /// <summary>Checks what the runtime needs before it creates anything. Bundle may be null for pure checks.</summary>
