@@ -38,6 +38,10 @@ public sealed class Bundle : IDisposable
         return this;
     }
 
+    /// <summary>The container's cgroup v1 directory for a controller (from cgroupsPath), e.g. "memory".</summary>
+    public string CgroupDir(string controller) =>
+        Path.Combine("/sys/fs/cgroup", controller, Spec.Linux!.CgroupsPath!.TrimStart('/'));
+
     /// <summary>Writes config.json (call after editing <see cref="Spec"/>); returns the bundle dir.</summary>
     public string Write()
     {

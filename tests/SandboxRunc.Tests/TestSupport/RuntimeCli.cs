@@ -47,12 +47,15 @@ public sealed class RuntimeCli : IDisposable
     /// they are files here, not pipes: a pipe would stay open until the container exits. stdout and
     /// stderr of the runtime and of the container land in <see cref="Result.OutputFile"/> and a .err file.
     /// </summary>
-    public async Task<Result> Detached(params string[] args)
+    public Task<Result> Detached(params string[] args) => DetachedWith("", args);
+
+    /// <summary>As <see cref="Detached(string[])"/>, with extra shell redirections (e.g. "3&lt;/etc/hostname" for --preserve-fds).</summary>
+    public async Task<Result> DetachedWith(string redirects, params string[] args)
     {
         Directory.CreateDirectory(StateRoot);
         string log = Path.Combine(StateRoot, "out-" + Guid.NewGuid().ToString("N")[..8]);
         string line = string.Join(' ', new[] { Binary, "--root", StateRoot }.Concat(args).Select(Quote))
-            + $" >{Quote(log + ".out")} 2>{Quote(log + ".err")} </dev/null";
+            + $" >{Quote(log + ".out")} 2>{Quote(log + ".err")} </dev/null {redirects}";
         using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
         var r = await CliWrap.Cli.Wrap("/bin/sh").WithArguments(["-c", line])
             .WithValidation(CommandResultValidation.None).ExecuteBufferedAsync(Encoding.UTF8, cts.Token);
@@ -98,6 +101,26 @@ public sealed class RuntimeCli : IDisposable
             await Task.Delay(20);
         }
         throw new Xunit.Sdk.XunitException($"container {id} stayed {last}, expected {status}");
+    }
+
+    /// <summary>`run` in the foreground (the container must exit), asserting exit 0; returns the container's stdout.</summary>
+    public async Task<string> RunOk(string bundleDir, string id, params string[] extra)
+    {
+        var r = await Run(["run", .. extra, "--bundle", bundleDir, id]);
+        if (r.ExitCode != 0)
+            throw new Xunit.Sdk.XunitException($"sandbox-runc run {id} failed: {r}");
+        return r.Stdout;
+    }
+
+    /// <summary>The container directories under the state root (an aborted create must leave none).</summary>
+    public string[] StateDirs() => Directory.Exists(StateRoot) ? Directory.GetDirectories(StateRoot) : [];
+
+    /// <summary>The init pid from `state`.</summary>
+    public async Task<int> Pid(string id)
+    {
+        var r = await Ok("state", id);
+        using var doc = System.Text.Json.JsonDocument.Parse(r.Stdout);
+        return doc.RootElement.GetProperty("pid").GetInt32();
     }
 
     public void Dispose()
