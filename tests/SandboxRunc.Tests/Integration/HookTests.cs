@@ -30,6 +30,8 @@ public sealed class HookTests : IDisposable
         using var b = new Bundle("sh", "-c", "sleep 0.2").WritableRootfs();
         string outDir = Path.Combine(b.Dir, "hooks-out");
         Directory.CreateDirectory(outDir);
+        // createContainer runs in the container's namespaces, as container root: an unprivileged host user.
+        File.SetUnixFileMode(outDir, (UnixFileMode)0x1ff);
         string hostScript = Path.Combine(b.Dir, "record.sh");
         WriteExecutable(hostScript, RecorderScript(outDir));
         // startContainer runs inside the container: its script and output dir are in the rootfs.

@@ -51,16 +51,39 @@ public sealed class SafetyTests : IDisposable
         Assert.DoesNotContain("through fd 3", r.ContainerOutput);
     }
 
+    /// <summary>
+    /// CVE-2019-5736 with a spec that brings its own mappings: the init runs a sealed memfd copy, so
+    /// /proc/[init]/exe can never lead back to the host binary.
+    /// </summary>
     [IntegrationFact]
-    public async Task InitOfACreatedContainerIsAMemfdNotTheHostBinary()
+    public async Task InitWithSpecMappingsIsASealedMemfdNotTheHostBinary()
     {
         using var b = new Bundle("true");
+        b.Spec.Linux!.Namespaces!.Add(new SandboxRunc.Oci.Namespace { Type = "user" });
+        b.Spec.Linux.UidMappings = [new() { ContainerId = 0, HostId = 300000, Size = 65536 }];
+        b.Spec.Linux.GidMappings = [new() { ContainerId = 0, HostId = 300000, Size = 65536 }];
         await _rt.Create(b.Write(), "memfd");
         int pid = await _rt.Pid("memfd");
         string exe = new FileInfo($"/proc/{pid}/exe").LinkTarget!;
         Assert.Contains("memfd:sandbox-runc", exe);
-        Assert.NotEqual(Path.GetFullPath(Repo.Binary), exe);
         Assert.DoesNotContain("artifacts", exe);
+    }
+
+    /// <summary>
+    /// CVE-2019-5736 with an allocated range: the init is an unprivileged host user (the range base),
+    /// and the host binary is root-owned and not writable by others, so it cannot be rewritten.
+    /// </summary>
+    [IntegrationFact]
+    public async Task InitWithAnAllocatedRangeIsAnUnprivilegedHostUser()
+    {
+        using var b = new Bundle("true");
+        await _rt.Create(b.Write(), "unpriv");
+        int pid = await _rt.Pid("unpriv");
+        var uidLine = File.ReadLines($"/proc/{pid}/status").First(l => l.StartsWith("Uid:"));
+        var uids = uidLine.Split('\t', StringSplitOptions.RemoveEmptyEntries).Skip(1).Select(long.Parse).ToArray();
+        Assert.All(uids, u => Assert.True(u >= 100000, $"init runs as host uid {u}: {uidLine}"));
+        var mode = File.GetUnixFileMode(Repo.Binary);
+        Assert.False(mode.HasFlag(UnixFileMode.OtherWrite) || mode.HasFlag(UnixFileMode.GroupWrite), $"{Repo.Binary} is {mode}");
     }
 
     [IntegrationTheory]
