@@ -26,7 +26,7 @@ public static class IsolationPolicy
     /// <param name="range">The range allocated for <see cref="UserNamespaceDecision.AllocateRange"/>, else null.</param>
     public static Spec Rewrite(Spec spec, IdRange? range)
     {
-        if (range is not null) UserNamespacePolicy.WithRange(spec, range);
+        if (range is not null) UserNamespacePolicy.WithSysctlsInRange(UserNamespacePolicy.WithRange(spec, range), range.Size);
         return UserNamespacePolicy.WithSafeDevices(spec);
     }
 }

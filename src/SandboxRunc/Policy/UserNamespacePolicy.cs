@@ -68,15 +68,33 @@ public static class UserNamespacePolicy
     }
 
     /// <summary>
+    /// net.ipv4.ping_group_range names gids of the writer's user namespace: Docker asks for "0 2147483647"
+    /// (every gid), which a user namespace of 65536 IDs cannot express (EINVAL). Every gid the container
+    /// has is 0..size-1, so the range is clamped to that: the same groups may ping.
+    /// </summary>
+    public static Spec WithSysctlsInRange(Spec spec, long size)
+    {
+        const string key = "net.ipv4.ping_group_range";
+        if (spec.Linux?.Sysctl is { } sysctl && sysctl.TryGetValue(key, out var value))
+        {
+            var parts = value.Split([' ', '\t'], StringSplitOptions.RemoveEmptyEntries);
+            if (parts.Length == 2 && long.TryParse(parts[0], out long lo) && long.TryParse(parts[1], out long hi) && lo <= hi)
+                sysctl[key] = $"{Math.Min(lo, size - 1)} {Math.Min(hi, size - 1)}";
+        }
+        return spec;
+    }
+
+    /// <summary>
     /// Devices that mean nothing dangerous inside a user namespace (Docker's --privileged lists every host
     /// device: block devices, /dev/mem, ... are dropped). Keyed by (type, major, minor); minor -1 = any.
     /// </summary>
     static readonly (string Type, long Major, long Minor)[] SafeDevices =
     [
         ("c", 1, 3), ("c", 1, 5), ("c", 1, 7), ("c", 1, 8), ("c", 1, 9), // null zero full random urandom
-        ("c", 5, 0), ("c", 5, 1), ("c", 5, 2),                            // tty console ptmx
+        ("c", 5, 0),                                                      // tty (the caller's own terminal)
         ("c", 10, 200), ("c", 10, 229),                                   // net/tun, fuse
-        ("c", 136, -1),                                                   // pts
+        // Not /dev/console (5:1) nor host /dev/pts/* (136:*): those are the host's terminals.
+        // /dev/ptmx is always the container's own devpts's (a symlink to pts/ptmx).
     ];
 
     public static Spec WithSafeDevices(Spec spec)

@@ -111,6 +111,8 @@ internal sealed unsafe class RootfsBuilder(InitConfig config)
             .Concat(_spec.Linux?.Devices ?? []);
         foreach (var d in devices)
         {
+            // The container's own pty multiplexer and console are set up elsewhere (symlink, terminal bind).
+            if (d.Path is "/dev/ptmx" or "/dev/console") continue;
             string dest = SecureJoin.Join(_rootfs, d.Path);
             Directory.CreateDirectory(Path.GetDirectoryName(dest)!);
             if (config.UserNamespace)
