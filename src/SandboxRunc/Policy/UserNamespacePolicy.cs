@@ -49,7 +49,7 @@ public static class UserNamespacePolicy
             maps[0].ContainerId != 0 ? "it must start at container ID 0" :
             maps[0].Size < MinimumSize ? $"it must cover at least {MinimumSize} IDs" :
             maps[0].HostId == 0 ? "it must not contain host ID 0 (container root would be host root)" :
-            (long)maps[0].HostId + maps[0].Size > uint.MaxValue + 1L ? "it runs past the last host ID" :
+            (long)maps[0].HostId + maps[0].Size > uint.MaxValue ? "it runs past the last host ID (4294967294)" :
             "";
         if (why.Length > 0)
             throw new PolicyException($"user namespace mapping refused: linux.{field} is \"{shown}\": {why}");
