@@ -29,6 +29,7 @@ internal static unsafe class InitLauncher
         using var _ = childEnd;
         var channel = new InitChannel(parentEnd);
         int stage0 = -1;
+        CgroupPlacement? placement = null;
         try
         {
             int next = 3 + r.PreserveFds;
@@ -43,11 +44,14 @@ internal static unsafe class InitLauncher
             string exe = self is null ? Environment.ProcessPath! : $"/proc/{Environment.ProcessId}/fd/{self.Fd}";
             stage0 = Spawn.Start(exe, ["sandbox-runc", "init"],
                 [$"_SANDBOX_RUNC_INIT={syncFd.ToString(CultureInfo.InvariantCulture)}"], fdMap);
-            r.PlaceInCgroup(stage0);
-
             var (flags, joins) = Namespaces(r.Spec);
+            // Moving a process into v1 cgroups can wait for an RCU grace period (several ms here). With a
+            // new user namespace, stage0 has work to do first (unshare, then wait for its maps), so the
+            // move runs alongside and is only awaited before MAP_DONE, ahead of the clone of the init.
+            placement = new CgroupPlacement(r.PlaceInCgroup, stage0, background: (flags & NsexecProtocol.CLONE_NEWUSER) != 0);
             UnixSocket.Send(parentEnd, NsexecProtocol.EncodeBootstrap(flags, joins, r.Spec.Process?.OomScoreAdj));
-            int initPid = ReceiveInitPid(parentEnd, r, stage0);
+            int initPid = ReceiveInitPid(parentEnd, r, placement);
+            placement.Wait();
             Spawn.Wait(stage0);
             stage0 = -1;
             return new Launched(initPid, channel, next) { };
@@ -55,12 +59,13 @@ internal static unsafe class InitLauncher
         catch
         {
             if (stage0 > 0) { Libc.kill(stage0, 9); Spawn.Wait(stage0); }
+            try { placement?.Wait(); } catch { /* the create fails anyway; the caller removes the cgroup */ }
             channel.Dispose();
             throw;
         }
     }
 
-    static int ReceiveInitPid(SafeFd socket, Request r, int stage0)
+    static int ReceiveInitPid(SafeFd socket, Request r, CgroupPlacement placement)
     {
         var buffer = new byte[NsexecProtocol.MessageSize];
         while (true)
@@ -73,6 +78,7 @@ internal static unsafe class InitLauncher
                 case NsexecProtocol.MapRequest:
                     WriteIdMaps(value, r.Spec);
                     r.OnUserNamespace?.Invoke(value);
+                    placement.Wait();
                     UnixSocket.Send(socket, NsexecProtocol.Encode(NsexecProtocol.MapDone));
                     break;
                 case NsexecProtocol.InitPid:
@@ -112,6 +118,38 @@ internal static unsafe class InitLauncher
             else joins.Add((flag, ns.Path));
         }
         return (flags, joins);
+    }
+}
+
+/// <summary>Puts stage0 into the container's cgroups, now or on a thread of its own; Wait rethrows its failure.</summary>
+internal sealed class CgroupPlacement
+{
+    readonly Thread? _thread;
+    Exception? _failure;
+
+    public CgroupPlacement(Action<int> place, int pid, bool background)
+    {
+        if (!background)
+        {
+            place(pid);
+            return;
+        }
+        _thread = new Thread(() =>
+        {
+            try { place(pid); }
+            catch (Exception e) { _failure = e; }
+        });
+        _thread.Start();
+    }
+
+    public void Wait()
+    {
+        _thread?.Join();
+        if (_failure is { } e)
+        {
+            _failure = null;
+            throw e;
+        }
     }
 }
 
