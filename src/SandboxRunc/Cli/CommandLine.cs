@@ -101,7 +101,12 @@ public static class CommandLine
     {
         var r = CreateFlags.Parse(args, start);
         var o = ParseCreate(r, "run");
+        // runc's default spec asks for a terminal: in the foreground without an engine, we are the console.
+        using var terminal = o.ConsoleSocket is null && !r.Has("detach") && SpecLoader.LoadBundle(Path.GetFullPath(o.Bundle)).Process?.Terminal == true
+            ? new ForegroundTerminal() : null;
+        if (terminal is not null) o = o with { ConsoleSocket = terminal.SocketPath };
         var record = CreateOperation.Run(store, o);
+        terminal?.Attach();
         try
         {
             StartOperation.Run(store, o.Id);

@@ -53,6 +53,12 @@ public static unsafe partial class Libc
     public static partial int ioctl(int fd, ulong request, void* arg);
     [LibraryImport(C, SetLastError = true)]
     public static partial int isatty(int fd);
+    [LibraryImport(C, SetLastError = true)]
+    public static partial int tcgetattr(int fd, byte* termios);
+    [LibraryImport(C, SetLastError = true)]
+    public static partial int tcsetattr(int fd, int action, byte* termios);
+    [LibraryImport(C)]
+    public static partial void cfmakeraw(byte* termios);
 
     // --- mounts and root ---
     [LibraryImport(C, SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
