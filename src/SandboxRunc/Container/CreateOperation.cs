@@ -48,6 +48,7 @@ public static class CreateOperation
             var compiled = spec.Linux?.Seccomp is { } profile ? Seccomp.SeccompCompiler.Compile(profile) : null;
 
             cgroup = CgroupManager.ForContainer(o.Id, spec.Linux?.CgroupsPath);
+            store.NoteCreating(o.Id, cgroup.Paths);
             cgroup.Create();
             cgroup.Apply(spec.Linux?.Resources);
             NetworkSysctls.WriteForJoinedNetns(spec);
@@ -124,6 +125,7 @@ public static class CreateOperation
             init.Channel.Dispose();
 
             store.Save(record);
+            File.Delete(Path.Combine(stateDir, StateStore.CreatingFile));
             if (o.PidFile is { } pidFile) WritePidFile(pidFile, init.Pid);
             return record;
         }
@@ -144,7 +146,7 @@ public static class CreateOperation
     }
 
     /// <summary>A short name for the container's staging dir, unique across state roots (docker's, containerd's, ...).</summary>
-    static string StagingKey(StateStore store, string id)
+    internal static string StagingKey(StateStore store, string id)
     {
         var hash = System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(store.Dir(id)));
         return Convert.ToHexStringLower(hash)[..16];

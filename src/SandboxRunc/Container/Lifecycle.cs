@@ -69,11 +69,23 @@ public static class DeleteOperation
 {
     public static void Run(StateStore store, string id, bool force)
     {
+        StateStore.ValidateId(id);
+        if (!store.Exists(id) && Directory.Exists(store.Dir(id)))
+        {
+            // A directory without state: a create in progress (it holds the directory's lock until it has
+            // saved state.json or undone everything), or one that died (SIGKILL) half-way.
+            using (store.Lock(id))
+            {
+                if (!store.Exists(id))
+                {
+                    RemoveUnfinishedCreate(store, id);
+                    if (force) return;
+                    throw new RuntimeException($"container does not exist: {id}");
+                }
+            }
+        }
         if (!store.Exists(id))
         {
-            StateStore.ValidateId(id);
-            // An aborted create can leave a directory without state: clean it up.
-            store.RemoveDir(id);
             if (force) return;
             throw new RuntimeException($"container does not exist: {id}");
         }
@@ -112,6 +124,30 @@ public static class DeleteOperation
         store.RemoveDir(id);
         if (r.IdRange is not null)
             new Policy.IdRangeAllocator(Policy.IdPoolConfig.FromEnvironment()).Release(stateDir);
+    }
+
+    /// <summary>
+    /// Undoes what a create that died before saving state may have made, in the order create made it:
+    /// the ID range (held through the state dir), the cgroup it noted (and any process already in it:
+    /// the init), the ID-mapped staging dir (its name comes from the state dir), then the dir itself.
+    /// </summary>
+    static void RemoveUnfinishedCreate(StateStore store, string id)
+    {
+        string stateDir = store.Dir(id);
+        var cgroupPaths = store.CreatingCgroups(id);
+        if (cgroupPaths.Count > 0)
+        {
+            var cgroup = CgroupManager.FromPaths(cgroupPaths);
+            try
+            {
+                cgroup.KillAll(9);
+                cgroup.Destroy(TimeSpan.FromSeconds(5));
+            }
+            catch (Exception e) { Cli.Log.Warn($"delete {id}: cgroup of an unfinished create: {e.Message}"); }
+        }
+        Rootfs.IdmappedStaging.Remove(Path.Combine(Rootfs.IdmappedStaging.StagingRoot, CreateOperation.StagingKey(store, id)));
+        store.RemoveDir(id);
+        new Policy.IdRangeAllocator(Policy.IdPoolConfig.FromEnvironment()).Release(Path.GetFullPath(stateDir));
     }
 
     static void WaitStopped(ContainerRecord r)

@@ -15,7 +15,7 @@ public sealed class RuntimeException(string message) : Exception(message);
 /// </summary>
 public sealed partial class StateStore(string root)
 {
-    public const string StateFile = "state.json", ExecFifo = "exec.fifo";
+    public const string StateFile = "state.json", ExecFifo = "exec.fifo", CreatingFile = "creating";
     public string Root { get; } = root;
 
     [GeneratedRegex(@"^[\w+\-\.]+$")]
@@ -49,6 +49,27 @@ public sealed partial class StateStore(string root)
         {
             throw new RuntimeException($"create state dir {dir}: {e.Message}");
         }
+    }
+
+    /// <summary>
+    /// What an unfinished create has made that `delete` cannot otherwise find (the cgroup dirs come from
+    /// the bundle's spec), noted before it is made: one "controller=dir" line each. If the create dies
+    /// (SIGKILL) before state.json, `delete` cleans up from this note.
+    /// </summary>
+    public void NoteCreating(string id, IReadOnlyDictionary<string, string> cgroupPaths)
+    {
+        string file = Path.Combine(Dir(id), CreatingFile);
+        File.WriteAllText(file + ".tmp", string.Concat(cgroupPaths.Select(kv => $"{kv.Key}={kv.Value}\n")));
+        File.Move(file + ".tmp", file, overwrite: true);
+    }
+
+    /// <summary>The cgroup dirs noted by <see cref="NoteCreating"/> (empty if there is no note).</summary>
+    public Dictionary<string, string> CreatingCgroups(string id)
+    {
+        string file = Path.Combine(Dir(id), CreatingFile);
+        if (!File.Exists(file)) return [];
+        return File.ReadAllLines(file).Select(l => l.Split('=', 2)).Where(kv => kv.Length == 2 && kv[1].StartsWith('/'))
+            .GroupBy(kv => kv[0]).ToDictionary(g => g.Key, g => g.Last()[1]);
     }
 
     public bool Exists(string id) => File.Exists(Path.Combine(Dir(id), StateFile));

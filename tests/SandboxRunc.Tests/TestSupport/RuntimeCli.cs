@@ -13,8 +13,12 @@ public sealed class RuntimeCli : IDisposable
     public string Binary { get; }
     public string StateRoot { get; }
 
-    public RuntimeCli(string? binary = null)
+    /// <summary>Extra environment for every command (e.g. SANDBOX_RUNC_SUBUID for a private ID pool).</summary>
+    public IReadOnlyDictionary<string, string> Environment { get; }
+
+    public RuntimeCli(string? binary = null, IReadOnlyDictionary<string, string>? environment = null)
     {
+        Environment = environment ?? new Dictionary<string, string>();
         Binary = binary ?? Repo.Binary;
         if (!File.Exists(Binary))
             throw new InvalidOperationException($"runtime binary {Binary} is missing: run ./build.sh publish (or set SANDBOX_RUNC_BIN)");
@@ -35,6 +39,7 @@ public sealed class RuntimeCli : IDisposable
     {
         var cmd = CliWrap.Cli.Wrap(Binary)
             .WithArguments(new[] { "--root", StateRoot }.Concat(args))
+            .WithEnvironmentVariables(Env)
             .WithValidation(CommandResultValidation.None);
         if (configure is not null) cmd = configure(cmd);
         using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
@@ -57,12 +62,14 @@ public sealed class RuntimeCli : IDisposable
         string line = string.Join(' ', new[] { Binary, "--root", StateRoot }.Concat(args).Select(Quote))
             + $" >{Quote(log + ".out")} 2>{Quote(log + ".err")} </dev/null {redirects}";
         using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
-        var r = await CliWrap.Cli.Wrap("/bin/sh").WithArguments(["-c", line])
+        var r = await CliWrap.Cli.Wrap("/bin/sh").WithArguments(["-c", line]).WithEnvironmentVariables(Env)
             .WithValidation(CommandResultValidation.None).ExecuteBufferedAsync(Encoding.UTF8, cts.Token);
         return new Result(r.ExitCode, File.ReadAllText(log + ".out"), File.ReadAllText(log + ".err"), log + ".out");
     }
 
-    static string Quote(string s) => "'" + s.Replace("'", "'\\''") + "'";
+    IReadOnlyDictionary<string, string?> Env => Environment.ToDictionary(kv => kv.Key, kv => (string?)kv.Value);
+
+    public static string Quote(string s) => "'" + s.Replace("'", "'\\''") + "'";
 
     /// <summary>`create` (detached stdio), asserting success.</summary>
     public async Task<Result> Create(string bundleDir, string id, params string[] extra)
