@@ -41,10 +41,11 @@ public sealed class IdRangeAllocator(IdPoolConfig config)
     /// <summary>Reserves the lowest free range for the container whose state dir is given.</summary>
     public IdRange Allocate(string id, string stateDir)
     {
-        var (uidPool, gidPool) = Pools();
-        long count = Math.Min(uidPool.Count, gidPool.Count) / RangeSize;
         return WithTable(table =>
         {
+            // Under the table's lock: the first creates on a fresh host all add the pool entry otherwise.
+            var (uidPool, gidPool) = Pools();
+            long count = Math.Min(uidPool.Count, gidPool.Count) / RangeSize;
             table.Holders.RemoveAll(h => !Directory.Exists(h.StateDir) || h.StateDir == stateDir);
             var used = table.Holders.Select(h => h.Index).ToHashSet();
             long index = 0;

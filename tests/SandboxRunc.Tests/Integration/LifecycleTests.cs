@@ -11,7 +11,7 @@ public sealed class LifecycleTests : IDisposable
     [IntegrationFact]
     public async Task CreateStartExitDelete()
     {
-        using var b = new Bundle("sh", "-c", "sleep 0.5");
+        using var b = new Bundle("sh", "-c", "sleep 2");
         await _rt.Create(b.Write(), "life1");
         Assert.Equal("created", await _rt.Status("life1"));
         await _rt.Ok("start", "life1");
