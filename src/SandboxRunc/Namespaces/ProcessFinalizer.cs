@@ -83,9 +83,13 @@ internal static unsafe class ProcessFinalizer
         catch (IOException e) { throw new InvalidOperationException($"apparmor profile \"{profile}\": write {attr}: {e.Message}"); }
     }
 
+    /// <summary>
+    /// A missing bounding list is an empty one, as for the other sets: Docker's `--cap-drop ALL` sends
+    /// `"capabilities": {}`. Keeping the runtime's full bounding set there let a root process regain every
+    /// capability at execve (root's file capabilities are the bounding set).
+    /// </summary>
     static void DropBoundingSet(List<string>? bounding)
     {
-        if (bounding is null) return;
         ulong keep = CapabilityNames.Mask(bounding);
         for (int cap = 0; cap <= LastCap(); cap++)
         {
