@@ -37,7 +37,7 @@ public sealed class DockerCli : IDisposable
     {
         var cmd = CliWrap.Cli.Wrap("docker").WithArguments(args).WithValidation(CommandResultValidation.None);
         if (stdin is not null) cmd = cmd.WithStandardInputPipe(PipeSource.FromString(stdin));
-        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(30));
         var sw = Stopwatch.StartNew();
         BufferedCommandResult r;
         try
@@ -46,7 +46,7 @@ public sealed class DockerCli : IDisposable
         }
         catch (OperationCanceledException)
         {
-            throw new Xunit.Sdk.XunitException($"docker {string.Join(' ', args)} did not finish within 60 s");
+            throw new Xunit.Sdk.XunitException($"docker {string.Join(' ', args)} did not finish within 30 s");
         }
         return new Result(r.ExitCode, r.StandardOutput, r.StandardError, sw.Elapsed);
     }
@@ -60,9 +60,12 @@ public sealed class DockerCli : IDisposable
         return r;
     }
 
-    /// <summary>`docker run --rm --runtime=sandbox-runc [options] IMAGE command...` (attached).</summary>
+    /// <summary>
+    /// `docker run --rm --runtime=sandbox-runc [options] IMAGE command...` (attached). Named all the same,
+    /// so that Dispose removes the container should the run hang or --rm not happen.
+    /// </summary>
     public Task<Result> RunRm(string[] options, params string[] command) =>
-        Run(["run", "--rm", $"--runtime={Runtime}", .. options, Image, .. command]);
+        Run(["run", "--rm", "--name", Name("run"), $"--runtime={Runtime}", .. options, Image, .. command]);
 
     /// <summary>Starts a detached container with the given runtime; returns its name.</summary>
     public async Task<string> RunDetached(string what, string runtime, string[] options, params string[] command)
