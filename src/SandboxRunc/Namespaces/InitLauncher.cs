@@ -39,6 +39,14 @@ internal static unsafe class InitLauncher
             if (r.ConsoleSocketFd >= 0) fdMap.Add((consoleFd = next++, r.ConsoleSocketFd));
             if (r.ExecFifoFd >= 0) fdMap.Add((fifoFd = next++, r.ExecFifoFd));
             for (int fd = 3; fd < 3 + r.PreserveFds; fd++) fdMap.Add((fd, fd));
+            // With a terminal the process's stdio is the pty, never ours: our stdout/stderr is often a
+            // pipe the caller reads until EOF (containerd's shim does, for `create`), and an init that
+            // kept it open would hang that caller until the container exits. runc gives /dev/null too.
+            using var devNull = r.Spec.Process?.Terminal == true
+                ? new SafeFd(SysException.Check(Libc.open("/dev/null", Libc.O_RDWR | Libc.O_CLOEXEC, 0), "open", "/dev/null"))
+                : null;
+            if (devNull is not null)
+                for (int fd = 0; fd <= 2; fd++) fdMap.Add((fd, devNull.Fd));
 
             using var self = r.SealedCopy ? SealedExecutable.Open() : null;
             string exe = self is null ? Environment.ProcessPath! : $"/proc/{Environment.ProcessId}/fd/{self.Fd}";

@@ -47,6 +47,7 @@ internal static unsafe class InitProcess
             if (!config.NoNewKeyring) JoinSessionKeyring(config.Id);
 
             image = ProcessImage.Resolve(spec.Process);
+            ProcessFinalizer.CheckCapabilities(spec.Process.Capabilities);
             channel.Send(new InitMessage { Kind = InitMessage.Ready });
         }
         catch (Exception e)

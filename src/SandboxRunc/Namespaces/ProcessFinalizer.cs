@@ -49,6 +49,30 @@ internal static unsafe class ProcessFinalizer
         throw new SysException("exec", image.Path, Libc.Errno);
     }
 
+    /// <summary>
+    /// Called before "ready", so that capabilities this process cannot grant fail `create` with a clear
+    /// message (as runc's does), instead of capset failing after `start` as the container's own output.
+    /// Example: `docker run --privileged` asks for every capability, on a host whose bounding set lacks one.
+    /// </summary>
+    public static void CheckCapabilities(Oci.Capabilities? caps)
+    {
+        if (caps is null) return;
+        uint* header = stackalloc uint[2];
+        header[0] = 0x20080522; // _LINUX_CAPABILITY_VERSION_3
+        header[1] = 0;
+        uint* data = stackalloc uint[6];
+        SysException.Check(Libc.syscall(Libc.SYS_capget, (long)header, (long)data, 0, 0, 0, 0), "capget");
+        ulong held = data[1] | ((ulong)data[4] << 32); // permitted
+        var missing = new List<string>();
+        foreach (var list in new[] { caps.Effective, caps.Permitted, caps.Inheritable })
+            foreach (var name in list ?? [])
+                if (CapabilityNames.TryParse(name, out int cap) && cap <= LastCap() && (held & (1UL << cap)) == 0 && !missing.Contains(name))
+                    missing.Add(name);
+        if (missing.Count > 0)
+            throw new InvalidOperationException(
+                $"cannot grant capabilities the runtime does not hold (not in this host's bounding/permitted set): {string.Join(", ", missing)}");
+    }
+
     static void ApplyApparmor(string? profile)
     {
         if (string.IsNullOrEmpty(profile)) return;
@@ -59,9 +83,13 @@ internal static unsafe class ProcessFinalizer
         catch (IOException e) { throw new InvalidOperationException($"apparmor profile \"{profile}\": write {attr}: {e.Message}"); }
     }
 
+    /// <summary>
+    /// A missing bounding list is an empty one, as for the other sets: Docker's `--cap-drop ALL` sends
+    /// `"capabilities": {}`. Keeping the runtime's full bounding set there let a root process regain every
+    /// capability at execve (root's file capabilities are the bounding set).
+    /// </summary>
     static void DropBoundingSet(List<string>? bounding)
     {
-        if (bounding is null) return;
         ulong keep = CapabilityNames.Mask(bounding);
         for (int cap = 0; cap <= LastCap(); cap++)
         {
