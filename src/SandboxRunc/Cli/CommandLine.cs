@@ -102,10 +102,12 @@ public static class CommandLine
         var r = CreateFlags.Parse(args, start);
         var o = ParseCreate(r, "run");
         // runc's default spec asks for a terminal: in the foreground without an engine, we are the console.
-        using var terminal = o.ConsoleSocket is null && !r.Has("detach") && SpecLoader.LoadBundle(Path.GetFullPath(o.Bundle)).Process?.Terminal == true
+        StateStore.ValidateId(o.Id);
+        var spec = SpecLoader.LoadBundle(Path.GetFullPath(o.Bundle));
+        using var terminal = o.ConsoleSocket is null && !r.Has("detach") && spec.Process?.Terminal == true
             ? new ForegroundTerminal() : null;
         if (terminal is not null) o = o with { ConsoleSocket = terminal.SocketPath };
-        var record = CreateOperation.Run(store, o);
+        var record = CreateOperation.Run(store, o, spec);
         terminal?.Attach();
         try
         {

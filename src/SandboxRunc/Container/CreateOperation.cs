@@ -26,11 +26,12 @@ public sealed record CreateOptions(
 /// </summary>
 public static class CreateOperation
 {
-    public static ContainerRecord Run(StateStore store, CreateOptions o)
+    /// <param name="loaded">the bundle's spec if the caller already loaded it (`run` looks at process.terminal first).</param>
+    public static ContainerRecord Run(StateStore store, CreateOptions o, Spec? loaded = null)
     {
         StateStore.ValidateId(o.Id);
         string bundle = Path.GetFullPath(o.Bundle);
-        var spec = SpecLoader.LoadBundle(bundle);
+        var spec = loaded ?? SpecLoader.LoadBundle(bundle);
         var decision = IsolationPolicy.Decide(spec, HostFacts.Current);
         string rootfs = SpecLoader.RootfsPath(spec, bundle);
 
