@@ -10,6 +10,7 @@ public sealed class ArgParser
 {
     readonly Dictionary<string, (string Canonical, bool TakesValue)> _flags = new(StringComparer.Ordinal);
 
+    /// <summary>A flag; one that takes a value may be repeated (`-e A=1 -e B=2`): <see cref="Result.All"/> has every value.</summary>
     public ArgParser Flag(string names, bool takesValue = false)
     {
         var all = names.Split('|');
@@ -20,6 +21,8 @@ public sealed class ArgParser
     public sealed class Result
     {
         public Dictionary<string, string> Values { get; } = new(StringComparer.Ordinal);
+        public Dictionary<string, List<string>> Repeated { get; } = new(StringComparer.Ordinal);
+        public IReadOnlyList<string> All(string name) => Repeated.TryGetValue(name, out var v) ? v : [];
         public HashSet<string> Switches { get; } = new(StringComparer.Ordinal);
         public List<string> Positional { get; } = [];
         public string? Get(string name) => Values.TryGetValue(name, out var v) ? v : null;
@@ -51,6 +54,8 @@ public sealed class ArgParser
             {
                 string value = inline ?? (i + 1 < args.Count ? args[++i] : throw new UsageException($"flag needs an argument: -{body}"));
                 r.Values[spec.Canonical] = value;
+                if (!r.Repeated.TryGetValue(spec.Canonical, out var list)) r.Repeated[spec.Canonical] = list = [];
+                list.Add(value);
             }
             else if (inline is null || inline is "true" or "1")
             {

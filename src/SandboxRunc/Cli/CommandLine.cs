@@ -54,6 +54,7 @@ public static class CommandLine
                 "create" => Create(store, args, rest),
                 "run" => RunCommand(store, args, rest),
                 "start" => Start(store, args, rest),
+                "exec" => Exec(store, args, rest),
                 "state" => State(store, args, rest),
                 "kill" => Kill(store, args, rest),
                 "delete" => Delete(store, args, rest),
@@ -121,13 +122,56 @@ public static class CommandLine
         if (r.Has("detach")) return 0;
 
         // Foreground: the init is our child (CLONE_PARENT in nsexec.c). Forward the usual signals, wait, clean up.
-        using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; Libc.kill(record.Pid, 15); });
-        using var intr = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; Libc.kill(record.Pid, 2); });
-        using var quit = PosixSignalRegistration.Create(PosixSignal.SIGQUIT, c => { c.Cancel = true; Libc.kill(record.Pid, 3); });
-        using var hup = PosixSignalRegistration.Create(PosixSignal.SIGHUP, c => { c.Cancel = true; Libc.kill(record.Pid, 1); });
-        int status = Spawn.Wait(record.Pid) ?? 255;
+        int status = WaitForwardingSignals(record.Pid);
         if (!r.Has("keep")) DeleteOperation.Run(store, o.Id, force: true);
         return status;
+    }
+
+    static readonly ArgParser ExecFlags = new ArgParser()
+        .Flag("process|p", true).Flag("detach|d").Flag("pid-file", true).Flag("console-socket", true).Flag("tty|t")
+        .Flag("cwd", true).Flag("env|e", true).Flag("user|u", true).Flag("additional-gids|g", true).Flag("cap|c", true)
+        .Flag("no-new-privs").Flag("preserve-fds", true).Flag("apparmor", true).Flag("process-label", true)
+        .Flag("ignore-paused").Flag("cgroup", true);
+
+    /// <summary>`exec`: errors say "exec failed: ..." and exit 255, as runc's (docker shows them after "OCI runtime exec failed:").</summary>
+    static int Exec(StateStore store, string[] args, int start)
+    {
+        var r = ExecFlags.Parse(args, start);
+        if (r.Positional.Count < 1) throw new UsageException("\"exec\" requires the container id and, without --process, a command");
+        string id = r.Positional[0];
+        int preserve = 0;
+        if (r.Get("preserve-fds") is { } pf && (!int.TryParse(pf, out preserve) || preserve < 0))
+            throw new UsageException($"--preserve-fds: \"{pf}\" is not a non-negative number");
+        try
+        {
+            var process = r.Get("process") is { } file
+                ? ExecOperation.FromFile(file)
+                : ExecOperation.FromFlags(store.Load(id).Spec.Process ?? new Oci.Process(), r.Positional.Skip(1).ToList(), r.Get("cwd"),
+                    r.All("env"), r.Has("tty"), r.Get("user"), r.All("cap"), r.Has("no-new-privs"), r.All("additional-gids"), r.Get("apparmor"));
+            bool detach = r.Has("detach");
+            using var terminal = r.Get("console-socket") is null && !detach && process.Terminal ? new ForegroundTerminal() : null;
+            int pid = ExecOperation.Start(store, new ExecOptions(id, process, detach, r.Get("pid-file"),
+                terminal?.SocketPath ?? r.Get("console-socket"), preserve));
+            if (detach) return 0;
+            terminal?.Attach();
+            return WaitForwardingSignals(pid);
+        }
+        catch (Exception e) when (e is RuntimeException or SpecException or SysException or InitFailedException
+                                     or IOException or InvalidOperationException or Seccomp.SeccompException)
+        {
+            Log.Error($"exec failed: {e.Message}");
+            return 255;
+        }
+    }
+
+    /// <summary>Waits for a child of ours (an init or exec'd process cloned with CLONE_PARENT), passing on the usual signals.</summary>
+    static int WaitForwardingSignals(int pid)
+    {
+        using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; Libc.kill(pid, 15); });
+        using var intr = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; Libc.kill(pid, 2); });
+        using var quit = PosixSignalRegistration.Create(PosixSignal.SIGQUIT, c => { c.Cancel = true; Libc.kill(pid, 3); });
+        using var hup = PosixSignalRegistration.Create(PosixSignal.SIGHUP, c => { c.Cancel = true; Libc.kill(pid, 1); });
+        return Spawn.Wait(pid) ?? 255;
     }
 
     static int Start(StateStore store, string[] args, int start)
@@ -224,6 +268,7 @@ public static class CommandLine
               create    create a container (--bundle, --pid-file, --console-socket, --no-pivot, --no-new-keyring, --preserve-fds)
               start     run the program of a created container
               run       create and start a container (--detach and the create options)
+              exec      run a process in a running container (--process FILE, -d, -t, -e, -u, --cwd, --cap, ...)
               state     print the state of a container
               kill      send a signal to a container's init (--all: to every process)
               delete    delete a container (--force: kill it first)

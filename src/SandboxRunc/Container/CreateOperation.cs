@@ -127,7 +127,7 @@ public static class CreateOperation
 
             store.Save(record);
             File.Delete(Path.Combine(stateDir, StateStore.CreatingFile));
-            if (o.PidFile is { } pidFile) WritePidFile(pidFile, init.Pid);
+            if (o.PidFile is { } pidFile) PidFile.Write(pidFile, init.Pid);
             return record;
         }
         catch
@@ -178,13 +178,6 @@ public static class CreateOperation
         }
     }
 
-    static void WritePidFile(string path, int pid)
-    {
-        string full = Path.GetFullPath(path);
-        string tmp = Path.Combine(Path.GetDirectoryName(full)!, "." + Path.GetFileName(full) + ".tmp");
-        File.WriteAllText(tmp, pid.ToString());
-        File.Move(tmp, full, overwrite: true);
-    }
 }
 
 /// <summary>process.rlimits, set from the host on the init (prlimit), as runc does.</summary>

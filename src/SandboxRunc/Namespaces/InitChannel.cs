@@ -59,6 +59,9 @@ internal sealed class InitMessage
 /// <summary>Everything the init needs that is not in the spec itself.</summary>
 internal sealed class InitConfig
 {
+    /// <summary>"container": the container's init (rootfs, pivot, exec fifo); "exec": a process joining a running container.</summary>
+    [JsonPropertyName("kind")] public string Kind { get; set; } = KindContainer;
+    public const string KindContainer = "container", KindExec = "exec";
     [JsonPropertyName("id")] public string Id { get; set; } = "";
     [JsonPropertyName("bundle")] public string Bundle { get; set; } = "";
     [JsonPropertyName("rootfs")] public string Rootfs { get; set; } = "";

@@ -24,6 +24,8 @@ internal static unsafe class InitProcess
         try
         {
             config = channel.Expect(InitMessage.Config, "waiting for its configuration").Config_!;
+            if (config.Kind == InitConfig.KindExec)
+                return RunExec(channel, config);
             var spec = config.Spec;
             var rootfs = new RootfsBuilder(config);
             bool ownMountNs = spec.Linux?.Namespaces?.Any(n => n.Type == "mount") == true;
@@ -67,6 +69,40 @@ internal static unsafe class InitProcess
         catch (Exception e)
         {
             WriteStderr($"sandbox-runc init: {e.Message}\n");
+            return 127;
+        }
+    }
+
+    /// <summary>
+    /// `exec`: nsexec.c already joined every namespace of the container (setns into its mount namespace
+    /// made the container's root our root), so only the process itself is left: terminal, program
+    /// lookup, then identity, capabilities, seccomp and execve.
+    /// </summary>
+    static int RunExec(InitChannel channel, InitConfig config)
+    {
+        ProcessImage image;
+        int slave = -1;
+        try
+        {
+            ProcessFinalizer.CheckCapabilities(config.Spec.Process!.Capabilities);
+            if (config.Spec.Process.Terminal) slave = Terminal.SetUp(config, bindConsole: false);
+            image = ProcessImage.Resolve(config.Spec.Process);
+            channel.Send(new InitMessage { Kind = InitMessage.Ready });
+        }
+        catch (Exception e)
+        {
+            try { channel.Send(new InitMessage { Kind = InitMessage.Error, Text = e.Message }); } catch { }
+            return 1;
+        }
+        channel.Dispose();
+        try
+        {
+            ProcessFinalizer.Exec(config, image, slave);
+            return 127;
+        }
+        catch (Exception e)
+        {
+            WriteStderr($"sandbox-runc exec: {e.Message}\n");
             return 127;
         }
     }

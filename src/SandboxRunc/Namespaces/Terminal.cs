@@ -9,7 +9,8 @@ namespace SandboxRunc.Namespaces;
 /// </summary>
 internal static unsafe class Terminal
 {
-    public static int SetUp(InitConfig config)
+    /// <param name="bindConsole">the container's init also makes the pty its /dev/console; an exec'd process does not.</param>
+    public static int SetUp(InitConfig config, bool bindConsole = true)
     {
         if (config.ConsoleSocketFd < 0)
             throw new InvalidOperationException("process.terminal is true but no --console-socket was given");
@@ -27,8 +28,11 @@ internal static unsafe class Terminal
                 SysException.Check(Libc.ioctl(master, Libc.TIOCSWINSZ, ws), "ioctl(TIOCSWINSZ)", slavePath);
             }
             int slave = SysException.Check(Libc.open(slavePath, Libc.O_RDWR | Libc.O_NOCTTY | Libc.O_CLOEXEC, 0), "open", slavePath);
-            if (!File.Exists("/dev/console")) File.WriteAllBytes("/dev/console", []);
-            RootfsBuilder.Mount(slavePath, "/dev/console", null, Libc.MS_BIND, null);
+            if (bindConsole)
+            {
+                if (!File.Exists("/dev/console")) File.WriteAllBytes("/dev/console", []);
+                RootfsBuilder.Mount(slavePath, "/dev/console", null, Libc.MS_BIND, null);
+            }
             UnixSocket.SendFd(config.ConsoleSocketFd, master, "/dev/ptmx");
             Libc.close(config.ConsoleSocketFd);
             return slave;

@@ -151,11 +151,17 @@ static const char *nsname(uint32_t flag)
     }
 }
 
-static void join_namespace(const struct nsexec_join *j)
+/* Opened before any setns: after joining a mount namespace, /proc/PID/... paths would resolve in it. */
+static int open_namespace(const struct nsexec_join *j)
 {
     int fd = open(j->path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         fail("join %s namespace: open %s", nsname(j->nstype), j->path);
+    return fd;
+}
+
+static void join_namespace(int fd, const struct nsexec_join *j)
+{
     if (setns(fd, (int)j->nstype) < 0)
         fail("join %s namespace: setns %s", nsname(j->nstype), j->path);
     close(fd);
@@ -191,20 +197,24 @@ __attribute__((constructor)) static void nsexec(void)
         write_oom_score_adj(b.oom_score_adj);
 
     /*
-     * Order matters for privileges. Joining a user namespace: join it first, then the others (they
-     * are owned by it and need its capabilities). Creating one: join the others first, as host root
-     * (e.g. the network namespace dockerd made), because inside the new user namespace we would have
-     * no capabilities over them.
+     * Order matters for privileges. Every namespace other than the user namespace is joined first,
+     * while we are still root of the host's user namespace and so may enter any of them (dockerd's
+     * network namespace, or all of a container's for `exec`). The user namespace comes last: joined,
+     * or created (then the host writes its maps). Inside it we would have no capability over
+     * namespaces it does not own.
      */
-    int joins_user = 0;
+    int fds[NSEXEC_MAX_JOIN];
+    int user_join = -1;
     for (uint32_t i = 0; i < b.join_count; i++)
-        if (b.join[i].nstype == CLONE_NEWUSER) {
-            joins_user = 1;
-            join_namespace(&b.join[i]);
-        }
-    if (!joins_user)
-        for (uint32_t i = 0; i < b.join_count; i++)
-            join_namespace(&b.join[i]);
+        fds[i] = open_namespace(&b.join[i]);
+    for (uint32_t i = 0; i < b.join_count; i++) {
+        if (b.join[i].nstype == CLONE_NEWUSER)
+            user_join = (int)i;
+        else
+            join_namespace(fds[i], &b.join[i]);
+    }
+    if (user_join >= 0)
+        join_namespace(fds[user_join], &b.join[user_join]);
 
     if (b.clone_flags & CLONE_NEWUSER) {
         if (unshare(CLONE_NEWUSER) < 0)
@@ -215,11 +225,7 @@ __attribute__((constructor)) static void nsexec(void)
         send_msg(NSEXEC_MAP_REQUEST, getpid(), NULL);
         recv_msg(&m, NSEXEC_MAP_DONE);
     }
-    if (joins_user)
-        for (uint32_t i = 0; i < b.join_count; i++)
-            if (b.join[i].nstype != CLONE_NEWUSER)
-                join_namespace(&b.join[i]);
-    if ((b.clone_flags & CLONE_NEWUSER) || joins_user) {
+    if ((b.clone_flags & CLONE_NEWUSER) || user_join >= 0) {
         /* Become root of the (new or joined) user namespace before acting in it. */
         if (setresgid(0, 0, 0) < 0)
             fail("setresgid(0) in the container's user namespace");

@@ -9,6 +9,7 @@ namespace SandboxRunc.Oci;
     ReadCommentHandling = System.Text.Json.JsonCommentHandling.Skip,
     AllowTrailingCommas = true)]
 [JsonSerializable(typeof(Spec))]
+[JsonSerializable(typeof(Process))]
 [JsonSerializable(typeof(OciState))]
 [JsonSerializable(typeof(ContainerRecord))]
 [JsonSerializable(typeof(List<OciState>), TypeInfoPropertyName = "ListOciState")]
