@@ -142,7 +142,7 @@ public sealed class UserNamespaceDockerTests : IDisposable
 
         await DockerOk(["rm", "-f", .. names]);
         var after = UserNs.ReadTable(IdTable).Select(h => h.Id).ToHashSet();
-        Assert.Empty(ids.Where(after.Contains));
+        Assert.All(ids, id => Assert.DoesNotContain(id, after));
     }
 
     public void Dispose()
