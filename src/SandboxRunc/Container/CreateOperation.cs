@@ -47,6 +47,7 @@ public static class CreateOperation
             if (decision == UserNamespaceDecision.AllocateRange) range = allocator.Allocate(o.Id, stateDir);
             spec = IsolationPolicy.Rewrite(spec, range);
             var compiled = spec.Linux?.Seccomp is { } profile ? Seccomp.SeccompCompiler.Compile(profile) : null;
+            if (spec.Linux is not null) spec.Linux.Seccomp = null; // from here on, the compiled program stands for it
 
             cgroup = CgroupManager.ForContainer(o.Id, spec.Linux?.CgroupsPath);
             store.NoteCreating(o.Id, cgroup.Paths);
@@ -95,6 +96,8 @@ public static class CreateOperation
                 Spec = spec,
                 IdRange = range,
                 StagingDir = staging?.Dir,
+                SeccompProgram = compiled?.Program,
+                SeccompFlags = compiled?.Flags ?? 0,
             };
             var state = store.ToOci(record, ContainerStatus.Creating);
             var config = new InitConfig
@@ -117,7 +120,7 @@ public static class CreateOperation
                 MountSources = mountSources,
                 State = state,
             };
-            SendConfig(init.Channel, config);
+            init.Channel.Send(new InitMessage { Kind = InitMessage.Config, Config_ = config });
             init.Channel.Expect(InitMessage.RunHooks, "setting up mounts");
             HookRunner.Run("prestart", spec.Hooks?.Prestart, state);
             HookRunner.Run("createRuntime", spec.Hooks?.CreateRuntime, state);
@@ -151,19 +154,6 @@ public static class CreateOperation
     {
         var hash = System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(store.Dir(id)));
         return Convert.ToHexStringLower(hash)[..16];
-    }
-
-    /// <summary>
-    /// The init gets the compiled seccomp program, not the profile: Docker's is a few hundred rules of
-    /// JSON the init would parse for nothing. The record on disk keeps the full spec (exec needs it).
-    /// </summary>
-    static void SendConfig(InitChannel channel, InitConfig config)
-    {
-        var linux = config.Spec.Linux;
-        var profile = linux?.Seccomp;
-        if (linux is not null) linux.Seccomp = null;
-        try { channel.Send(new InitMessage { Kind = InitMessage.Config, Config_ = config }); }
-        finally { if (linux is not null) linux.Seccomp = profile; }
     }
 
     /// <summary>The init is our child (nsexec clones it with CLONE_PARENT): reap it if it is gone.</summary>

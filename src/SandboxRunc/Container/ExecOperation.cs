@@ -46,7 +46,6 @@ public static class ExecOperation
                 GidMappings = r.Spec.Linux?.GidMappings,
             },
         };
-        var compiled = r.Spec.Linux?.Seccomp is { } profile ? Seccomp.SeccompCompiler.Compile(profile) : null;
         var cgroup = CgroupManager.FromPaths(r.CgroupPaths);
         using var console = o.ConsoleSocket is { } cs ? UnixSocket.Connect(cs) : null;
 
@@ -64,8 +63,8 @@ public static class ExecOperation
                 Spec = spec,
                 PreserveFds = o.PreserveFds,
                 ConsoleSocketFd = console is null ? -1 : 3 + o.PreserveFds + 1,
-                SeccompProgram = compiled?.Program,
-                SeccompFlags = compiled?.Flags ?? 0,
+                SeccompProgram = r.SeccompProgram,
+                SeccompFlags = r.SeccompFlags,
                 UserNamespace = true,
                 State = store.ToOci(r, status),
             };

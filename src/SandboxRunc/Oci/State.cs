@@ -40,6 +40,13 @@ public sealed class ContainerRecord
     [JsonPropertyName("idRange")] public Policy.IdRange? IdRange { get; set; }
     /// <summary>Where the ID-mapped mounts were staged on the host (removed by delete).</summary>
     [JsonPropertyName("stagingDir")] public string? StagingDir { get; set; }
+    /// <summary>
+    /// The container's seccomp filter, compiled once at create (exec installs the same program). The
+    /// profile itself is dropped from the saved spec: Docker's is a few hundred rules that every
+    /// start/state/kill/delete would otherwise parse again.
+    /// </summary>
+    [JsonPropertyName("seccompProgram")] public byte[]? SeccompProgram { get; set; }
+    [JsonPropertyName("seccompFlags")] public uint SeccompFlags { get; set; }
 }
 
 public static class SpecVersion
