@@ -60,6 +60,11 @@ public static class CommandLine
                 "list" or "ls" => List(store, args, rest),
                 "spec" => SpecCommand(args, rest),
                 "features" => FeaturesCommand(),
+                "pause" => Pause(store, args, rest),
+                "resume" => Resume(store, args, rest),
+                "ps" => Ps(store, args, rest),
+                "update" => Update(store, args, rest),
+                "events" => Events(store, args, rest),
                 "init" => throw new RuntimeException("init is started by sandbox-runc itself, not by users"),
                 _ => throw new UsageException($"unknown command \"{command}\" (see sandbox-runc --help)"),
             };
@@ -201,6 +206,47 @@ public static class CommandLine
     static int FeaturesCommand()
     {
         Console.Out.WriteLine(JsonSerializer.Serialize(FeaturesDocument.Create(), OciJsonIndented.Default.Features));
+        return 0;
+    }
+
+    static int Pause(StateStore store, string[] args, int start)
+    {
+        PauseOperation.Pause(store, OneId(new ArgParser().Parse(args, start), "pause"));
+        return 0;
+    }
+
+    static int Resume(StateStore store, string[] args, int start)
+    {
+        PauseOperation.Resume(store, OneId(new ArgParser().Parse(args, start), "resume"));
+        return 0;
+    }
+
+    static int Ps(StateStore store, string[] args, int start)
+    {
+        var r = new ArgParser().Flag("format|f", true).Parse(args, start);
+        if (r.Positional.Count < 1) throw new UsageException("\"ps\" requires at least 1 argument: the container id, then ps options");
+        string format = r.Get("format") ?? "table";
+        if (format is not ("table" or "json")) throw new UsageException($"invalid format option \"{format}\" (table or json)");
+        var pids = PsOperation.Pids(store, r.Positional[0]);
+        Console.Out.Write(format == "json" ? PsOperation.Json(pids) + "\n" : PsOperation.Table(pids, r.Positional.Skip(1).ToList()));
+        return 0;
+    }
+
+    static int Update(StateStore store, string[] args, int start)
+    {
+        var parser = new ArgParser();
+        foreach (var f in UpdateOperation.ValueFlags) parser.Flag(f, true);
+        var r = parser.Parse(args, start);
+        string id = OneId(r, "update");
+        UpdateOperation.Run(store, id, UpdateOperation.FromFlags(r.Get));
+        return 0;
+    }
+
+    static int Events(StateStore store, string[] args, int start)
+    {
+        var r = new ArgParser().Flag("stats").Flag("interval", true).Parse(args, start);
+        var interval = r.Get("interval") is { } i ? Durations.Parse("interval", i) : TimeSpan.FromSeconds(5);
+        EventsOperation.Run(store, OneId(r, "events"), r.Has("stats"), interval, Console.Out);
         return 0;
     }
 
