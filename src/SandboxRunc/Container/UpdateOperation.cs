@@ -47,28 +47,31 @@ public static partial class UpdateOperation
         }
     }
 
-    /// <summary>The values in update (those not null) replace the ones in saved.</summary>
+    /// <summary>
+    /// The values in update replace the ones in saved, except null and 0: the cgroup writers treat 0 as
+    /// "not set" (docker's update sends 0 for everything it does not change), so the saved value stays.
+    /// </summary>
     public static Resources Merge(Resources saved, Resources update)
     {
         if (update.Memory is { } m)
         {
             var t = saved.Memory ??= new MemoryResources();
-            t.Limit = m.Limit ?? t.Limit;
-            t.Reservation = m.Reservation ?? t.Reservation;
-            t.Swap = m.Swap ?? t.Swap;
-            t.Kernel = m.Kernel ?? t.Kernel;
-            t.KernelTcp = m.KernelTcp ?? t.KernelTcp;
+            t.Limit = Pick(m.Limit, t.Limit);
+            t.Reservation = Pick(m.Reservation, t.Reservation);
+            t.Swap = Pick(m.Swap, t.Swap);
+            t.Kernel = Pick(m.Kernel, t.Kernel);
+            t.KernelTcp = Pick(m.KernelTcp, t.KernelTcp);
             t.Swappiness = m.Swappiness ?? t.Swappiness;
             t.DisableOomKiller = m.DisableOomKiller ?? t.DisableOomKiller;
         }
         if (update.Cpu is { } c)
         {
             var t = saved.Cpu ??= new CpuResources();
-            t.Shares = c.Shares ?? t.Shares;
-            t.Quota = c.Quota ?? t.Quota;
-            t.Period = c.Period ?? t.Period;
-            t.RealtimeRuntime = c.RealtimeRuntime ?? t.RealtimeRuntime;
-            t.RealtimePeriod = c.RealtimePeriod ?? t.RealtimePeriod;
+            t.Shares = c.Shares is null or 0 ? t.Shares : c.Shares;
+            t.Quota = Pick(c.Quota, t.Quota);
+            t.Period = c.Period is null or 0 ? t.Period : c.Period;
+            t.RealtimeRuntime = Pick(c.RealtimeRuntime, t.RealtimeRuntime);
+            t.RealtimePeriod = c.RealtimePeriod is null or 0 ? t.RealtimePeriod : c.RealtimePeriod;
             t.Cpus = string.IsNullOrEmpty(c.Cpus) ? t.Cpus : c.Cpus;
             t.Mems = string.IsNullOrEmpty(c.Mems) ? t.Mems : c.Mems;
             t.Idle = c.Idle ?? t.Idle;
@@ -77,8 +80,8 @@ public static partial class UpdateOperation
         if (update.BlockIo is { } b)
         {
             var t = saved.BlockIo ??= new BlockIo();
-            t.Weight = b.Weight ?? t.Weight;
-            t.LeafWeight = b.LeafWeight ?? t.LeafWeight;
+            t.Weight = b.Weight is null or 0 ? t.Weight : b.Weight;
+            t.LeafWeight = b.LeafWeight is null or 0 ? t.LeafWeight : b.LeafWeight;
             t.WeightDevice = b.WeightDevice ?? t.WeightDevice;
             t.ThrottleReadBpsDevice = b.ThrottleReadBpsDevice ?? t.ThrottleReadBpsDevice;
             t.ThrottleWriteBpsDevice = b.ThrottleWriteBpsDevice ?? t.ThrottleWriteBpsDevice;
@@ -93,6 +96,8 @@ public static partial class UpdateOperation
         }
         return saved;
     }
+
+    static long? Pick(long? update, long? saved) => update is null or 0 ? saved : update;
 
     [GeneratedRegex(@"^(\d+(?:\.\d+)?)\s*([kmgtp])?i?b?$", RegexOptions.IgnoreCase)]
     private static partial Regex SizePattern();
