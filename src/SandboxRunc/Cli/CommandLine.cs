@@ -276,6 +276,10 @@ public static class CommandLine
               list      list containers (--format table|json, --quiet)
               spec      write a default config.json (--bundle)
               features  print the OCI features document
+              pause     freeze every process of a container (resume: thaw them)
+              ps        list a container's processes (--format table|json; then ps options, default -ef)
+              update    change a running container's resources (--resources FILE|-, --memory, --cpu-quota, ...)
+              events    print resource usage and OOM events (--stats: once; --interval, default 5s)
 
             global options: --root DIR (default /run/sandbox-runc), --log FILE, --log-format text|json,
                             --debug, --systemd-cgroup, --version
