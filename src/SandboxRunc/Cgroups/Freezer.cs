@@ -1,6 +1,10 @@
 namespace SandboxRunc.Cgroups;
 
-/// <summary>Whether a container's cgroup is frozen (paused), for v1 (freezer.state) and v2 (cgroup.freeze).</summary>
+/// <summary>
+/// Freezing a container's cgroup (pause/resume) and asking whether it is frozen: v1 through
+/// freezer.state (FROZEN/THAWED, passing through FREEZING), v2 through cgroup.freeze and the
+/// "frozen" key of cgroup.events.
+/// </summary>
 public static class Freezer
 {
     public static bool IsFrozen(IReadOnlyDictionary<string, string> paths)
@@ -15,4 +19,65 @@ public static class Freezer
         catch (IOException) { }
         return false;
     }
+
+    /// <summary>Freezes every process of the cgroup and waits until the kernel reports it frozen.</summary>
+    public static void Freeze(IReadOnlyDictionary<string, string> paths, TimeSpan timeout)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        if (paths.TryGetValue("freezer", out var v1))
+        {
+            // A v1 cgroup can stay in FREEZING while a task is in an uninterruptible sleep or forking;
+            // writing FROZEN again retries the freeze, so keep writing until it sticks.
+            while (true)
+            {
+                CgroupFs.Write(v1, "freezer.state", "FROZEN");
+                for (int i = 0; i < 10; i++)
+                {
+                    if (CgroupFs.Read(v1, "freezer.state") == "FROZEN") return;
+                    Thread.Sleep(1 + i);
+                }
+                if (DateTime.UtcNow >= deadline)
+                {
+                    CgroupFs.TryWrite(Path.Combine(v1, "freezer.state"), "THAWED");
+                    throw new CgroupException($"cgroup: {v1} did not freeze within {timeout.TotalSeconds:0.#} s (still FREEZING)");
+                }
+            }
+        }
+        if (paths.TryGetValue("", out var v2))
+        {
+            CgroupFs.Write(v2, "cgroup.freeze", "1");
+            while (!V2Frozen(v2))
+            {
+                if (DateTime.UtcNow >= deadline)
+                {
+                    CgroupFs.TryWrite(Path.Combine(v2, "cgroup.freeze"), "0");
+                    throw new CgroupException($"cgroup: {v2} did not report \"frozen 1\" within {timeout.TotalSeconds:0.#} s");
+                }
+                Thread.Sleep(2);
+            }
+            return;
+        }
+        throw new CgroupException("cgroup: the freezer controller is not available for this container");
+    }
+
+    /// <summary>Thaws the cgroup (a no-op when it is not frozen).</summary>
+    public static void Thaw(IReadOnlyDictionary<string, string> paths)
+    {
+        if (paths.TryGetValue("freezer", out var v1))
+        {
+            CgroupFs.Write(v1, "freezer.state", "THAWED");
+            for (int i = 0; i < 200 && CgroupFs.Read(v1, "freezer.state") != "THAWED"; i++) Thread.Sleep(2);
+            return;
+        }
+        if (paths.TryGetValue("", out var v2))
+        {
+            CgroupFs.Write(v2, "cgroup.freeze", "0");
+            for (int i = 0; i < 200 && V2Frozen(v2); i++) Thread.Sleep(2);
+            return;
+        }
+        throw new CgroupException("cgroup: the freezer controller is not available for this container");
+    }
+
+    static bool V2Frozen(string dir) =>
+        CgroupFs.Read(dir, "cgroup.events").Split('\n').Any(l => l.Trim() == "frozen 1");
 }

@@ -61,6 +61,11 @@ public static class CommandLine
                 "list" or "ls" => List(store, args, rest),
                 "spec" => SpecCommand(args, rest),
                 "features" => FeaturesCommand(),
+                "pause" => Pause(store, args, rest),
+                "resume" => Resume(store, args, rest),
+                "ps" => Ps(store, args, rest),
+                "update" => Update(store, args, rest),
+                "events" => Events(store, args, rest),
                 "init" => throw new RuntimeException("init is started by sandbox-runc itself, not by users"),
                 _ => throw new UsageException($"unknown command \"{command}\" (see sandbox-runc --help)"),
             };
@@ -248,6 +253,47 @@ public static class CommandLine
         return 0;
     }
 
+    static int Pause(StateStore store, string[] args, int start)
+    {
+        PauseOperation.Pause(store, OneId(new ArgParser().Parse(args, start), "pause"));
+        return 0;
+    }
+
+    static int Resume(StateStore store, string[] args, int start)
+    {
+        PauseOperation.Resume(store, OneId(new ArgParser().Parse(args, start), "resume"));
+        return 0;
+    }
+
+    static int Ps(StateStore store, string[] args, int start)
+    {
+        var r = new ArgParser().Flag("format|f", true).Parse(args, start);
+        if (r.Positional.Count < 1) throw new UsageException("\"ps\" requires at least 1 argument: the container id, then ps options");
+        string format = r.Get("format") ?? "table";
+        if (format is not ("table" or "json")) throw new UsageException($"invalid format option \"{format}\" (table or json)");
+        var pids = PsOperation.Pids(store, r.Positional[0]);
+        Console.Out.Write(format == "json" ? PsOperation.Json(pids) + "\n" : PsOperation.Table(pids, r.Positional.Skip(1).ToList()));
+        return 0;
+    }
+
+    static int Update(StateStore store, string[] args, int start)
+    {
+        var parser = new ArgParser();
+        foreach (var f in UpdateOperation.ValueFlags) parser.Flag(f, true);
+        var r = parser.Parse(args, start);
+        string id = OneId(r, "update");
+        UpdateOperation.Run(store, id, UpdateOperation.FromFlags(r.Get));
+        return 0;
+    }
+
+    static int Events(StateStore store, string[] args, int start)
+    {
+        var r = new ArgParser().Flag("stats").Flag("interval", true).Parse(args, start);
+        var interval = r.Get("interval") is { } i ? Durations.Parse("interval", i) : TimeSpan.FromSeconds(5);
+        EventsOperation.Run(store, OneId(r, "events"), r.Has("stats"), interval, Console.Out);
+        return 0;
+    }
+
     static void PrintVersion()
     {
         string commit = typeof(CommandLine).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion ?? "";
@@ -275,6 +321,10 @@ public static class CommandLine
               list      list containers (--format table|json, --quiet)
               spec      write a default config.json (--bundle)
               features  print the OCI features document
+              pause     freeze every process of a container (resume: thaw them)
+              ps        list a container's processes (--format table|json; then ps options, default -ef)
+              update    change a running container's resources (--resources FILE|-, --memory, --cpu-quota, ...)
+              events    print resource usage and OOM events (--stats: once; --interval, default 5s)
 
             global options: --root DIR (default /run/sandbox-runc), --log FILE, --log-format text|json,
                             --debug, --systemd-cgroup, --version

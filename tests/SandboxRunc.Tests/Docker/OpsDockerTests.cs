@@ -1,0 +1,96 @@
+using System.Text.Json;
+using SandboxRunc.Tests.TestSupport;
+using Xunit;
+
+namespace SandboxRunc.Tests.Docker;
+
+/// <summary>docker pause/unpause, top, update, stats, OOM kills and restart on the sandbox-runc runtime.</summary>
+public sealed class OpsDockerTests : IDisposable
+{
+    readonly DockerCli _docker = new();
+
+    const string Counter = "i=0; while true; do i=$((i+1)); echo $i; sleep 0.1; done";
+
+    async Task<int> LastCount(string name)
+    {
+        var logs = await _docker.Ok("logs", "--tail", "1", name);
+        return int.Parse(logs.Stdout.Trim());
+    }
+
+    [IntegrationFact]
+    public async Task PauseStopsTheCounterAndUnpauseLetsItGoOn()
+    {
+        string name = await _docker.RunDetached("pause", DockerCli.Runtime, [], "sh", "-c", Counter);
+        await _docker.WaitForLog(name, "2");
+        await _docker.Ok("pause", name);
+        Assert.Equal("paused", await _docker.Inspect(name, "{{.State.Status}}"));
+        int paused = await LastCount(name);
+        await Task.Delay(500);
+        Assert.Equal(paused, await LastCount(name));
+
+        await _docker.Ok("unpause", name);
+        Assert.Equal("running", await _docker.Inspect(name, "{{.State.Status}}"));
+        await Task.Delay(500);
+        Assert.True(await LastCount(name) > paused + 1, "the counter did not advance after unpause");
+    }
+
+    [IntegrationFact]
+    public async Task TopListsTheContainersProcesses()
+    {
+        string name = await _docker.RunDetached("top", DockerCli.Runtime, [], "sh", "-c", "sleep 1234 & wait");
+        var top = await _docker.Ok("top", name);
+        Assert.Contains("PID", top.Stdout);
+        Assert.Contains("sleep 1234", top.Stdout);
+        // The host pid docker shows for the init is the one dockerd knows.
+        string pid = await _docker.Inspect(name, "{{.State.Pid}}");
+        Assert.Contains(top.Stdout.Split('\n'), l => l.Split(' ', StringSplitOptions.RemoveEmptyEntries).Skip(1).FirstOrDefault() == pid);
+    }
+
+    [IntegrationFact]
+    public async Task UpdateMemoryReachesTheContainersCgroup()
+    {
+        string name = await _docker.RunDetached("update", DockerCli.Runtime, [], "sleep", "100");
+        string id = await _docker.Inspect(name, "{{.Id}}");
+        await _docker.Ok("update", "--memory", "64m", "--memory-swap", "64m", "--pids-limit", "77", name);
+        string dir = $"/sys/fs/cgroup/memory/docker/{id}";
+        Assert.Equal("67108864", File.ReadAllText(Path.Combine(dir, "memory.limit_in_bytes")).Trim());
+        Assert.Equal("77", File.ReadAllText($"/sys/fs/cgroup/pids/docker/{id}/pids.max").Trim());
+        Assert.Equal("67108864", await _docker.Inspect(name, "{{.HostConfig.Memory}}"));
+    }
+
+    [IntegrationFact]
+    public async Task StatsShowsTheContainer()
+    {
+        string name = await _docker.RunDetached("stats", DockerCli.Runtime, ["--memory", "64m"], "sleep", "100");
+        var stats = await _docker.Ok("stats", "--no-stream", "--format", "{{json .}}", name);
+        using var doc = JsonDocument.Parse(stats.Stdout.Trim());
+        Assert.Equal(name, doc.RootElement.GetProperty("Name").GetString());
+        Assert.Contains("64MiB", doc.RootElement.GetProperty("MemUsage").GetString());
+        Assert.Equal("1", doc.RootElement.GetProperty("PIDs").GetString());
+    }
+
+    [IntegrationFact]
+    public async Task AnOomKilledContainerIsReportedAsSuch()
+    {
+        string name = _docker.Name("oom");
+        var run = await _docker.Run(["run", "--name", name, $"--runtime={DockerCli.Runtime}", "--memory", "32m",
+            "--memory-swap", "32m", DockerCli.Image, "sh", "-c", "x=$(head -c 200m /dev/zero | tr '\\0' a); echo ${#x}"]);
+        Assert.True(run.ExitCode == 137, run.ToString());
+        Assert.Equal("true", await _docker.Inspect(name, "{{.State.OOMKilled}}"));
+    }
+
+    [IntegrationFact]
+    public async Task RestartStartsTheContainerAgain()
+    {
+        string name = await _docker.RunDetached("restart", DockerCli.Runtime, [], "sh", "-c", "echo started; sleep 100");
+        await _docker.WaitForLog(name, "started");
+        string pid = await _docker.Inspect(name, "{{.State.Pid}}");
+        await _docker.Ok("restart", "-t", "1", name);
+        Assert.Equal("running", await _docker.Inspect(name, "{{.State.Status}}"));
+        Assert.NotEqual(pid, await _docker.Inspect(name, "{{.State.Pid}}"));
+        var logs = await _docker.Ok("logs", name);
+        Assert.Equal(2, logs.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).Count(l => l == "started"));
+    }
+
+    public void Dispose() => _docker.Dispose();
+}
