@@ -151,7 +151,7 @@ public static class CommandLine
         {
             var process = r.Get("process") is { } file
                 ? ExecOperation.FromFile(file)
-                : ExecOperation.FromFlags(store.Load(id).Spec.Process ?? new Oci.Process(), r.Positional.Skip(1).ToList(), r.Get("cwd"),
+                : ExecOperation.FromFlags(store.LoadSpec(id).Process ?? new Oci.Process(), r.Positional.Skip(1).ToList(), r.Get("cwd"),
                     r.All("env"), r.Has("tty"), r.Get("user"), r.All("cap"), r.Has("no-new-privs"), r.All("additional-gids"), r.Get("apparmor"));
             bool detach = r.Has("detach");
             using var terminal = r.Get("console-socket") is null && !detach && process.Terminal ? new ForegroundTerminal() : null;

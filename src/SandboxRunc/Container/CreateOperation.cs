@@ -93,7 +93,11 @@ public static class CreateOperation
                 PidStartTime = ProcStat.StartTime(init.Pid),
                 Created = DateTime.UtcNow,
                 CgroupPaths = new Dictionary<string, string>(cgroup.Paths),
-                Spec = spec,
+                Annotations = spec.Annotations,
+                Poststart = spec.Hooks?.Poststart,
+                Poststop = spec.Hooks?.Poststop,
+                IdMappings = StateStore.MappingsOf(spec),
+                Resources = spec.Linux?.Resources,
                 IdRange = range,
                 StagingDir = staging?.Dir,
                 SeccompProgram = compiled?.Program,
@@ -128,6 +132,7 @@ public static class CreateOperation
             init.Channel.Expect(InitMessage.Ready, "preparing the container");
             init.Channel.Dispose();
 
+            store.SaveSpec(o.Id, spec);
             store.Save(record);
             File.Delete(Path.Combine(stateDir, StateStore.CreatingFile));
             if (o.PidFile is { } pidFile) PidFile.Write(pidFile, init.Pid);

@@ -27,6 +27,7 @@ public static class ExecOperation
     public static int Start(StateStore store, ExecOptions o)
     {
         var r = store.Load(o.Id);
+        var containerSpec = store.LoadSpec(o.Id);
         string status = store.StatusOf(r);
         if (status == ContainerStatus.Stopped)
             throw new RuntimeException($"cannot exec in a stopped container: {o.Id}");
@@ -36,14 +37,14 @@ public static class ExecOperation
         // The container's spec, with this process in place of the init's: the init reads only process, hooks none.
         var spec = new Spec
         {
-            OciVersion = r.Spec.OciVersion,
+            OciVersion = containerSpec.OciVersion,
             Process = o.Process,
-            Root = r.Spec.Root,
+            Root = containerSpec.Root,
             Linux = new Linux
             {
-                Namespaces = JoinAll(r),
-                UidMappings = r.Spec.Linux?.UidMappings,
-                GidMappings = r.Spec.Linux?.GidMappings,
+                Namespaces = JoinAll(r, containerSpec),
+                UidMappings = containerSpec.Linux?.UidMappings,
+                GidMappings = containerSpec.Linux?.GidMappings,
             },
         };
         var cgroup = CgroupManager.FromPaths(r.CgroupPaths);
@@ -84,10 +85,10 @@ public static class ExecOperation
     }
 
     /// <summary>Every namespace the container's init is in, by its /proc/PID/ns link.</summary>
-    static List<Namespace> JoinAll(ContainerRecord r)
+    static List<Namespace> JoinAll(ContainerRecord r, Spec spec)
     {
         var list = new List<Namespace>();
-        foreach (var type in (r.Spec.Linux?.Namespaces ?? []).Select(n => n.Type).Distinct())
+        foreach (var type in (spec.Linux?.Namespaces ?? []).Select(n => n.Type).Distinct())
         {
             string file = type switch { "network" => "net", "mount" => "mnt", _ => type };
             list.Add(new Namespace { Type = type, Path = $"/proc/{r.Pid}/ns/{file}" });

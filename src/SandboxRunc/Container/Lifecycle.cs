@@ -37,7 +37,7 @@ public static unsafe class StartOperation
         File.Delete(fifo);
         try
         {
-            HookRunner.Run("poststart", r.Spec.Hooks?.Poststart, store.ToOci(r, ContainerStatus.Running));
+            HookRunner.Run("poststart", r.Poststart, store.ToOci(r, ContainerStatus.Running));
         }
         catch (HookException e)
         {
@@ -113,7 +113,7 @@ public static class DeleteOperation
             Rootfs.IdmappedStaging.Remove(r.StagingDir);
             try
             {
-                HookRunner.Run("poststop", r.Spec.Hooks?.Poststop, store.ToOci(r, ContainerStatus.Stopped));
+                HookRunner.Run("poststop", r.Poststop, store.ToOci(r, ContainerStatus.Stopped));
             }
             catch (HookException e)
             {

@@ -138,15 +138,36 @@ public sealed partial class StateStore(string root)
         Rootfs = r.Rootfs,
         Created = r.Created,
         Owner = "",
-        Annotations = r.Spec.Annotations,
-        IdMappings = r.Spec.Linux?.UidMappings is { Count: > 0 } u && r.Spec.Linux.GidMappings is { Count: > 0 } g
+        Annotations = r.Annotations,
+        IdMappings = r.IdMappings,
+    };
+
+    public static IdMappingsState? MappingsOf(Spec spec) =>
+        spec.Linux?.UidMappings is { Count: > 0 } u && spec.Linux.GidMappings is { Count: > 0 } g
             ? new IdMappingsState
             {
                 UidMap = string.Join('\n', u.Select(m => $"{m.ContainerId} {m.HostId} {m.Size}")),
                 GidMap = string.Join('\n', g.Select(m => $"{m.ContainerId} {m.HostId} {m.Size}")),
             }
-            : null,
-    };
+            : null;
+
+    public const string SpecFile = "spec.json";
+
+    /// <summary>The container's full spec as create ran it (for exec).</summary>
+    public void SaveSpec(string id, Spec spec)
+    {
+        string file = Path.Combine(Dir(id), SpecFile);
+        File.WriteAllBytes(file + ".tmp", JsonSerializer.SerializeToUtf8Bytes(spec, OciJson.Default.Spec));
+        File.Move(file + ".tmp", file, overwrite: true);
+    }
+
+    public Spec LoadSpec(string id)
+    {
+        string file = Path.Combine(Dir(id), SpecFile);
+        if (!File.Exists(file)) throw new RuntimeException($"container does not exist: {id}");
+        return JsonSerializer.Deserialize(File.ReadAllBytes(file), OciJson.Default.Spec)
+            ?? throw new RuntimeException($"{file}: empty spec");
+    }
 }
 
 /// <summary>What /proc/[pid]/stat says about a process: its state letter and start time.</summary>

@@ -22,8 +22,7 @@ public static partial class UpdateOperation
         // Devices are not updatable (as in runc): the cgroup's device rules stay the ones of create.
         request.Devices = null;
         CgroupManager.FromPaths(r.CgroupPaths).Apply(request);
-        r.Spec.Linux ??= new Linux();
-        r.Spec.Linux.Resources = Merge(r.Spec.Linux.Resources ?? new Resources(), request);
+        r.Resources = Merge(r.Resources ?? new Resources(), request);
         store.Save(r);
     }
 

@@ -35,7 +35,15 @@ public sealed class ContainerRecord
     [JsonPropertyName("pidStartTime")] public ulong PidStartTime { get; set; }
     [JsonPropertyName("created")] public DateTime Created { get; set; }
     [JsonPropertyName("cgroupPaths")] public Dictionary<string, string> CgroupPaths { get; set; } = new();
-    [JsonPropertyName("spec")] public Spec Spec { get; set; } = new();
+    // What later commands need from the spec, kept small: start/state/kill/delete read only this file.
+    // Parsing the whole spec costs ~2 ms of type metadata set-up in each fresh process; the full spec
+    // is saved beside it (spec.json) for exec.
+    [JsonPropertyName("annotations")] public Dictionary<string, string>? Annotations { get; set; }
+    [JsonPropertyName("poststart")] public List<Hook>? Poststart { get; set; }
+    [JsonPropertyName("poststop")] public List<Hook>? Poststop { get; set; }
+    [JsonPropertyName("idMappings")] public IdMappingsState? IdMappings { get; set; }
+    /// <summary>The resources in force (create's, then each update's merged in).</summary>
+    [JsonPropertyName("resources")] public Resources? Resources { get; set; }
     /// <summary>The container's exclusive ID range from the pool (null when the spec brought its own mappings).</summary>
     [JsonPropertyName("idRange")] public Policy.IdRange? IdRange { get; set; }
     /// <summary>Where the ID-mapped mounts were staged on the host (removed by delete).</summary>

@@ -32,7 +32,7 @@ public sealed class OpsTests : IDisposable
     JsonElement SavedResources(string id)
     {
         using var doc = JsonDocument.Parse(File.ReadAllText(Path.Combine(_rt.StateRoot, id, "state.json")));
-        return doc.RootElement.GetProperty("spec").GetProperty("linux").GetProperty("resources").Clone();
+        return doc.RootElement.GetProperty("resources").Clone();
     }
 
     [IntegrationFact]

@@ -34,13 +34,13 @@ public sealed class StateStoreTests : IDisposable
         {
             Id = "c1", Bundle = "/b", Rootfs = "/b/rootfs", Pid = 42, PidStartTime = 7, Created = DateTime.UtcNow,
             CgroupPaths = new() { ["memory"] = "/sys/fs/cgroup/memory/x" },
-            Spec = new Spec { OciVersion = "1.0.2", Annotations = new() { ["k"] = "v" } },
+            Annotations = new() { ["k"] = "v" },
         };
         store.Save(record);
         var back = store.Load("c1");
         Assert.Equal(42, back.Pid);
         Assert.Equal("/sys/fs/cgroup/memory/x", back.CgroupPaths["memory"]);
-        Assert.Equal("v", back.Spec.Annotations!["k"]);
+        Assert.Equal("v", back.Annotations!["k"]);
         Assert.Equal(["c1"], store.Ids());
         Assert.False(File.Exists(Path.Combine(_root, "c1", "state.json.tmp")));
     }
