@@ -14,6 +14,10 @@ namespace SandboxRunc.Tests.Engines;
 public sealed class DockerInstallTests
 {
     const string DaemonJson = "/etc/docker/daemon.json";
+    const string Installed = "/usr/local/bin/sandbox-runc";
+
+    /// <summary>The real file only ever gets the standard path, whichever copy of the binary runs install.</summary>
+    static string[] PathArgs => Runtime == Installed ? [] : ["--path", Installed];
 
     static async Task<JsonObject> Runtimes() =>
         JsonNode.Parse((await Ok("docker", ["info", "--format", "{{json .Runtimes}}"])).Stdout)!.AsObject();
@@ -36,9 +40,9 @@ public sealed class DockerInstallTests
         string copy = Path.Combine(Path.GetTempPath(), "sr-daemon-" + Guid.NewGuid().ToString("N")[..8] + ".json");
         try
         {
-            var install = await Ok(Runtime, ["install"]);
+            var install = await Ok(Runtime, ["install", .. PathArgs]);
             bool wasRegistered = backup is not null
-                && (string?)JsonNode.Parse(backup)?["runtimes"]?["sandbox-runc"]?["path"] == Runtime;
+                && (string?)JsonNode.Parse(backup)?["runtimes"]?["sandbox-runc"]?["path"] == Installed;
             if (wasRegistered)
             {
                 Assert.Contains($"{DaemonJson}: no change", install.Stdout);
@@ -48,8 +52,8 @@ public sealed class DockerInstallTests
             {
                 Assert.Contains($"{DaemonJson}: added runtimes.sandbox-runc", install.Stdout);
             }
-            await WaitListed(Runtime);
-            Assert.Contains("no change", (await Ok(Runtime, ["install"])).Stdout);
+            await WaitListed(Installed);
+            Assert.Contains("no change", (await Ok(Runtime, ["install", .. PathArgs])).Stdout);
 
             // uninstall on a copy: the copy loses exactly the entry (and default-runtime if it were ours).
             string registered = File.ReadAllText(DaemonJson);
@@ -65,11 +69,11 @@ public sealed class DockerInstallTests
 
             // install on that copy changes it and reloads the real dockerd (SIGHUP): dockerd re-reads its own,
             // unchanged file, keeps answering and keeps listing the runtime.
-            var re = await Ok(Runtime, ["install", "--docker-config", copy]);
+            var re = await Ok(Runtime, ["install", "--docker-config", copy, .. PathArgs]);
             Assert.Contains($"{copy}: added runtimes.sandbox-runc", re.Stdout);
             Assert.Contains("sent SIGHUP", re.Stdout);
             await Task.Delay(500);
-            await WaitListed(Runtime);
+            await WaitListed(Installed);
         }
         finally
         {

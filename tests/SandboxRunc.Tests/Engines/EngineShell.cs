@@ -7,8 +7,12 @@ namespace SandboxRunc.Tests.Engines;
 /// <summary>Runs engine CLIs (ctr, podman, docker...) with a deadline; failures carry both output streams.</summary>
 public static class EngineShell
 {
-    /// <summary>The installed runtime the engines are pointed at (build.sh test installs the published binary there).</summary>
-    public const string Runtime = "/usr/local/bin/sandbox-runc";
+    /// <summary>
+    /// The installed runtime the engines are pointed at (build.sh test installs the published binary
+    /// there); SANDBOX_RUNC_INSTALLED picks another copy (e.g. while others install theirs concurrently).
+    /// </summary>
+    public static string Runtime { get; } =
+        Environment.GetEnvironmentVariable("SANDBOX_RUNC_INSTALLED") is { Length: > 0 } p ? p : "/usr/local/bin/sandbox-runc";
 
     public sealed record Result(int ExitCode, string Stdout, string Stderr)
     {
