@@ -30,7 +30,7 @@ DAEMON_JSON=/etc/docker/daemon.json
 DOCKERD_LOG=/var/log/sandbox-runc-dockerd.log
 APT_PACKAGES=(
   docker.io containerd runc tini iptables busybox-static libseccomp2 libseccomp-dev
-  iproute2 python3 ca-certificates procps git tar gcc libc6-dev zlib1g-dev
+  iproute2 python3 ca-certificates procps git tar gcc libc6-dev zlib1g-dev podman
 )
 export DEBIAN_FRONTEND=noninteractive
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
@@ -119,38 +119,6 @@ install_runtime() {
   mv -f "$INSTALL_PATH.new" "$INSTALL_PATH"
 }
 
-# Merge {"runtimes": {"sandbox-runc": {"path": ...}}} into daemon.json, keeping every other key.
-# Prints "changed" or "unchanged".
-register_runtime_json() {
-  python3 - "$DAEMON_JSON" "$RUNTIME_NAME" "$RUNTIME_PATH" <<'EOF'
-import json, os, sys, tempfile
-path, name, binary = sys.argv[1:4]
-conf = {}
-if os.path.exists(path) and os.path.getsize(path) > 0:
-    with open(path) as f:
-        conf = json.load(f)
-    if not isinstance(conf, dict):
-        sys.exit(f"{path}: top level is not a JSON object")
-before = json.dumps(conf, sort_keys=True)
-runtimes = conf.setdefault("runtimes", {})
-entry = runtimes.get(name)
-entry = dict(entry) if isinstance(entry, dict) else {}
-entry["path"] = binary
-runtimes[name] = entry
-if json.dumps(conf, sort_keys=True) == before:
-    print("unchanged")
-    sys.exit(0)
-os.makedirs(os.path.dirname(path), exist_ok=True)
-fd, tmp = tempfile.mkstemp(prefix=".daemon.json.", dir=os.path.dirname(path))
-with os.fdopen(fd, "w") as f:
-    json.dump(conf, f, indent=2)
-    f.write("\n")
-os.chmod(tmp, 0o644)
-os.rename(tmp, path)
-print("changed")
-EOF
-}
-
 docker_ok() { docker info >/dev/null 2>&1; }
 
 dockerd_pid() {
@@ -182,12 +150,15 @@ wait_for() { # wait_for SECONDS CMD...
 
 setup_docker() {
   command -v docker >/dev/null || die "docker CLI not found (apt package docker.io)"
-  step "docker: register runtime '$RUNTIME_NAME' -> $RUNTIME_PATH in $DAEMON_JSON"
-  local changed
-  changed=$(register_runtime_json)
-  local pid
+  step "docker: register runtime '$RUNTIME_NAME' -> $RUNTIME_PATH in $DAEMON_JSON (sandbox-runc install)"
+  # sandbox-runc install merges the entry into daemon.json (every other key kept, atomic replace)
+  # and sends dockerd SIGHUP when the file changed. The published binary does it, so that
+  # SANDBOX_RUNC_BIN (--path) works even with a binary that has no install command.
+  local pid out
   pid=$(dockerd_pid)
   if [[ -z $pid ]]; then
+    out=$("$ART/sandbox-runc" install --docker-config "$DAEMON_JSON" --path "$RUNTIME_PATH" --no-reload)
+    printf '%s\n' "$out" | { grep -v -e '--no-reload' || true; } | sed 's/^/    /'
     step "docker: starting dockerd (log: $DOCKERD_LOG)"
     command -v dockerd >/dev/null || die "dockerd not found (apt package docker.io)"
     setsid nohup dockerd </dev/null >"$DOCKERD_LOG" 2>&1 &
@@ -200,8 +171,11 @@ setup_docker() {
       docker info 2>&1 | tail -n 5 >&2
       return 1
     fi
-    if [[ $changed == changed ]] || ! runtime_registered; then
-      step "docker: config $changed; reloading dockerd (pid $pid) with SIGHUP"
+    out=$("$ART/sandbox-runc" install --docker-config "$DAEMON_JSON" --path "$RUNTIME_PATH")
+    printf '%s\n' "$out" | sed 's/^/    /'
+    # Unchanged file but dockerd runs an older configuration (or has no pid file): reload anyway.
+    if [[ $out != *"sent SIGHUP"* ]] && ! runtime_registered; then
+      step "docker: dockerd (pid $pid) does not list the runtime yet; reloading it with SIGHUP"
       kill -HUP "$pid"
     fi
   fi

@@ -66,6 +66,7 @@ public static class CommandLine
                 "ps" => Ps(store, args, rest),
                 "update" => Update(store, args, rest),
                 "events" => Events(store, args, rest),
+                "install" or "uninstall" => InstallCommand(command == "uninstall", args, rest),
                 "init" => throw new RuntimeException("init is started by sandbox-runc itself, not by users"),
                 _ => throw new UsageException($"unknown command \"{command}\" (see sandbox-runc --help)"),
             };
@@ -294,6 +295,18 @@ public static class CommandLine
         return 0;
     }
 
+    static int InstallCommand(bool uninstall, string[] args, int start)
+    {
+        var r = new ArgParser().Flag("default").Flag("containerd").Flag("no-docker").Flag("no-reload")
+            .Flag("docker-config", true).Flag("containerd-config", true).Flag("path", true).Parse(args, start);
+        if (r.Positional.Count != 0) throw new UsageException($"\"{(uninstall ? "uninstall" : "install")}\" takes no arguments");
+        string binary = r.Get("path") is { } p ? Install.EngineConfig.RealPath(p) : Install.EngineConfig.SelfPath();
+        if (!uninstall && !File.Exists(binary)) throw new UsageException($"--path: {binary} does not exist");
+        return Install.EngineConfig.Run(new Install.EngineConfigOptions(uninstall, binary, r.Has("default"), !r.Has("no-docker"),
+            r.Has("containerd"), r.Get("docker-config") ?? Install.EngineConfig.DefaultDockerConfig,
+            r.Get("containerd-config") ?? Install.EngineConfig.DefaultContainerdConfig, !r.Has("no-reload")), Console.Out);
+    }
+
     static void PrintVersion()
     {
         string commit = typeof(CommandLine).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion ?? "";
@@ -325,6 +338,11 @@ public static class CommandLine
               ps        list a container's processes (--format table|json; then ps options, default -ef)
               update    change a running container's resources (--resources FILE|-, --memory, --cpu-quota, ...)
               events    print resource usage and OOM events (--stats: once; --interval, default 5s)
+              install   register with dockerd (/etc/docker/daemon.json, then SIGHUP); --default: make it the
+                        default runtime; --containerd: also add a CRI runtime to /etc/containerd/config.toml;
+                        --docker-config FILE, --containerd-config FILE, --no-docker, --no-reload,
+                        --path BINARY (default: this executable)
+              uninstall undo install (same flags); default-runtime is removed only if it names sandbox-runc
 
             global options: --root DIR (default /run/sandbox-runc), --log FILE, --log-format text|json,
                             --debug, --systemd-cgroup, --version

@@ -88,7 +88,28 @@ internal sealed unsafe class IdmappedStaging
         string? upperWhy = TryIdmap(upperParent, stagedUpper, recursive: false);
         if (upperWhy is not null) throw new InvalidOperationException($"rootfs upper layer {upperParent}: cannot make an ID-mapped mount ({upperWhy})");
 
-        string data = $"lowerdir={string.Join(':', stagedLowers)},upperdir={stagedUpper}/{Path.GetFileName(upper)},workdir={stagedUpper}/{Path.GetFileName(work)}";
+        // A volatile overlay (podman run --rm; "fsync=volatile" in mountinfo since kernel 6.6) marks its
+        // workdir with work/incompat/volatile, and the kernel then refuses any other mount using that
+        // workdir: ours gets its own, next to the engine's (same filesystem, removed with the layer),
+        // emptied first, and is volatile too. "userxattr" (rootless-style stores) must be repeated as well.
+        bool isVolatile = false, userXattr = false;
+        foreach (var flag in m.SuperOptions.Split(','))
+        {
+            if (flag is "volatile" or "fsync=volatile") isVolatile = true;
+            else if (flag is "userxattr") userXattr = true;
+        }
+        string workName = Path.GetFileName(work);
+        if (isVolatile)
+        {
+            workName = "sandbox-runc-work";
+            string ours = Path.Combine(upperParent, workName);
+            if (Directory.Exists(ours)) Directory.Delete(ours, recursive: true);
+            Directory.CreateDirectory(ours);
+            File.SetUnixFileMode(ours, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        }
+        string data = $"lowerdir={string.Join(':', stagedLowers)},upperdir={stagedUpper}/{Path.GetFileName(upper)},workdir={stagedUpper}/{workName}";
+        if (isVolatile) data += ",volatile";
+        if (userXattr) data += ",userxattr";
         if (Encoding.UTF8.GetByteCount(data) >= 4096)
             throw new InvalidOperationException($"rootfs {merged}: too many layers ({stagedLowers.Count}) for one overlay mount");
         string rootfs = Path.Combine(Dir, "rootfs");

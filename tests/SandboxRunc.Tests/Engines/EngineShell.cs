@@ -1,0 +1,66 @@
+using System.Text;
+using CliWrap;
+using CliWrap.Buffered;
+
+namespace SandboxRunc.Tests.Engines;
+
+/// <summary>Runs engine CLIs (ctr, podman, docker...) with a deadline; failures carry both output streams.</summary>
+public static class EngineShell
+{
+    /// <summary>
+    /// The installed runtime the engines are pointed at (build.sh test installs the published binary
+    /// there); SANDBOX_RUNC_INSTALLED picks another copy (e.g. while others install theirs concurrently).
+    /// </summary>
+    public static string Runtime { get; } =
+        Environment.GetEnvironmentVariable("SANDBOX_RUNC_INSTALLED") is { Length: > 0 } p ? p : "/usr/local/bin/sandbox-runc";
+
+    public sealed record Result(int ExitCode, string Stdout, string Stderr)
+    {
+        public override string ToString() => $"exit {ExitCode}\nstdout: {Stdout}\nstderr: {Stderr}";
+    }
+
+    public static async Task<Result> Run(string file, IEnumerable<string> args, int timeoutSeconds = 60)
+    {
+        var list = args.ToList();
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(timeoutSeconds));
+        try
+        {
+            var r = await CliWrap.Cli.Wrap(file).WithArguments(list).WithValidation(CommandResultValidation.None)
+                .ExecuteBufferedAsync(Encoding.UTF8, cts.Token);
+            return new Result(r.ExitCode, r.StandardOutput, r.StandardError);
+        }
+        catch (OperationCanceledException)
+        {
+            throw new Xunit.Sdk.XunitException($"{file} {string.Join(' ', list)} did not finish within {timeoutSeconds} s");
+        }
+    }
+
+    public static async Task<Result> Ok(string file, IEnumerable<string> args, int timeoutSeconds = 60)
+    {
+        var list = args.ToList();
+        var r = await Run(file, list, timeoutSeconds);
+        if (r.ExitCode != 0)
+            throw new Xunit.Sdk.XunitException($"{file} {string.Join(' ', list)} failed: {r}");
+        return r;
+    }
+
+    /// <summary>Lazily unmounts everything mounted at or below dir (deepest first), then removes the tree.</summary>
+    public static void RemoveTree(string dir)
+    {
+        try
+        {
+            string prefix = Path.TrimEndingDirectorySeparator(dir);
+            var mounts = File.ReadAllLines("/proc/self/mountinfo")
+                .Select(l => SandboxRunc.Rootfs.MountInfo.Unescape(l.Split(' ')[4]))
+                .Where(m => m == prefix || m.StartsWith(prefix + "/", StringComparison.Ordinal))
+                .OrderByDescending(m => m.Length).ToList();
+            foreach (var m in mounts) Interop.Libc.umount2(m, Interop.Libc.MNT_DETACH);
+        }
+        catch { }
+        try { Directory.Delete(dir, true); } catch { }
+    }
+
+    /// <summary>The test image as a docker-save tarball (podman load / ctr images import read it).</summary>
+    public static async Task SaveImage(string tarPath) =>
+        await Ok("docker", ["save", TestSupport.Repo.TestImage, "-o", tarPath], 120);
+}
