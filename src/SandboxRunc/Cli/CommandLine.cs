@@ -61,6 +61,7 @@ public static class CommandLine
                 "list" or "ls" => List(store, args, rest),
                 "spec" => SpecCommand(args, rest),
                 "features" => FeaturesCommand(),
+                "policy" => PolicyCommand(store, args, rest),
                 "init" => throw new RuntimeException("init is started by sandbox-runc itself, not by users"),
                 _ => throw new UsageException($"unknown command \"{command}\" (see sandbox-runc --help)"),
             };
@@ -242,6 +243,14 @@ public static class CommandLine
         return 0;
     }
 
+    static int PolicyCommand(StateStore store, string[] args, int start)
+    {
+        var r = new ArgParser().Flag("id", true).Parse(args, start);
+        if (r.Positional is not ["check", var bundle])
+            throw new UsageException("usage: sandbox-runc policy check BUNDLE [--id ID]");
+        return PolicyCheck.Run(bundle, r.Get("id"), store.Root, Console.Out);
+    }
+
     static int FeaturesCommand()
     {
         Console.Out.WriteLine(JsonSerializer.Serialize(FeaturesDocument.Create(), OciJsonIndented.Default.Features));
@@ -275,6 +284,7 @@ public static class CommandLine
               list      list containers (--format table|json, --quiet)
               spec      write a default config.json (--bundle)
               features  print the OCI features document
+              policy    policy check BUNDLE [--id ID]: run the isolation policy on a bundle, create nothing
 
             global options: --root DIR (default /run/sandbox-runc), --log FILE, --log-format text|json,
                             --debug, --systemd-cgroup, --version

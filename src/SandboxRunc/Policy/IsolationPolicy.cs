@@ -13,15 +13,69 @@ public sealed record HostFacts(Func<string, bool> IsHostNamespace)
         ["/proc/1/ns/user", "/proc/1/ns/net", "/proc/1/ns/pid", "/proc/1/ns/ipc", "/proc/1/ns/uts", "/proc/1/ns/mnt", "/proc/1/ns/cgroup"];
 }
 
+/// <summary>What the policy decided for a spec it allows.</summary>
+/// <param name="RestrictionsOff">the container opted out (io.sandbox-runc.isolation=off, allowed by the settings):
+/// host namespaces, restricted mounts and the socket rule were not applied. The user namespace never is off.</param>
+public sealed record PolicyDecision(UserNamespaceDecision UserNamespace, bool RestrictionsOff, IReadOnlyList<string> Notes);
+
 /// <summary>
-/// The isolation policy step of `create`, before anything is made: <see cref="Decide"/> refuses (a
-/// <see cref="PolicyException"/>) or says what the spec needs, <see cref="Rewrite"/> returns the spec
-/// to run. Both are pure functions over the OCI model, unit-tested without root.
+/// The isolation policy step of `create`, before anything is made: <see cref="Decide"/> is one pure function
+/// from (spec, admin settings, engine facts) to a refusal (<see cref="PolicyException"/>) or a decision, and
+/// <see cref="Rewrite"/> returns the spec to run. The facts are read by <see cref="EngineFactsGatherer"/>.
+/// Order of the checks: the opt-out, the user namespace, host namespaces, then each bind mount in spec order
+/// (the engine socket, else the restricted paths).
 /// </summary>
 public static class IsolationPolicy
 {
-    public static UserNamespaceDecision Decide(Spec spec, HostFacts facts) =>
-        UserNamespacePolicy.Decide(spec, facts.IsHostNamespace);
+    /// <summary>The annotation (OCI spec) or, for docker, the container label (config.v2.json) that asks to opt out.</summary>
+    public const string OptOutKey = "io.sandbox-runc.isolation";
+
+    public static PolicyDecision Decide(Spec spec, AdminSettings settings, EngineFacts facts)
+    {
+        var notes = new List<string>();
+        bool off = OptedOut(spec, settings, facts, notes);
+        var userNs = UserNamespacePolicy.Decide(spec, facts.IsHostNamespace);
+        if (off) return new PolicyDecision(userNs, true, notes);
+
+        NamespacePolicy.Check(spec, facts.IsHostNamespace);
+        bool socketChecked = false;
+        foreach (var m in spec.Mounts ?? [])
+        {
+            if (!MountPolicy.IsBind(m) || string.IsNullOrEmpty(m.Source)) continue;
+            if (MountPolicy.IsDockerSocket(m.Source, facts))
+            {
+                if (!socketChecked) SocketPolicy.Check(settings, facts);
+                socketChecked = true;
+                notes.Add($"docker socket mount {m.Source} allowed for image \"{ImageReference.Shown(facts.Image?.Name)}\"" +
+                          (settings.CommandList is { } cl ? $" (commandList {cl.Type} [{string.Join(' ', cl.Commands)}] is not enforced yet)" : ""));
+                continue;
+            }
+            MountPolicy.CheckRestricted(m.Source, settings, facts);
+        }
+        return new PolicyDecision(userNs, false, notes);
+    }
+
+    /// <summary>
+    /// A container asks to opt out with the annotation io.sandbox-runc.isolation=off or, since docker 20.10 has
+    /// no --annotation, the label of that name (docker copies labels into config.v2.json, not the spec); the
+    /// annotation wins. Honoured only when the settings say value false and locked false; otherwise the create
+    /// fails (a request to be less isolated is never silently ignored, nor silently granted).
+    /// </summary>
+    static bool OptedOut(Spec spec, AdminSettings settings, EngineFacts facts, List<string> notes)
+    {
+        string? asked = spec.Annotations?.GetValueOrDefault(OptOutKey) ?? facts.Image?.IsolationLabel;
+        if (asked is null or "on") return false;
+        if (asked != "off")
+            throw new PolicyException($"{OptOutKey}=\"{asked}\": the value must be \"on\" or \"off\"");
+        if (settings.Locked)
+            throw new PolicyException($"{OptOutKey}=off refused: enhanced container isolation is locked by the admin settings " +
+                                      $"(enhancedContainerIsolation.locked is true in {settings.Source})");
+        if (settings.Value)
+            throw new PolicyException($"{OptOutKey}=off refused: enhanced container isolation is on for every container " +
+                                      $"(enhancedContainerIsolation.value is true in {settings.Source}); an admin allows opt-outs with value false and locked false");
+        notes.Add($"{OptOutKey}=off: host namespaces, restricted mounts and the docker socket are not checked; the user namespace stays");
+        return true;
+    }
 
     /// <param name="range">The range allocated for <see cref="UserNamespaceDecision.AllocateRange"/>, else null.</param>
     public static Spec Rewrite(Spec spec, IdRange? range)
@@ -29,4 +83,12 @@ public static class IsolationPolicy
         if (range is not null) UserNamespacePolicy.WithSysctlsInRange(UserNamespacePolicy.WithRange(spec, range), range.Size);
         return UserNamespacePolicy.WithSafeDevices(spec);
     }
+}
+
+/// <summary>The impure edge of the policy: read the admin settings and the engine facts, then decide.</summary>
+public static class PolicyStep
+{
+    public static PolicyDecision Decide(Spec spec, string containerId, string stateRoot) =>
+        IsolationPolicy.Decide(spec, AdminSettings.Load(AdminSettings.PathFromEnvironment()),
+            EngineFactsGatherer.Gather(containerId, Path.GetFullPath(stateRoot)));
 }
