@@ -73,7 +73,8 @@ public sealed record AdminSettings(
         }
         catch (JsonException e)
         {
-            throw Bad(path, $"invalid JSON at line {(e.LineNumber ?? 0) + 1}: {e.Message.Split(" Path:")[0].Split(" LineNumber:")[0]}");
+            string why = e.Message.Split(" Path:")[0].Split(" LineNumber:")[0].Replace(" Change the reader options.", "").TrimEnd('.');
+            throw Bad(path, $"invalid JSON at line {(e.LineNumber ?? 0) + 1}, column {(e.BytePositionInLine ?? 0) + 1}: {why}");
         }
         if (root is not JsonObject top) throw Bad(path, "the document must be a JSON object");
 
