@@ -5,12 +5,38 @@ namespace SandboxRunc.Policy;
 /// <summary>Facts about the host the policy needs, gathered once per create (kept out of the pure functions).</summary>
 public sealed record HostFacts(Func<string, bool> IsHostNamespace)
 {
-    /// <summary>Compares the namespace behind a path (a /proc/PID/ns link or a bind-mounted nsfs file) with PID 1's.</summary>
-    public static HostFacts Current { get; } = new(path =>
-        Interop.FileId.Of(path) is { } id && HostNamespaces.Any(h => Interop.FileId.Of(h) == id));
+    /// <summary>
+    /// Compares the namespace behind a path (a /proc/PID/ns link or a bind-mounted nsfs file such as docker's
+    /// /var/run/docker/netns/default) with PID 1's, by namespace inode. PID 1's links are read with readlink
+    /// ("net:[4026531833]"), which works where stat(2) of them is refused (a PID 1 we may not ptrace).
+    /// </summary>
+    public static HostFacts Current { get; } = new(IsHost);
 
-    static readonly string[] HostNamespaces =
-        ["/proc/1/ns/user", "/proc/1/ns/net", "/proc/1/ns/pid", "/proc/1/ns/ipc", "/proc/1/ns/uts", "/proc/1/ns/mnt", "/proc/1/ns/cgroup"];
+    static readonly string[] HostNamespaces = ["user", "net", "pid", "ipc", "uts", "mnt", "cgroup", "time"];
+
+    static bool IsHost(string path)
+    {
+        var inode = NamespaceInode(path);
+        return inode is not null && HostNamespaces.Any(t => NamespaceInode("/proc/1/ns/" + t) == inode);
+    }
+
+    /// <summary>The inode of the namespace a path names, or null when it names none (or cannot be read).</summary>
+    static ulong? NamespaceInode(string path)
+    {
+        try
+        {
+            if (new FileInfo(path).LinkTarget is { } target)
+            {
+                int open = target.IndexOf(":[", StringComparison.Ordinal);
+                if (open > 0 && target.EndsWith(']') && ulong.TryParse(target[(open + 2)..^1], out ulong ino)) return ino;
+            }
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
+        // A bind-mounted namespace file: only an nsfs inode is a namespace (same device as our own ns links).
+        var id = Interop.FileId.Of(path);
+        var nsfs = Interop.FileId.Of("/proc/self/ns/net");
+        return id is not null && (nsfs is null || id.Value.Device == nsfs.Value.Device) ? id.Value.Inode : null;
+    }
 }
 
 /// <summary>What the policy decided for a spec it allows.</summary>

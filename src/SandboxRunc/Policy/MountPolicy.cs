@@ -16,9 +16,10 @@ namespace SandboxRunc.Policy;
 ///   (the allow list only relaxes "above": /home may be shared though an admin restricted /home/secrets).</item>
 /// <item>/ and /etc as a whole (their children are judged by the rules above).</item>
 /// </list>
-/// Docker's own mounts for the container are allowed though they live under the data root: sources under
-/// &lt;data-root&gt;/containers/&lt;this create's id&gt;/ that are hostname, hosts, resolv.conf or under mounts/
-/// (shm, secrets), any container's mounts/shm (--ipc=container:x), and named volumes,
+/// Docker's own mounts for the container are allowed though they live under the data root:
+/// &lt;data-root&gt;/containers/ID/hostname, hosts, resolv.conf and mounts/shm of any container (its own, and
+/// another's for --network=container:x and --ipc=container:x: docker binds x's files), anything under
+/// &lt;data-root&gt;/containers/&lt;this create's id&gt;/mounts/ (secrets, configs), and named volumes,
 /// &lt;data-root&gt;/volumes/&lt;name&gt;/_data and below. Their realpath must stay inside, so a symlink in a
 /// volume pointing at /etc/docker is still refused. dockerd's records (config.v2.json, hostconfig.json, logs) are not.
 /// Other mount types (proc, tmpfs, sysfs, cgroup, overlay...) are not host paths and are not judged here.
@@ -63,9 +64,9 @@ public static class MountPolicy
         {
             var rest = real[containers.Length..].Split('/');
             if (rest.Length < 2 || rest[0].Length == 0) return false;
-            if (rest.Length == 3 && rest[1] == "mounts" && rest[2] == "shm") return true; // --ipc=container:x shares x's shm
-            if (rest[0] != facts.ContainerId) return false;
-            return rest is [_, "hostname" or "hosts" or "resolv.conf"] || rest.Length >= 3 && rest[1] == "mounts";
+            // --network=container:x binds x's hostname, hosts and resolv.conf; --ipc=container:x binds x's shm.
+            if (rest is [_, "hostname" or "hosts" or "resolv.conf"] || rest is [_, "mounts", "shm"]) return true;
+            return rest[0] == facts.ContainerId && rest.Length >= 3 && rest[1] == "mounts";
         }
         string volumes = facts.DockerRoot.TrimEnd('/') + "/volumes/";
         if (real.StartsWith(volumes, StringComparison.Ordinal))
