@@ -16,9 +16,28 @@ public sealed record HostFacts(Func<string, bool> IsHostNamespace)
 
     static bool IsHost(string path)
     {
+        if (Path.GetFullPath(path).StartsWith("/proc/1/ns/", StringComparison.Ordinal)) return true;
         var inode = NamespaceInode(path);
-        return inode is not null && HostNamespaces.Any(t => NamespaceInode("/proc/1/ns/" + t) == inode);
+        return inode is not null && HostInodes.Value.Contains(inode.Value);
     }
+
+    /// <summary>
+    /// PID 1's namespaces; where they cannot be read (a PID 1 with capabilities we lack: ptrace access is
+    /// refused), kthreadd's: kernel threads always live in the initial namespaces. In a nested setup, where
+    /// PID 2 is no kernel thread, PID 1 (the outer container's init) is the host as we see it.
+    /// </summary>
+    static readonly Lazy<HashSet<ulong>> HostInodes = new(() =>
+    {
+        var set = new HashSet<ulong>();
+        foreach (var t in HostNamespaces)
+            if (NamespaceInode("/proc/1/ns/" + t) is { } i) set.Add(i);
+        bool kthreadd = false;
+        try { kthreadd = File.ReadAllText("/proc/2/comm").Trim() == "kthreadd"; } catch (IOException) { }
+        if (set.Count == 0 && kthreadd)
+            foreach (var t in HostNamespaces)
+                if (NamespaceInode("/proc/2/ns/" + t) is { } i) set.Add(i);
+        return set;
+    });
 
     /// <summary>The inode of the namespace a path names, or null when it names none (or cannot be read).</summary>
     static ulong? NamespaceInode(string path)
