@@ -67,6 +67,7 @@ public static class CommandLine
                 "update" => Update(store, args, rest),
                 "events" => Events(store, args, rest),
                 "install" or "uninstall" => InstallCommand(command == "uninstall", args, rest),
+                "policy" => PolicyCommand(store, args, rest),
                 "init" => throw new RuntimeException("init is started by sandbox-runc itself, not by users"),
                 _ => throw new UsageException($"unknown command \"{command}\" (see sandbox-runc --help)"),
             };
@@ -248,6 +249,14 @@ public static class CommandLine
         return 0;
     }
 
+    static int PolicyCommand(StateStore store, string[] args, int start)
+    {
+        var r = new ArgParser().Flag("id", true).Parse(args, start);
+        if (r.Positional is not ["check", var bundle])
+            throw new UsageException("usage: sandbox-runc policy check BUNDLE [--id ID]");
+        return PolicyCheck.Run(bundle, r.Get("id"), store.Root, Console.Out);
+    }
+
     static int FeaturesCommand()
     {
         Console.Out.WriteLine(JsonSerializer.Serialize(FeaturesDocument.Create(), OciJsonIndented.Default.Features));
@@ -343,6 +352,7 @@ public static class CommandLine
                         --docker-config FILE, --containerd-config FILE, --no-docker, --no-reload,
                         --path BINARY (default: this executable)
               uninstall undo install (same flags); default-runtime is removed only if it names sandbox-runc
+              policy    policy check BUNDLE [--id ID]: run the isolation policy on a bundle, create nothing
 
             global options: --root DIR (default /run/sandbox-runc), --log FILE, --log-format text|json,
                             --debug, --systemd-cgroup, --version

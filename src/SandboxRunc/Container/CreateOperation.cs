@@ -18,7 +18,8 @@ public sealed record CreateOptions(
     int PreserveFds = 0);
 
 /// <summary>
-/// `create`, as a short story: load the spec → apply the isolation policy (refuse, or say what it needs)
+/// `create`, as a short story: load the spec → apply the isolation policy (admin settings + engine facts →
+/// refuse, or say what it needs)
 /// → state dir → reserve an ID range and rewrite the spec → cgroup → compile seccomp → spawn the init
 /// (namespaces; the ID maps and the ID-mapped mounts are made while nsexec waits) → rlimits → send the
 /// config → host hooks → wait for ready → save state. Any failure undoes every step taken: no ID range,
@@ -32,7 +33,8 @@ public static class CreateOperation
         StateStore.ValidateId(o.Id);
         string bundle = Path.GetFullPath(o.Bundle);
         var spec = loaded ?? SpecLoader.LoadBundle(bundle);
-        var decision = IsolationPolicy.Decide(spec, HostFacts.Current);
+        // The policy runs before anything is made: a refused create leaves nothing behind.
+        var decision = PolicyStep.Decide(spec, o.Id, store.Root);
         string rootfs = SpecLoader.RootfsPath(spec, bundle);
 
         string stateDir = store.CreateDir(o.Id);
@@ -44,7 +46,7 @@ public static class CreateOperation
         try
         {
             using var dirLock = store.Lock(o.Id);
-            if (decision == UserNamespaceDecision.AllocateRange) range = allocator.Allocate(o.Id, stateDir);
+            if (decision.UserNamespace == UserNamespaceDecision.AllocateRange) range = allocator.Allocate(o.Id, stateDir);
             spec = IsolationPolicy.Rewrite(spec, range);
             var compiled = spec.Linux?.Seccomp is { } profile ? Seccomp.SeccompCompiler.Compile(profile) : null;
             if (spec.Linux is not null) spec.Linux.Seccomp = null; // from here on, the compiled program stands for it

@@ -5,23 +5,122 @@ namespace SandboxRunc.Policy;
 /// <summary>Facts about the host the policy needs, gathered once per create (kept out of the pure functions).</summary>
 public sealed record HostFacts(Func<string, bool> IsHostNamespace)
 {
-    /// <summary>Compares the namespace behind a path (a /proc/PID/ns link or a bind-mounted nsfs file) with PID 1's.</summary>
-    public static HostFacts Current { get; } = new(path =>
-        Interop.FileId.Of(path) is { } id && HostNamespaces.Any(h => Interop.FileId.Of(h) == id));
+    /// <summary>
+    /// Compares the namespace behind a path (a /proc/PID/ns link or a bind-mounted nsfs file such as docker's
+    /// /var/run/docker/netns/default) with PID 1's, by namespace inode. PID 1's links are read with readlink
+    /// ("net:[4026531833]"), which works where stat(2) of them is refused (a PID 1 we may not ptrace).
+    /// </summary>
+    public static HostFacts Current { get; } = new(IsHost);
 
-    static readonly string[] HostNamespaces =
-        ["/proc/1/ns/user", "/proc/1/ns/net", "/proc/1/ns/pid", "/proc/1/ns/ipc", "/proc/1/ns/uts", "/proc/1/ns/mnt", "/proc/1/ns/cgroup"];
+    static readonly string[] HostNamespaces = ["user", "net", "pid", "ipc", "uts", "mnt", "cgroup", "time"];
+
+    static bool IsHost(string path)
+    {
+        if (Path.GetFullPath(path).StartsWith("/proc/1/ns/", StringComparison.Ordinal)) return true;
+        var inode = NamespaceInode(path);
+        return inode is not null && HostInodes.Value.Contains(inode.Value);
+    }
+
+    /// <summary>
+    /// PID 1's namespaces; where they cannot be read (a PID 1 with capabilities we lack: ptrace access is
+    /// refused), kthreadd's: kernel threads always live in the initial namespaces. In a nested setup, where
+    /// PID 2 is no kernel thread, PID 1 (the outer container's init) is the host as we see it.
+    /// </summary>
+    static readonly Lazy<HashSet<ulong>> HostInodes = new(() =>
+    {
+        var set = new HashSet<ulong>();
+        foreach (var t in HostNamespaces)
+            if (NamespaceInode("/proc/1/ns/" + t) is { } i) set.Add(i);
+        bool kthreadd = false;
+        try { kthreadd = File.ReadAllText("/proc/2/comm").Trim() == "kthreadd"; } catch (IOException) { }
+        if (set.Count == 0 && kthreadd)
+            foreach (var t in HostNamespaces)
+                if (NamespaceInode("/proc/2/ns/" + t) is { } i) set.Add(i);
+        return set;
+    });
+
+    /// <summary>The inode of the namespace a path names, or null when it names none (or cannot be read).</summary>
+    static ulong? NamespaceInode(string path)
+    {
+        try
+        {
+            if (new FileInfo(path).LinkTarget is { } target)
+            {
+                int open = target.IndexOf(":[", StringComparison.Ordinal);
+                if (open > 0 && target.EndsWith(']') && ulong.TryParse(target[(open + 2)..^1], out ulong ino)) return ino;
+            }
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
+        // A bind-mounted namespace file: only an nsfs inode is a namespace (same device as our own ns links).
+        var id = Interop.FileId.Of(path);
+        var nsfs = Interop.FileId.Of("/proc/self/ns/net");
+        return id is not null && (nsfs is null || id.Value.Device == nsfs.Value.Device) ? id.Value.Inode : null;
+    }
 }
 
+/// <summary>What the policy decided for a spec it allows.</summary>
+/// <param name="RestrictionsOff">the container opted out (io.sandbox-runc.isolation=off, allowed by the settings):
+/// host namespaces, restricted mounts and the socket rule were not applied. The user namespace never is off.</param>
+public sealed record PolicyDecision(UserNamespaceDecision UserNamespace, bool RestrictionsOff, IReadOnlyList<string> Notes);
+
 /// <summary>
-/// The isolation policy step of `create`, before anything is made: <see cref="Decide"/> refuses (a
-/// <see cref="PolicyException"/>) or says what the spec needs, <see cref="Rewrite"/> returns the spec
-/// to run. Both are pure functions over the OCI model, unit-tested without root.
+/// The isolation policy step of `create`, before anything is made: <see cref="Decide"/> is one pure function
+/// from (spec, admin settings, engine facts) to a refusal (<see cref="PolicyException"/>) or a decision, and
+/// <see cref="Rewrite"/> returns the spec to run. The facts are read by <see cref="EngineFactsGatherer"/>.
+/// Order of the checks: the opt-out, the user namespace, host namespaces, then each bind mount in spec order
+/// (the engine socket, else the restricted paths).
 /// </summary>
 public static class IsolationPolicy
 {
-    public static UserNamespaceDecision Decide(Spec spec, HostFacts facts) =>
-        UserNamespacePolicy.Decide(spec, facts.IsHostNamespace);
+    /// <summary>The annotation (OCI spec) or, for docker, the container label (config.v2.json) that asks to opt out.</summary>
+    public const string OptOutKey = "io.sandbox-runc.isolation";
+
+    public static PolicyDecision Decide(Spec spec, AdminSettings settings, EngineFacts facts)
+    {
+        var notes = new List<string>();
+        bool off = OptedOut(spec, settings, facts, notes);
+        var userNs = UserNamespacePolicy.Decide(spec, facts.IsHostNamespace);
+        if (off) return new PolicyDecision(userNs, true, notes);
+
+        NamespacePolicy.Check(spec, facts.IsHostNamespace);
+        bool socketChecked = false;
+        foreach (var m in spec.Mounts ?? [])
+        {
+            if (!MountPolicy.IsBind(m) || string.IsNullOrEmpty(m.Source)) continue;
+            if (MountPolicy.IsDockerSocket(m.Source, facts))
+            {
+                if (!socketChecked) SocketPolicy.Check(settings, facts);
+                socketChecked = true;
+                notes.Add($"docker socket mount {m.Source} allowed for image \"{ImageReference.Shown(facts.Image?.Name)}\"" +
+                          (settings.CommandList is { } cl ? $" (commandList {cl.Type} [{string.Join(' ', cl.Commands)}] is not enforced yet)" : ""));
+                continue;
+            }
+            MountPolicy.CheckRestricted(m.Source, settings, facts);
+        }
+        return new PolicyDecision(userNs, false, notes);
+    }
+
+    /// <summary>
+    /// A container asks to opt out with the annotation io.sandbox-runc.isolation=off or, since docker 20.10 has
+    /// no --annotation, the label of that name (docker copies labels into config.v2.json, not the spec); the
+    /// annotation wins. Honoured only when the settings say value false and locked false; otherwise the create
+    /// fails (a request to be less isolated is never silently ignored, nor silently granted).
+    /// </summary>
+    static bool OptedOut(Spec spec, AdminSettings settings, EngineFacts facts, List<string> notes)
+    {
+        string? asked = spec.Annotations?.GetValueOrDefault(OptOutKey) ?? facts.Image?.IsolationLabel;
+        if (asked is null or "on") return false;
+        if (asked != "off")
+            throw new PolicyException($"{OptOutKey}=\"{asked}\": the value must be \"on\" or \"off\"");
+        if (settings.Locked)
+            throw new PolicyException($"{OptOutKey}=off refused: enhanced container isolation is locked by the admin settings " +
+                                      $"(enhancedContainerIsolation.locked is true in {settings.Source})");
+        if (settings.Value)
+            throw new PolicyException($"{OptOutKey}=off refused: enhanced container isolation is on for every container " +
+                                      $"(enhancedContainerIsolation.value is true in {settings.Source}); an admin allows opt-outs with value false and locked false");
+        notes.Add($"{OptOutKey}=off: host namespaces, restricted mounts and the docker socket are not checked; the user namespace stays");
+        return true;
+    }
 
     /// <param name="range">The range allocated for <see cref="UserNamespaceDecision.AllocateRange"/>, else null.</param>
     public static Spec Rewrite(Spec spec, IdRange? range)
@@ -29,4 +128,12 @@ public static class IsolationPolicy
         if (range is not null) UserNamespacePolicy.WithSysctlsInRange(UserNamespacePolicy.WithRange(spec, range), range.Size);
         return UserNamespacePolicy.WithSafeDevices(spec);
     }
+}
+
+/// <summary>The impure edge of the policy: read the admin settings and the engine facts, then decide.</summary>
+public static class PolicyStep
+{
+    public static PolicyDecision Decide(Spec spec, string containerId, string stateRoot) =>
+        IsolationPolicy.Decide(spec, AdminSettings.Load(AdminSettings.PathFromEnvironment()),
+            EngineFactsGatherer.Gather(containerId, Path.GetFullPath(stateRoot)));
 }

@@ -162,7 +162,7 @@ public sealed class ContainerdEngineTests(StandaloneContainerd ctrd) : IClassFix
         finally { await ctrd.Remove(id); }
     }
 
-    [IntegrationFact(Skip = "needs sandbox-runc exec (lands with the exec work)")]
+    [IntegrationFact]
     public async Task Containerd_Exec_JoinsTheContainersUserNamespace()
     {
         string id = NewId("exec");

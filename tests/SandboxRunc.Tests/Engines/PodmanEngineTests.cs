@@ -92,7 +92,7 @@ public sealed class PodmanEngineTests(PodmanStore podman) : IClassFixture<Podman
         finally { await podman.Podman("rm", "-f", "-t", "0", name); }
     }
 
-    [IntegrationFact(Skip = "needs sandbox-runc exec (lands with the exec work)")]
+    [IntegrationFact]
     public async Task Podman_Exec_JoinsTheContainersUserNamespace()
     {
         string name = NewName("exec");

@@ -1,0 +1,116 @@
+using SandboxRunc.Interop;
+
+namespace SandboxRunc.Policy;
+
+/// <summary>What the image store knows of one image: its parent (legacy builder) and its layers (rootfs.diff_ids).</summary>
+public sealed record StoredImage(string? Parent, IReadOnlyList<string> Layers);
+
+/// <summary>dockerd's record of the container being created: the name the user typed, the image ID it runs, its isolation label.</summary>
+public sealed record ContainerImage(string? Name, string? Id, string? IsolationLabel);
+
+/// <summary>
+/// Every fact about the host and the engine that the policy needs, so that <see cref="IsolationPolicy.Decide"/>
+/// stays a pure function: tests build these by hand, <see cref="EngineFactsGatherer"/> reads them from the host.
+/// The path and namespace questions are functions (realpath, inode identity), asked only about the paths in the spec.
+/// </summary>
+public sealed record EngineFacts(
+    string ContainerId,
+    Func<string, bool> IsHostNamespace,
+    Func<string, string> RealPath,
+    Func<string, FileId?> Identify,
+    IReadOnlyList<string> DockerSockets,
+    string DockerRoot,
+    string? RuntimeBinary,
+    string StateRoot,
+    ContainerImage? Image,
+    IReadOnlyDictionary<string, string> Tags,
+    Func<string, StoredImage?> LookupImage);
+
+/// <summary>
+/// The small impure step before the policy: reads /etc/docker/daemon.json (data-root, unix sockets in
+/// hosts), dockerd's container record &lt;data-root&gt;/containers/&lt;id&gt;/config.v2.json and its image store
+/// (repositories.json, imagedb). Files only: an API call to dockerd while it waits for our create could
+/// deadlock it. Anything unreadable is simply unknown (which denies a socket mount, never allows one).
+/// </summary>
+public static class EngineFactsGatherer
+{
+    public const string DaemonJson = "/etc/docker/daemon.json";
+
+    public static EngineFacts Gather(string containerId, string stateRoot)
+    {
+        var daemon = ReadJson(DaemonJson);
+        string dockerRoot = HostPath.Resolve(daemon?["data-root"]?.GetValueKind() == System.Text.Json.JsonValueKind.String
+            ? daemon["data-root"]!.GetValue<string>() : "/var/lib/docker");
+        var sockets = new List<string>();
+        if (daemon?["hosts"] is System.Text.Json.Nodes.JsonArray hosts)
+            foreach (var h in hosts)
+                if (h?.GetValueKind() == System.Text.Json.JsonValueKind.String && h.GetValue<string>() is { } s && s.StartsWith("unix://"))
+                    sockets.Add(HostPath.Resolve(s["unix://".Length..]));
+        if (sockets.Count == 0) sockets.Add(HostPath.Resolve("/var/run/docker.sock"));
+
+        string imageStore = Directory.Exists(Path.Combine(dockerRoot, "image"))
+            ? Directory.GetDirectories(Path.Combine(dockerRoot, "image")).FirstOrDefault(d => File.Exists(Path.Combine(d, "repositories.json")))
+              ?? Path.Combine(dockerRoot, "image", "overlay2")
+            : Path.Combine(dockerRoot, "image", "overlay2");
+
+        ContainerImage? image = null;
+        if (IsSafeId(containerId) && ReadJson(Path.Combine(dockerRoot, "containers", containerId, "config.v2.json")) is { } record)
+            image = new ContainerImage(
+                Str(record["Config"]?["Image"]),
+                Str(record["Image"]),
+                Str(record["Config"]?["Labels"]?[IsolationPolicy.OptOutKey]));
+
+        return new EngineFacts(
+            containerId,
+            HostFacts.Current.IsHostNamespace,
+            HostPath.Resolve,
+            FileId.Of,
+            sockets,
+            dockerRoot,
+            Environment.ProcessPath,
+            stateRoot,
+            image,
+            image is null ? new Dictionary<string, string>() : ReadTags(Path.Combine(imageStore, "repositories.json")),
+            id => LookupImage(imageStore, id));
+    }
+
+    static bool IsSafeId(string id) => id.Length > 0 && !id.Contains('/') && id is not ("." or "..");
+
+    static string? Str(System.Text.Json.Nodes.JsonNode? n) =>
+        n?.GetValueKind() == System.Text.Json.JsonValueKind.String ? n.GetValue<string>() : null;
+
+    static System.Text.Json.Nodes.JsonObject? ReadJson(string path)
+    {
+        try { return File.Exists(path) ? System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(path)) as System.Text.Json.Nodes.JsonObject : null; }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or System.Text.Json.JsonException) { return null; }
+    }
+
+    /// <summary>repositories.json: {"Repositories": {"docker": {"docker:cli": "sha256:...", "docker@sha256:...": "sha256:..."}}}, keys normalised.</summary>
+    public static Dictionary<string, string> ParseTags(System.Text.Json.Nodes.JsonObject? doc)
+    {
+        var tags = new Dictionary<string, string>();
+        if (doc?["Repositories"] is not System.Text.Json.Nodes.JsonObject repos) return tags;
+        foreach (var (_, refs) in repos)
+            if (refs is System.Text.Json.Nodes.JsonObject o)
+                foreach (var (name, id) in o)
+                    if (ImageReference.Parse(name) is { } r && Str(id) is { } imageId)
+                        tags[r.ToString()] = imageId;
+        return tags;
+    }
+
+    static Dictionary<string, string> ReadTags(string path) => ParseTags(ReadJson(path));
+
+    static StoredImage? LookupImage(string store, string id)
+    {
+        string hex = id.StartsWith("sha256:") ? id[7..] : id;
+        if (!IsSafeId(hex)) return null;
+        var config = ReadJson(Path.Combine(store, "imagedb", "content", "sha256", hex));
+        if (config is null) return null;
+        string parentFile = Path.Combine(store, "imagedb", "metadata", "sha256", hex, "parent");
+        string? parent = null;
+        try { if (File.Exists(parentFile)) parent = File.ReadAllText(parentFile).Trim(); } catch (IOException) { }
+        var layers = config["rootfs"]?["diff_ids"] is System.Text.Json.Nodes.JsonArray a
+            ? a.Select(Str).Where(s => s is not null).Select(s => s!).ToList() : [];
+        return new StoredImage(string.IsNullOrEmpty(parent) ? null : parent, layers);
+    }
+}
