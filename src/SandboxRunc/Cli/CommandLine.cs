@@ -306,14 +306,14 @@ public static class CommandLine
 
     static int InstallCommand(bool uninstall, string[] args, int start)
     {
-        var r = new ArgParser().Flag("default").Flag("containerd").Flag("no-docker").Flag("no-reload")
+        var r = new ArgParser().Flag("default").Flag("lock").Flag("containerd").Flag("no-docker").Flag("no-reload")
             .Flag("docker-config", true).Flag("containerd-config", true).Flag("path", true).Parse(args, start);
         if (r.Positional.Count != 0) throw new UsageException($"\"{(uninstall ? "uninstall" : "install")}\" takes no arguments");
         string binary = r.Get("path") is { } p ? Install.EngineConfig.RealPath(p) : Install.EngineConfig.SelfPath();
         if (!uninstall && !File.Exists(binary)) throw new UsageException($"--path: {binary} does not exist");
         return Install.EngineConfig.Run(new Install.EngineConfigOptions(uninstall, binary, r.Has("default"), !r.Has("no-docker"),
             r.Has("containerd"), r.Get("docker-config") ?? Install.EngineConfig.DefaultDockerConfig,
-            r.Get("containerd-config") ?? Install.EngineConfig.DefaultContainerdConfig, !r.Has("no-reload")), Console.Out);
+            r.Get("containerd-config") ?? Install.EngineConfig.DefaultContainerdConfig, !r.Has("no-reload"), Lock: r.Has("lock")), Console.Out);
     }
 
     static void PrintVersion()
@@ -351,6 +351,8 @@ public static class CommandLine
                         default runtime; --containerd: also add a CRI runtime to /etc/containerd/config.toml;
                         --docker-config FILE, --containerd-config FILE, --no-docker, --no-reload,
                         --path BINARY (default: this executable)
+                        --lock: also the default runtime, and the "runc" that dockerd's shims find in its PATH
+                        is a link to sandbox-runc, so --runtime=runc is isolated too
               uninstall undo install (same flags); default-runtime is removed only if it names sandbox-runc
               policy    policy check BUNDLE [--id ID]: run the isolation policy on a bundle, create nothing
 

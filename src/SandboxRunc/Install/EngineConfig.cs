@@ -14,7 +14,8 @@ public sealed record EngineConfigOptions(
     string DockerConfig = EngineConfig.DefaultDockerConfig,
     string ContainerdConfig = EngineConfig.DefaultContainerdConfig,
     bool Reload = true,
-    string DockerPidFile = EngineConfig.DefaultDockerPidFile);
+    string DockerPidFile = EngineConfig.DefaultDockerPidFile,
+    bool Lock = false);
 
 /// <summary>
 /// `sandbox-runc install` / `uninstall`: registers this executable as a runtime with dockerd
@@ -41,7 +42,7 @@ public static partial class EngineConfig
             string? text = ReadOrNull(dockerPath);
             docker = o.Uninstall
                 ? DaemonJson.Uninstall(text, o.DockerConfig, RuntimeName)
-                : DaemonJson.Install(text, o.DockerConfig, RuntimeName, o.Binary, o.SetDefault);
+                : DaemonJson.Install(text, o.DockerConfig, RuntimeName, o.Binary, o.SetDefault || o.Lock);
         }
         if (o.Containerd)
         {
@@ -51,6 +52,12 @@ public static partial class EngineConfig
                 : ContainerdToml.Install(text, o.ContainerdConfig, RuntimeName, o.Binary);
         }
 
+        if (o.Lock)
+        {
+            // Before reloading dockerd: from then on, no runtime name it offers runs an unisolated container.
+            string path = RuncTakeover.DockerdPath(o.DockerPidFile);
+            output.WriteLine(o.Uninstall ? RuncTakeover.Unlock(path, o.Binary) : RuncTakeover.Lock(path, o.Binary));
+        }
         if (docker is not null)
         {
             Report(output, o.DockerConfig, docker);
@@ -58,6 +65,8 @@ public static partial class EngineConfig
             {
                 WriteAtomic(dockerPath, docker.NewText!);
                 if (o.Reload) output.WriteLine(ReloadDockerd(o.DockerPidFile));
+                if (o.Uninstall && docker.Changes.Any(c => c.Contains("default-runtime")))
+                    output.WriteLine("dockerd: a reload does not undo a removed default-runtime; restart dockerd (or set \"default-runtime\": \"runc\") to make runc the default again");
                 else output.WriteLine("dockerd: not reloaded (--no-reload); send it SIGHUP or restart it to apply");
             }
         }

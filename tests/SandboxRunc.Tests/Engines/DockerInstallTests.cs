@@ -11,6 +11,7 @@ namespace SandboxRunc.Tests.Engines;
 /// the real file (already registered by build.sh: "no change"), the removing half runs on a copy, and
 /// the file is restored byte for byte (then dockerd reloaded) should anything have changed it.
 /// </summary>
+[Collection(DockerdConfiguration.Name)]
 public sealed class DockerInstallTests
 {
     const string DaemonJson = "/etc/docker/daemon.json";
