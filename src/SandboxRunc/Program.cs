@@ -1,5 +1,8 @@
 using SandboxRunc.Namespaces;
 
+// A Linux runtime: Linux-only APIs (Unix file modes, ...) are fine everywhere in it.
+[assembly: System.Runtime.Versioning.SupportedOSPlatform("linux")]
+
 namespace SandboxRunc;
 
 public static class Program

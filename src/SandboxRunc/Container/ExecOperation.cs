@@ -163,9 +163,6 @@ public static class PidFile
 {
     public static void Write(string path, int pid)
     {
-        string full = Path.GetFullPath(path);
-        string tmp = Path.Combine(Path.GetDirectoryName(full)!, "." + Path.GetFileName(full) + ".tmp");
-        File.WriteAllText(tmp, pid.ToString());
-        File.Move(tmp, full, overwrite: true);
+        AtomicFile.Write(path, pid.ToString());
     }
 }

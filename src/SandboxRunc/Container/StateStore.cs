@@ -59,8 +59,7 @@ public sealed partial class StateStore(string root)
     public void NoteCreating(string id, IReadOnlyDictionary<string, string> cgroupPaths)
     {
         string file = Path.Combine(Dir(id), CreatingFile);
-        File.WriteAllText(file + ".tmp", string.Concat(cgroupPaths.Select(kv => $"{kv.Key}={kv.Value}\n")));
-        File.Move(file + ".tmp", file, overwrite: true);
+        AtomicFile.Write(file, string.Concat(cgroupPaths.Select(kv => $"{kv.Key}={kv.Value}\n")));
     }
 
     /// <summary>The cgroup dirs noted by <see cref="NoteCreating"/> (empty if there is no note).</summary>
@@ -93,9 +92,7 @@ public sealed partial class StateStore(string root)
     public void Save(ContainerRecord record)
     {
         string file = Path.Combine(Dir(record.Id), StateFile);
-        string tmp = file + ".tmp";
-        File.WriteAllBytes(tmp, JsonSerializer.SerializeToUtf8Bytes(record, OciJson.Default.ContainerRecord));
-        File.Move(tmp, file, overwrite: true);
+        AtomicFile.Write(file, JsonSerializer.SerializeToUtf8Bytes(record, OciJson.Default.ContainerRecord));
     }
 
     public IEnumerable<string> Ids() =>
@@ -157,8 +154,7 @@ public sealed partial class StateStore(string root)
     public void SaveSpec(string id, Spec spec)
     {
         string file = Path.Combine(Dir(id), SpecFile);
-        File.WriteAllBytes(file + ".tmp", JsonSerializer.SerializeToUtf8Bytes(spec, OciJson.Default.Spec));
-        File.Move(file + ".tmp", file, overwrite: true);
+        AtomicFile.Write(file, JsonSerializer.SerializeToUtf8Bytes(spec, OciJson.Default.Spec));
     }
 
     public Spec LoadSpec(string id)

@@ -117,33 +117,11 @@ public static partial class EngineConfig
     /// <summary>Temp file in the same directory, fsync, rename over the target, fsync the directory.</summary>
     public static void WriteAtomic(string path, string text)
     {
-        string dir = Path.GetDirectoryName(path) ?? "/";
-        Directory.CreateDirectory(dir);
-        UnixFileMode mode = File.Exists(path)
-            ? File.GetUnixFileMode(path)
-            : UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.OtherRead;
-        string tmp = Path.Combine(dir, $".{Path.GetFileName(path)}.sandbox-runc-{Environment.ProcessId}.tmp");
-        try
-        {
-            using (var fs = new FileStream(tmp, FileMode.Create, FileAccess.Write, FileShare.None))
-            {
-                fs.Write(new UTF8Encoding(false).GetBytes(text));
-                fs.Flush(flushToDisk: true);
-            }
-            File.SetUnixFileMode(tmp, mode);
-            File.Move(tmp, path, overwrite: true);
-        }
-        catch
-        {
-            try { File.Delete(tmp); } catch { }
-            throw;
-        }
-        int fd = Interop.Libc.open(dir, Interop.Libc.O_DIRECTORY | Interop.Libc.O_CLOEXEC, 0);
-        if (fd >= 0)
-        {
-            fsync(fd);
-            Interop.Libc.close(fd);
-        }
+        Directory.CreateDirectory(Path.GetDirectoryName(path) ?? "/");
+        bool existed = File.Exists(path);
+        Interop.AtomicFile.Write(path, text, durable: true);
+        if (!existed)
+            File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.OtherRead);
     }
 
     /// <summary>SIGHUP to the dockerd named by its pid file; says what happened.</summary>
@@ -161,9 +139,6 @@ public static partial class EngineConfig
             throw new RuntimeException($"dockerd (pid {pid}): SIGHUP failed: {Marshal.GetLastPInvokeErrorMessage()}");
         return $"dockerd (pid {pid}): sent SIGHUP to reload its configuration";
     }
-
-    [LibraryImport("libc", SetLastError = true)]
-    private static partial int fsync(int fd);
 
     [LibraryImport("libc", StringMarshalling = StringMarshalling.Utf8)]
     private static partial IntPtr realpath(string path, IntPtr resolved);

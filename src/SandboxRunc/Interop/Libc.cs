@@ -48,6 +48,8 @@ public static unsafe partial class Libc
     [LibraryImport(C, SetLastError = true)]
     public static partial int flock(int fd, int operation);
     [LibraryImport(C, SetLastError = true)]
+    public static partial int fsync(int fd);
+    [LibraryImport(C, SetLastError = true)]
     public static partial uint umask(uint mask);
     [LibraryImport(C, SetLastError = true)]
     public static partial int ioctl(int fd, ulong request, void* arg);

@@ -54,23 +54,36 @@ internal static unsafe class InitProcess
         }
         catch (Exception e)
         {
-            try { channel.Send(new InitMessage { Kind = InitMessage.Error, Text = e.Message }); } catch { }
-            return 1;
+            return ReportFailure(channel, e);
         }
         channel.Dispose();
-
-        try
+        return FinishAndExec(config, image, slave, "init", () =>
         {
             WaitForStart(config.ExecFifoFd);
             HookRunner.Run("startContainer", config.Spec.Hooks?.StartContainer, config.State);
+        });
+    }
+
+    /// <summary>Before "ready", a failure is the create's (or exec's) error message: tell the host, exit.</summary>
+    static int ReportFailure(InitChannel channel, Exception e)
+    {
+        try { channel.Send(new InitMessage { Kind = InitMessage.Error, Text = e.Message }); } catch { }
+        return 1;
+    }
+
+    /// <summary>After "ready" nobody waits for an answer: what is left fails on the process's stderr.</summary>
+    static int FinishAndExec(InitConfig config, ProcessImage image, int slave, string who, Action? beforeExec = null)
+    {
+        try
+        {
+            beforeExec?.Invoke();
             ProcessFinalizer.Exec(config, image, slave);
-            return 127; // not reached: Exec either replaces us or throws
         }
         catch (Exception e)
         {
-            WriteStderr($"sandbox-runc init: {e.Message}\n");
-            return 127;
+            WriteStderr($"sandbox-runc {who}: {e.Message}\n");
         }
+        return 127; // reached only on failure: Exec replaces this process
     }
 
     /// <summary>
@@ -91,20 +104,10 @@ internal static unsafe class InitProcess
         }
         catch (Exception e)
         {
-            try { channel.Send(new InitMessage { Kind = InitMessage.Error, Text = e.Message }); } catch { }
-            return 1;
+            return ReportFailure(channel, e);
         }
         channel.Dispose();
-        try
-        {
-            ProcessFinalizer.Exec(config, image, slave);
-            return 127;
-        }
-        catch (Exception e)
-        {
-            WriteStderr($"sandbox-runc exec: {e.Message}\n");
-            return 127;
-        }
+        return FinishAndExec(config, image, slave, "exec");
     }
 
     /// <summary>Blocks until `start` opens the exec fifo for reading.</summary>

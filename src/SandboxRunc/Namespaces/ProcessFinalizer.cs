@@ -57,12 +57,7 @@ internal static unsafe class ProcessFinalizer
     public static void CheckCapabilities(Oci.Capabilities? caps)
     {
         if (caps is null) return;
-        uint* header = stackalloc uint[2];
-        header[0] = 0x20080522; // _LINUX_CAPABILITY_VERSION_3
-        header[1] = 0;
-        uint* data = stackalloc uint[6];
-        SysException.Check(Libc.syscall(Libc.SYS_capget, (long)header, (long)data, 0, 0, 0, 0), "capget");
-        ulong held = data[1] | ((ulong)data[4] << 32); // permitted
+        ulong held = CapabilitySets.Get().Permitted;
         var missing = new List<string>();
         foreach (var list in new[] { caps.Effective, caps.Permitted, caps.Inheritable })
             foreach (var name in list ?? [])
@@ -125,14 +120,7 @@ internal static unsafe class ProcessFinalizer
         ulong effective = CapabilityNames.Mask(caps?.Effective);
         ulong permitted = CapabilityNames.Mask(caps?.Permitted);
         ulong inheritable = CapabilityNames.Mask(caps?.Inheritable);
-        // struct __user_cap_header_struct { u32 version; int pid; } + two __user_cap_data_struct { u32 eff, perm, inh; }
-        uint* header = stackalloc uint[2];
-        header[0] = 0x20080522; // _LINUX_CAPABILITY_VERSION_3
-        header[1] = 0;
-        uint* data = stackalloc uint[6];
-        data[0] = (uint)effective; data[1] = (uint)permitted; data[2] = (uint)inheritable;
-        data[3] = (uint)(effective >> 32); data[4] = (uint)(permitted >> 32); data[5] = (uint)(inheritable >> 32);
-        SysException.Check(Libc.syscall(Libc.SYS_capset, (long)header, (long)data, 0, 0, 0, 0), "capset");
+        new CapabilitySets(effective, permitted, inheritable).Set();
         Libc.prctl(Libc.PR_CAP_AMBIENT, Libc.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
         foreach (var name in caps?.Ambient ?? [])
         {

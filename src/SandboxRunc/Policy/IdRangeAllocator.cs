@@ -85,9 +85,7 @@ public sealed class IdRangeAllocator(IdPoolConfig config)
             ? JsonSerializer.Deserialize(File.ReadAllBytes(config.StatePath), PolicyJson.Default.Table) ?? new Table()
             : new Table();
         var result = change(table);
-        string tmp = config.StatePath + ".tmp";
-        File.WriteAllBytes(tmp, JsonSerializer.SerializeToUtf8Bytes(table, PolicyJson.Default.Table));
-        File.Move(tmp, config.StatePath, overwrite: true);
+        AtomicFile.Write(config.StatePath, JsonSerializer.SerializeToUtf8Bytes(table, PolicyJson.Default.Table));
         return result;
     }
 

@@ -57,10 +57,7 @@ public static class SubIdFile
         if (mine is not null) return mine;
         mine = new SubIdEntry(name, FirstFreeHole(entries, size), size);
         string updated = text.Length == 0 || text.EndsWith('\n') ? text + mine + "\n" : text + "\n" + mine + "\n";
-        string tmp = path + ".sandbox-runc.tmp";
-        File.WriteAllText(tmp, updated);
-        if (File.Exists(path)) File.SetUnixFileMode(tmp, File.GetUnixFileMode(path));
-        File.Move(tmp, path, overwrite: true);
+        Interop.AtomicFile.Write(path, updated);
         return mine;
     }
 }

@@ -175,12 +175,8 @@ internal sealed unsafe class IdmappedStaging
             {
                 Libc.syscall(Libc.SYS_setfsgid, _range.GidBase, 0, 0, 0, 0, 0);
                 Libc.syscall(Libc.SYS_setfsuid, _range.UidBase, 0, 0, 0, 0, 0);
-                uint* header = stackalloc uint[2];
-                header[0] = 0x20080522; header[1] = 0;
-                uint* data = stackalloc uint[6];
-                SysException.Check(Libc.syscall(Libc.SYS_capget, (long)header, (long)data, 0, 0, 0, 0), "capget");
-                data[0] = data[1]; data[3] = data[4]; // effective = permitted
-                SysException.Check(Libc.syscall(Libc.SYS_capset, (long)header, (long)data, 0, 0, 0, 0), "capset");
+                var caps = CapabilitySets.Get();
+                (caps with { Effective = caps.Permitted }).Set();
                 action();
             }
             catch (Exception e) { failure = e; }
