@@ -55,6 +55,7 @@ public static class CommandLine
                 "run" => RunCommand(store, args, rest),
                 "start" => Start(store, args, rest),
                 "exec" => Exec(store, args, rest),
+                "supervise" => Supervisor.Run(store, OneId(new ArgParser().Parse(args, rest), "supervise")),
                 "state" => State(store, args, rest),
                 "kill" => Kill(store, args, rest),
                 "delete" => Delete(store, args, rest),
@@ -192,6 +193,7 @@ public static class CommandLine
         string id = OneId(new ArgParser().Parse(args, start), "state");
         var r = store.Load(id);
         var state = store.ToOci(r, store.StatusOf(r));
+        state.SupervisorRunning = Supervisor.IsRunning(store, id);
         Console.Out.WriteLine(JsonSerializer.Serialize(state, OciJsonIndented.Default.OciState));
         return 0;
     }

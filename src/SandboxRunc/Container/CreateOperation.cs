@@ -138,6 +138,7 @@ public static class CreateOperation
             store.Save(record);
             File.Delete(Path.Combine(stateDir, StateStore.CreatingFile));
             if (o.PidFile is { } pidFile) PidFile.Write(pidFile, init.Pid);
+            Supervisor.Start(store, o.Id);
             return record;
         }
         catch

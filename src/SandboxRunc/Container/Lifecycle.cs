@@ -110,6 +110,7 @@ public static class DeleteOperation
             }
             try { cgroup.Destroy(TimeSpan.FromSeconds(5)); }
             catch (Exception e) { Cli.Log.Warn($"delete {id}: cgroup: {e.Message}"); }
+            Supervisor.Stop(store, id);
             Rootfs.IdmappedStaging.Remove(r.StagingDir);
             try
             {

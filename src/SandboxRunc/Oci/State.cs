@@ -16,6 +16,8 @@ public sealed class OciState
     [JsonPropertyName("annotations")] public Dictionary<string, string>? Annotations { get; set; }
     /// <summary>sandbox-runc's addition: the container's ID ranges, as /proc/self/uid_map shows them.</summary>
     [JsonPropertyName("idMappings")] public IdMappingsState? IdMappings { get; set; }
+    /// <summary>sandbox-runc's addition: whether the container's supervisor process runs (`state` only).</summary>
+    [JsonPropertyName("supervisorRunning")] public bool? SupervisorRunning { get; set; }
 }
 
 public sealed class IdMappingsState

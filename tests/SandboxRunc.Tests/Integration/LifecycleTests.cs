@@ -32,5 +32,25 @@ public sealed class LifecycleTests : IDisposable
         Assert.Equal("out\n", r.Stdout);
     }
 
+    /// <summary>A supervisor process per container outlives `create`, runs while the container does, and ends with it.</summary>
+    [IntegrationFact]
+    public async Task SupervisorRunsAlongTheContainerAndEndsWithIt()
+    {
+        using var b = new Bundle("sleep", "30");
+        await _rt.Create(b.Write(), "sup1");
+        string pidFile = Path.Combine(_rt.StateRoot, "sup1", "supervisor.pid");
+        for (int i = 0; i < 200 && !File.Exists(pidFile); i++) await Task.Delay(10);
+        int sup = int.Parse(File.ReadAllText(pidFile));
+        Assert.Contains("supervise", File.ReadAllText($"/proc/{sup}/cmdline"));
+        using (var doc = System.Text.Json.JsonDocument.Parse((await _rt.Ok("state", "sup1")).Stdout))
+            Assert.True(doc.RootElement.GetProperty("supervisorRunning").GetBoolean());
+
+        await _rt.Ok("start", "sup1");
+        await _rt.Ok("kill", "sup1", "KILL");
+        await _rt.WaitStatus("sup1", "stopped");
+        Assert.True(await Procs.WaitGone(sup), "the supervisor outlived its container");
+        await _rt.Ok("delete", "sup1");
+    }
+
     public void Dispose() => _rt.Dispose();
 }
