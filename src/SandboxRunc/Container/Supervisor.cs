@@ -19,8 +19,26 @@ public static class Supervisor
     {
         using var devNull = new SafeFd(SysException.Check(Libc.open("/dev/null", Libc.O_RDWR | Libc.O_CLOEXEC, 0), "open", "/dev/null"));
         string self = Environment.ProcessPath ?? throw new RuntimeException("cannot tell the path of the sandbox-runc executable");
-        Spawn.Start(self, ["sandbox-runc", "--root", store.Root, "supervise", id], [],
-            [(0, devNull.Fd), (1, devNull.Fd), (2, devNull.Fd)]);
+        // Started under SCHED_IDLE so that its own start-up never delays the container's. glibc's posix_spawn
+        // does not take SCHED_IDLE, but a child inherits the spawning thread's policy: spawn from such a thread.
+        Exception? failure = null;
+        var spawner = new Thread(() =>
+        {
+            try
+            {
+                unsafe
+                {
+                    int priority = 0;
+                    Libc.sched_setscheduler(0, Libc.SCHED_IDLE, &priority); // this thread only
+                }
+                Spawn.Start(self, ["sandbox-runc", "--root", store.Root, "supervise", id], [],
+                    [(0, devNull.Fd), (1, devNull.Fd), (2, devNull.Fd)]);
+            }
+            catch (Exception e) { failure = e; }
+        });
+        spawner.Start();
+        spawner.Join();
+        if (failure is not null) throw failure;
         // Not waited for here: create returns at once; the engine's subreaper reaps it when it exits.
     }
 
@@ -33,6 +51,11 @@ public static class Supervisor
         using var watch = new SafeFd(pidfd);
         AtomicFile.Write(Path.Combine(store.Dir(id), PidFileName), Environment.ProcessId.ToString());
         Libc.setsid();
+        unsafe
+        {
+            int priority = 0;
+            Libc.sched_setscheduler(0, Libc.SCHED_OTHER, &priority); // set up: back to a normal share of the CPU
+        }
         UnixSocket.WaitReadable(pidfd, -1);
         return 0;
     }

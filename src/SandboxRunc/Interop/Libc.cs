@@ -135,6 +135,9 @@ public static unsafe partial class Libc
     public static partial int posix_spawnattr_setsigmask(void* attr, ulong* sigmask);
     [LibraryImport(C, SetLastError = true)]
     public static partial int posix_spawnattr_setsigdefault(void* attr, ulong* sigmask);
+    [LibraryImport(C, SetLastError = true)]
+    public static partial int sched_setscheduler(int pid, int policy, int* param);
+    public const int SCHED_OTHER = 0, SCHED_IDLE = 5;
 
     // --- sockets ---
     [LibraryImport(C, SetLastError = true)]
