@@ -33,6 +33,8 @@ public static class CreateOperation
         StateStore.ValidateId(o.Id);
         string bundle = Path.GetFullPath(o.Bundle);
         var spec = loaded ?? SpecLoader.LoadBundle(bundle);
+        // Joining another container's pid/ipc/... namespace means joining its user namespace too (it owns them).
+        var sharedWith = SharedUserNamespace.JoinOwner(spec);
         // The policy runs before anything is made: a refused create leaves nothing behind.
         var decision = PolicyStep.Decide(spec, o.Id, store.Root);
         string rootfs = SpecLoader.RootfsPath(spec, bundle);
@@ -47,7 +49,10 @@ public static class CreateOperation
         {
             using var dirLock = store.Lock(o.Id);
             if (decision.UserNamespace == UserNamespaceDecision.AllocateRange) range = allocator.Allocate(o.Id, stateDir);
+            // The IDs the container's root maps to: its own range, or the one of the container whose user namespace it joins.
+            IdRange? mapped = range ?? sharedWith?.Range;
             spec = IsolationPolicy.Rewrite(spec, range);
+            if (sharedWith is not null) UserNamespacePolicy.WithSysctlsInRange(spec, sharedWith.Range.Size);
             var compiled = spec.Linux?.Seccomp is { } profile ? Seccomp.SeccompCompiler.Compile(profile) : null;
             if (spec.Linux is not null) spec.Linux.Seccomp = null; // from here on, the compiled program stands for it
 
@@ -61,17 +66,20 @@ public static class CreateOperation
             SysException.Check(Libc.mkfifo(fifo, 0x192 /* 0622 */), "mkfifo", fifo);
             // The init reopens it for writing as container root, which is an unprivileged host user in its own user namespace.
             SysException.Check(Libc.chmod(fifo, 0x192), "chmod", fifo);
-            if (range is not null) SysException.Check(Libc.chown(fifo, (uint)range.UidBase, (uint)range.GidBase), "chown", fifo);
+            if (mapped is not null) SysException.Check(Libc.chown(fifo, (uint)mapped.UidBase, (uint)mapped.GidBase), "chown", fifo);
             using var fifoFd = new SafeFd(SysException.Check(Libc.open(fifo, Libc.O_PATH | Libc.O_CLOEXEC, 0), "open", fifo));
             using var console = o.ConsoleSocket is { } cs ? UnixSocket.Connect(cs) : null;
 
             string initRootfs = rootfs;
             var mountSources = new Dictionary<int, string>();
-            void StageIdmappedMounts(int stage0)
+            // With a new user namespace, called while nsexec waits (the namespace exists, the mount namespace
+            // is not copied yet); with a joined one, before the launch.
+            void StageIdmappedMounts(int usernsOwner)
             {
-                if (range is null) return;
-                using var userns = new SafeFd(SysException.Check(Libc.open($"/proc/{stage0}/ns/user", Libc.O_RDONLY | Libc.O_CLOEXEC, 0), "open", $"/proc/{stage0}/ns/user"));
-                staging = IdmappedStaging.Create(StagingKey(store, o.Id), userns.Fd, range);
+                if (mapped is null) return;
+                string path = $"/proc/{usernsOwner}/ns/user";
+                using var userns = new SafeFd(SysException.Check(Libc.open(path, Libc.O_RDONLY | Libc.O_CLOEXEC, 0), "open", path));
+                staging = IdmappedStaging.Create(StagingKey(store, o.Id), userns.Fd, mapped);
                 initRootfs = staging.StageRootfs(rootfs);
                 var mounts = spec.Mounts ?? [];
                 for (int i = 0; i < mounts.Count; i++)
@@ -82,8 +90,9 @@ public static class CreateOperation
                 }
             }
 
+            if (sharedWith is not null) StageIdmappedMounts(sharedWith.Pid);
             init = InitLauncher.Launch(new InitLauncher.Request(spec, o.PreserveFds, console?.Fd ?? -1, fifoFd.Fd,
-                cgroup.AddProcess, StageIdmappedMounts, SealedCopy: range is null));
+                cgroup.AddProcess, range is null ? null : StageIdmappedMounts, SealedCopy: mapped is null));
             Rlimits.Apply(init.Pid, spec.Process?.Rlimits);
 
             var record = new ContainerRecord
@@ -98,7 +107,7 @@ public static class CreateOperation
                 Annotations = spec.Annotations,
                 Poststart = spec.Hooks?.Poststart,
                 Poststop = spec.Hooks?.Poststop,
-                IdMappings = StateStore.MappingsOf(spec),
+                IdMappings = StateStore.MappingsOf(spec) ?? sharedWith?.Mappings,
                 Resources = spec.Linux?.Resources,
                 IdRange = range,
                 StagingDir = staging?.Dir,
