@@ -70,7 +70,7 @@ public static class EngineFactsGatherer
             Environment.ProcessPath,
             stateRoot,
             image,
-            image is null ? new Dictionary<string, string>() : ReadTags(Path.Combine(imageStore, "repositories.json")),
+            image is null ? new Dictionary<string, string>() : new LazyTags(() => ReadTags(Path.Combine(imageStore, "repositories.json"))),
             id => LookupImage(imageStore, id));
     }
 
@@ -113,4 +113,21 @@ public static class EngineFactsGatherer
             ? a.Select(Str).Where(s => s is not null).Select(s => s!).ToList() : [];
         return new StoredImage(string.IsNullOrEmpty(parent) ? null : parent, layers);
     }
+}
+
+/// <summary>
+/// dockerd's tag store, read only if a rule asks (a Docker-socket mount): most creates never need it,
+/// and on a host with many images repositories.json is large.
+/// </summary>
+internal sealed class LazyTags(Func<Dictionary<string, string>> load) : IReadOnlyDictionary<string, string>
+{
+    readonly Lazy<Dictionary<string, string>> _tags = new(load);
+    public string this[string key] => _tags.Value[key];
+    public IEnumerable<string> Keys => _tags.Value.Keys;
+    public IEnumerable<string> Values => _tags.Value.Values;
+    public int Count => _tags.Value.Count;
+    public bool ContainsKey(string key) => _tags.Value.ContainsKey(key);
+    public bool TryGetValue(string key, out string value) => _tags.Value.TryGetValue(key, out value!);
+    public IEnumerator<KeyValuePair<string, string>> GetEnumerator() => _tags.Value.GetEnumerator();
+    System.Collections.IEnumerator System.Collections.IEnumerable.GetEnumerator() => GetEnumerator();
 }
