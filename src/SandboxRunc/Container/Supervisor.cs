@@ -6,17 +6,19 @@ namespace SandboxRunc.Container;
 /// One supervisor process per container, started by `create` and outliving it: `sandbox-runc --root R
 /// supervise ID`. It lives exactly as long as the container's init (it waits on a pidfd of it) and is
 /// where per-container services attach: the seccomp-notify listener and the FUSE server of the
-/// syscall-vetting and /proc-emulation work. Today it only keeps watch: it records its pid in the
-/// state dir (`state` can tell whether it runs) and exits when the container does; `delete` stops it
-/// if it is still there. Its stdio is /dev/null: the engine's pipes must close when `create` exits.
+/// syscall-vetting and /proc-emulation work. Today it only keeps watch: `create` records its pid in the
+/// state dir (`state` can tell whether it runs; the supervisor itself never writes there, so it cannot
+/// race `delete` removing the dir), it exits when the container does, and `delete` stops it if it is
+/// still there. Its stdio is /dev/null: the engine's pipes must close when `create` exits.
 /// </summary>
 public static class Supervisor
 {
     public const string PidFileName = "supervisor.pid";
 
-    /// <summary>Starts the supervisor of a freshly created container (from `create`).</summary>
+    /// <summary>Starts the supervisor of a freshly created container (from `create`) and records its pid.</summary>
     public static void Start(StateStore store, string id)
     {
+        int pid = 0;
         using var devNull = new SafeFd(SysException.Check(Libc.open("/dev/null", Libc.O_RDWR | Libc.O_CLOEXEC, 0), "open", "/dev/null"));
         string self = Environment.ProcessPath ?? throw new RuntimeException("cannot tell the path of the sandbox-runc executable");
         // Started under SCHED_IDLE so that its own start-up never delays the container's. glibc's posix_spawn
@@ -31,7 +33,7 @@ public static class Supervisor
                     int priority = 0;
                     Libc.sched_setscheduler(0, Libc.SCHED_IDLE, &priority); // this thread only
                 }
-                Spawn.Start(self, ["sandbox-runc", "--root", store.Root, "supervise", id], [],
+                pid = Spawn.Start(self, ["sandbox-runc", "--root", store.Root, "supervise", id], [],
                     [(0, devNull.Fd), (1, devNull.Fd), (2, devNull.Fd)]);
             }
             catch (Exception e) { failure = e; }
@@ -39,6 +41,7 @@ public static class Supervisor
         spawner.Start();
         spawner.Join();
         if (failure is not null) throw failure;
+        AtomicFile.Write(Path.Combine(store.Dir(id), PidFileName), pid.ToString());
         // Not waited for here: create returns at once; the engine's subreaper reaps it when it exits.
     }
 
@@ -49,7 +52,6 @@ public static class Supervisor
         int pidfd = (int)Libc.syscall(Libc.SYS_pidfd_open, r.Pid, 0, 0, 0, 0, 0);
         if (pidfd < 0 || !ProcStat.IsAlive(r.Pid, r.PidStartTime)) return 0; // the container is already gone
         using var watch = new SafeFd(pidfd);
-        AtomicFile.Write(Path.Combine(store.Dir(id), PidFileName), Environment.ProcessId.ToString());
         Libc.setsid();
         unsafe
         {
