@@ -311,7 +311,7 @@ public static class CommandLine
         var r = new ArgParser().Flag("default").Flag("lock").Flag("containerd").Flag("no-docker").Flag("no-reload")
             .Flag("docker-config", true).Flag("containerd-config", true).Flag("path", true).Parse(args, start);
         if (r.Positional.Count != 0) throw new UsageException($"\"{(uninstall ? "uninstall" : "install")}\" takes no arguments");
-        string binary = r.Get("path") is { } p ? Install.EngineConfig.RealPath(p) : Install.EngineConfig.SelfPath();
+        string binary = r.Get("path") is { } p ? Interop.HostPath.Resolve(p) : Install.EngineConfig.SelfPath();
         if (!uninstall && !File.Exists(binary)) throw new UsageException($"--path: {binary} does not exist");
         return Install.EngineConfig.Run(new Install.EngineConfigOptions(uninstall, binary, r.Has("default"), !r.Has("no-docker"),
             r.Has("containerd"), r.Get("docker-config") ?? Install.EngineConfig.DefaultDockerConfig,

@@ -92,20 +92,11 @@ public static partial class EngineConfig
     public static string SelfPath()
     {
         string p = Environment.ProcessPath ?? throw new RuntimeException("cannot tell the path of the sandbox-runc executable; pass --path");
-        return RealPath(p);
-    }
-
-    public static string RealPath(string path)
-    {
-        string full = Path.GetFullPath(path);
-        IntPtr r = realpath(full, IntPtr.Zero);
-        if (r == IntPtr.Zero) return full;
-        try { return Marshal.PtrToStringUTF8(r) ?? full; }
-        finally { free(r); }
+        return Interop.HostPath.Resolve(p);
     }
 
     /// <summary>A symlinked config file is edited where it points, so the link stays a link.</summary>
-    static string RealFile(string path) => File.Exists(path) ? RealPath(path) : Path.GetFullPath(path);
+    static string RealFile(string path) => File.Exists(path) ? Interop.HostPath.Resolve(path) : Path.GetFullPath(path);
 
     static string? ReadOrNull(string path)
     {
@@ -139,10 +130,4 @@ public static partial class EngineConfig
             throw new RuntimeException($"dockerd (pid {pid}): SIGHUP failed: {Marshal.GetLastPInvokeErrorMessage()}");
         return $"dockerd (pid {pid}): sent SIGHUP to reload its configuration";
     }
-
-    [LibraryImport("libc", StringMarshalling = StringMarshalling.Utf8)]
-    private static partial IntPtr realpath(string path, IntPtr resolved);
-
-    [LibraryImport("libc")]
-    private static partial void free(IntPtr p);
 }

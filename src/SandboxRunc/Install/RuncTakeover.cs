@@ -49,7 +49,7 @@ public static class RuncTakeover
     }
 
     static bool IsOurs(string candidate, string binary) =>
-        new FileInfo(candidate).LinkTarget is { } target && EngineConfig.RealPath(candidate) == EngineConfig.RealPath(binary) && target.Length > 0;
+        new FileInfo(candidate).LinkTarget is { } target && Interop.HostPath.Resolve(candidate) == Interop.HostPath.Resolve(binary) && target.Length > 0;
 
     public static string Lock(string path, string binary)
     {
