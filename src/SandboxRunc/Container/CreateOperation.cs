@@ -61,6 +61,8 @@ public static class CreateOperation
             cgroup.Create();
             cgroup.Apply(spec.Linux?.Resources);
             NetworkSysctls.WriteForJoinedNetns(spec);
+            // Before the init: its FUSE server must answer while the init bind-mounts the emulated files.
+            Supervisor.Start(store, o.Id);
 
             string fifo = store.FifoPath(o.Id);
             SysException.Check(Libc.mkfifo(fifo, 0x192 /* 0622 */), "mkfifo", fifo);
@@ -115,6 +117,7 @@ public static class CreateOperation
                 SeccompFlags = compiled?.Flags ?? 0,
             };
             var state = store.ToOci(record, ContainerStatus.Creating);
+            VettingSettings? vetting = null;
             var config = new InitConfig
             {
                 Id = o.Id,
@@ -140,14 +143,17 @@ public static class CreateOperation
             HookRunner.Run("prestart", spec.Hooks?.Prestart, state);
             HookRunner.Run("createRuntime", spec.Hooks?.CreateRuntime, state);
             init.Channel.Send(new InitMessage { Kind = InitMessage.HooksDone });
-            init.Channel.Expect(InitMessage.Ready, "preparing the container");
-            init.Channel.Dispose();
+            using (var ready = init.Channel.Expect(InitMessage.Ready, "preparing the container").Fd)
+            {
+                init.Channel.Dispose();
+                Supervisor.Send(store, o.Id, new SupervisorRequest { Kind = SupervisorRequest.Container, Pid = init.Pid, Vetting = vetting },
+                    ready?.Fd ?? -1);
+            }
 
             store.SaveSpec(o.Id, spec);
             store.Save(record);
             File.Delete(Path.Combine(stateDir, StateStore.CreatingFile));
             if (o.PidFile is { } pidFile) PidFile.Write(pidFile, init.Pid);
-            Supervisor.Start(store, o.Id);
             return record;
         }
         catch
@@ -159,6 +165,7 @@ public static class CreateOperation
                 WaitGone(init.Pid);
             }
             try { cgroup?.Destroy(TimeSpan.FromSeconds(5)); } catch (Exception e) { Cli.Log.Warn($"cleanup of cgroup: {e.Message}"); }
+            Supervisor.Stop(store, o.Id);
             IdmappedStaging.Remove(staging?.Dir);
             store.RemoveDir(o.Id);
             if (range is not null) allocator.Release(stateDir);

@@ -70,8 +70,15 @@ public static class ExecOperation
                 State = store.ToOci(r, status),
             };
             init.Channel.Send(new InitMessage { Kind = InitMessage.Config, Config_ = config });
-            init.Channel.Expect(InitMessage.Ready, "preparing the process");
+            using var listener = init.Channel.Expect(InitMessage.Ready, "preparing the process").Fd;
             init.Channel.Dispose();
+            // The process waits on no answer: until the supervisor takes its listener, a mount it makes
+            // blocks; if the supervisor is gone, the listener closes here and such calls fail (ENOSYS).
+            if (listener is not null)
+            {
+                try { Supervisor.Send(store, o.Id, new SupervisorRequest { Kind = SupervisorRequest.Exec, Pid = init.Pid }, listener.Fd); }
+                catch (RuntimeException e) { Cli.Log.Warn($"exec {o.Id}: {e.Message}: mount and umount2 will fail (ENOSYS) in this process"); }
+            }
         }
         catch
         {

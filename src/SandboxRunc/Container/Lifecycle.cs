@@ -146,6 +146,7 @@ public static class DeleteOperation
             }
             catch (Exception e) { Cli.Log.Warn($"delete {id}: cgroup of an unfinished create: {e.Message}"); }
         }
+        Supervisor.Stop(store, id);
         Rootfs.IdmappedStaging.Remove(Path.Combine(Rootfs.IdmappedStaging.StagingRoot, CreateOperation.StagingKey(store, id)));
         store.RemoveDir(id);
         new Policy.IdRangeAllocator(Policy.IdPoolConfig.FromEnvironment()).Release(Path.GetFullPath(stateDir));

@@ -107,6 +107,8 @@ public static unsafe partial class Libc
     // --- processes ---
     [LibraryImport(C, SetLastError = true)]
     public static partial int getpid();
+    [LibraryImport(C)]
+    public static partial int getppid();
     [LibraryImport(C, SetLastError = true)]
     public static partial int setsid();
     [LibraryImport(C, SetLastError = true)]
@@ -146,6 +148,12 @@ public static unsafe partial class Libc
     public static partial int socket(int domain, int type, int protocol);
     [LibraryImport(C, SetLastError = true)]
     public static partial int connect(int fd, void* addr, int len);
+    [LibraryImport(C, SetLastError = true)]
+    public static partial int bind(int fd, void* addr, int len);
+    [LibraryImport(C, SetLastError = true)]
+    public static partial int listen(int fd, int backlog);
+    [LibraryImport(C, SetLastError = true)]
+    public static partial int accept4(int fd, void* addr, void* len, int flags);
     [LibraryImport(C, SetLastError = true)]
     public static partial nint sendmsg(int fd, MsgHdr* msg, int flags);
     [LibraryImport(C, SetLastError = true)]

@@ -61,24 +61,75 @@ public static unsafe class UnixSocket
         }
     }
 
-    /// <summary>Connects to a unix stream socket by path (e.g. the engine's --console-socket).</summary>
-    public static SafeFd Connect(string path)
+    /// <summary>Connects to a unix socket by path (SOCK_STREAM: e.g. the engine's --console-socket).</summary>
+    public static SafeFd Connect(string path, int type = Libc.SOCK_STREAM)
     {
-        var fd = new SafeFd(SysException.Check(Libc.socket(Libc.AF_UNIX, Libc.SOCK_STREAM | Libc.SOCK_CLOEXEC, 0), "socket", path));
-        // struct sockaddr_un { sa_family_t sun_family; char sun_path[108]; }
+        var fd = new SafeFd(SysException.Check(Libc.socket(Libc.AF_UNIX, type | Libc.SOCK_CLOEXEC, 0), "socket", path));
         byte* addr = stackalloc byte[110];
-        new Span<byte>(addr, 110).Clear();
-        *(ushort*)addr = (ushort)Libc.AF_UNIX;
-        int len = Encoding.UTF8.GetBytes(path, new Span<byte>(addr + 2, 107));
-        if (len >= 107) throw new ArgumentException($"socket path too long: {path}");
-        SysException.Check(Libc.connect(fd.Fd, addr, 2 + len + 1), "connect", path);
+        int len = Address(path, addr);
+        SysException.Check(Libc.connect(fd.Fd, addr, len), "connect", path);
         return fd;
     }
 
-    /// <summary>Sends one fd with SCM_RIGHTS, with a short text payload (the receiver may ignore it).</summary>
-    public static void SendFd(int socket, int fdToSend, string payload)
+    /// <summary>A listening SOCK_SEQPACKET socket at <paramref name="path"/> (replacing a stale one), mode 0600.</summary>
+    public static SafeFd ListenSeqPacket(string path)
     {
-        byte[] data = Encoding.UTF8.GetBytes(payload);
+        var fd = new SafeFd(SysException.Check(Libc.socket(Libc.AF_UNIX, Libc.SOCK_SEQPACKET | Libc.SOCK_CLOEXEC, 0), "socket", path));
+        byte* addr = stackalloc byte[110];
+        int len = Address(path, addr);
+        File.Delete(path);
+        SysException.Check(Libc.bind(fd.Fd, addr, len), "bind", path);
+        SysException.Check(Libc.chmod(path, 0x180 /* 0600 */), "chmod", path);
+        SysException.Check(Libc.listen(fd.Fd, 16), "listen", path);
+        return fd;
+    }
+
+    /// <summary>The next connection on a listening socket (close-on-exec).</summary>
+    public static SafeFd Accept(int listening)
+    {
+        int fd;
+        do fd = Libc.accept4(listening, null, null, Libc.SOCK_CLOEXEC); while (fd < 0 && Libc.Errno == Libc.EINTR);
+        return new SafeFd(SysException.Check(fd, "accept4"));
+    }
+
+    /// <summary>struct sockaddr_un { sa_family_t sun_family; char sun_path[108]; } in a 110-byte buffer; returns its length.</summary>
+    static int Address(string path, byte* addr)
+    {
+        new Span<byte>(addr, 110).Clear();
+        *(ushort*)addr = (ushort)Libc.AF_UNIX;
+        int len = Encoding.UTF8.GetByteCount(path);
+        if (len >= 107) throw new ArgumentException($"socket path too long (max 107 bytes): {path}");
+        Encoding.UTF8.GetBytes(path, new Span<byte>(addr + 2, 107));
+        return 2 + len + 1;
+    }
+
+    /// <summary>One packet with an optional fd (SCM_RIGHTS); returns the payload length (0: the peer closed).</summary>
+    public static int ReceiveMessage(int socket, Span<byte> buffer, out SafeFd? fd)
+    {
+        fd = null;
+        int cmsgSpace = sizeof(Libc.CmsgHdr) + 8;
+        byte* control = stackalloc byte[cmsgSpace];
+        fixed (byte* data = buffer)
+        {
+            var iov = new Libc.IoVec { Base = data, Len = (nuint)buffer.Length };
+            var msg = new Libc.MsgHdr { Iov = &iov, IovLen = 1, Control = control, ControlLen = (nuint)cmsgSpace };
+            nint n;
+            do n = Libc.recvmsg(socket, &msg, Libc.MSG_CMSG_CLOEXEC); while (n < 0 && Libc.Errno == Libc.EINTR);
+            if (n < 0) throw new SysException("recvmsg", "unix socket", Libc.Errno);
+            var cmsg = (Libc.CmsgHdr*)control;
+            if (msg.ControlLen >= (nuint)sizeof(Libc.CmsgHdr) && cmsg->Level == Libc.SOL_SOCKET && cmsg->Type == Libc.SCM_RIGHTS)
+                fd = new SafeFd(*(int*)(control + sizeof(Libc.CmsgHdr)));
+            if ((msg.Flags & Libc.MSG_CTRUNC) != 0) throw new InvalidOperationException("recvmsg: control message truncated");
+            return (int)n;
+        }
+    }
+
+    /// <summary>Sends one fd with SCM_RIGHTS, with a short text payload (the receiver may ignore it).</summary>
+    public static void SendFd(int socket, int fdToSend, string payload) => SendFd(socket, fdToSend, Encoding.UTF8.GetBytes(payload));
+
+    /// <summary>Sends one packet, with one fd (SCM_RIGHTS) unless <paramref name="fdToSend"/> is negative.</summary>
+    public static void SendFd(int socket, int fdToSend, byte[] data)
+    {
         int cmsgSpace = sizeof(Libc.CmsgHdr) + 8; // CMSG_SPACE(sizeof(int)) on 64-bit
         byte* control = stackalloc byte[cmsgSpace];
         new Span<byte>(control, cmsgSpace).Clear();
@@ -90,10 +141,10 @@ public static unsafe class UnixSocket
         fixed (byte* d = data)
         {
             var iov = new Libc.IoVec { Base = d, Len = (nuint)data.Length };
-            var msg = new Libc.MsgHdr { Iov = &iov, IovLen = 1, Control = control, ControlLen = (nuint)cmsgSpace };
+            var msg = new Libc.MsgHdr { Iov = &iov, IovLen = 1, Control = fdToSend >= 0 ? control : null, ControlLen = fdToSend >= 0 ? (nuint)cmsgSpace : 0 };
             nint n;
             do n = Libc.sendmsg(socket, &msg, Libc.MSG_NOSIGNAL); while (n < 0 && Libc.Errno == Libc.EINTR);
-            if (n < 0) throw new SysException("sendmsg", "console socket", Libc.Errno);
+            if (n < 0) throw new SysException("sendmsg", "unix socket", Libc.Errno);
         }
     }
 

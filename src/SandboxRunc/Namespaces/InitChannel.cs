@@ -12,7 +12,8 @@ namespace SandboxRunc.Namespaces;
 ///   host -> init   Config     the spec and runtime options (<see cref="InitConfig"/>)
 ///   init -> host   RunHooks   mounts are in place, root not yet pivoted: run prestart/createRuntime hooks
 ///   host -> init   HooksDone
-///   init -> host   Ready      init now blocks on the exec fifo; `create` may return
+///   init -> host   Ready      init now blocks on the exec fifo; `create` may return. Carries the init's
+///                             seccomp-notify listener fd (SCM_RIGHTS) when syscall vetting is on
 ///   either way     Error      Text says what failed; the sender exits
 /// </summary>
 internal sealed class InitChannel(SafeFd socket) : IDisposable
@@ -20,17 +21,24 @@ internal sealed class InitChannel(SafeFd socket) : IDisposable
 
     public SafeFd Socket => socket;
 
-    public void Send(InitMessage message) =>
-        UnixSocket.Send(socket, JsonSerializer.SerializeToUtf8Bytes(message, InitJson.Default.InitMessage));
+    /// <summary>Sends a message, with one fd attached (SCM_RIGHTS) when <paramref name="fd"/> is not negative.</summary>
+    public void Send(InitMessage message, int fd = -1)
+    {
+        var bytes = JsonSerializer.SerializeToUtf8Bytes(message, InitJson.Default.InitMessage);
+        if (fd < 0) UnixSocket.Send(socket, bytes);
+        else UnixSocket.SendFd(socket.Fd, fd, bytes);
+    }
 
-    /// <summary>The next message, or null when the peer closed the socket (it exited).</summary>
+    /// <summary>The next message (with the fd it carried, if any), or null when the peer closed the socket (it exited).</summary>
     public InitMessage? Receive()
     {
         int size = UnixSocket.PeekSize(socket);
         if (size == 0) return null;
         var buffer = new byte[size];
-        int n = UnixSocket.Receive(socket, buffer);
-        return JsonSerializer.Deserialize(buffer.AsSpan(0, n), InitJson.Default.InitMessage);
+        int n = UnixSocket.ReceiveMessage(socket.Fd, buffer, out var fd);
+        var m = JsonSerializer.Deserialize(buffer.AsSpan(0, n), InitJson.Default.InitMessage)!;
+        m.Fd = fd;
+        return m;
     }
 
     /// <summary>Waits for a message of the given kind; an Error message or EOF becomes an exception.</summary>
@@ -54,6 +62,8 @@ internal sealed class InitMessage
     [JsonPropertyName("kind")] public string Kind { get; set; } = "";
     [JsonPropertyName("text")] public string? Text { get; set; }
     [JsonPropertyName("config")] public InitConfig? Config_ { get; set; }
+    /// <summary>The fd that came with the message (the receiver owns it).</summary>
+    [JsonIgnore] public SafeFd? Fd { get; set; }
 }
 
 /// <summary>Everything the init needs that is not in the spec itself.</summary>
@@ -81,6 +91,13 @@ internal sealed class InitConfig
     [JsonPropertyName("state")] public OciState State { get; set; } = new();
     /// <summary>ID-mapped stand-ins for bind mount sources: index in spec.mounts -> staged path.</summary>
     [JsonPropertyName("mountSources")] public Dictionary<int, string> MountSources { get; set; } = [];
+    /// <summary>
+    /// The seccomp-notify filter (BPF) the process installs on its exec'ing thread before "ready"; the
+    /// listener fd goes back with the Ready message, for the container's supervisor. Null: no vetting.
+    /// </summary>
+    [JsonPropertyName("notifyProgram")] public byte[]? NotifyProgram { get; set; }
+    /// <summary>Host dir of the container's emulated /proc and /sys files (its FUSE mount); null: none.</summary>
+    [JsonPropertyName("emulationDir")] public string? EmulationDir { get; set; }
 }
 
 internal sealed class CgroupMountSource

@@ -50,7 +50,7 @@ internal static unsafe class InitProcess
 
             image = ProcessImage.Resolve(spec.Process);
             ProcessFinalizer.CheckCapabilities(spec.Process.Capabilities);
-            channel.Send(new InitMessage { Kind = InitMessage.Ready });
+            SendReady(channel, config);
         }
         catch (Exception e)
         {
@@ -62,6 +62,24 @@ internal static unsafe class InitProcess
             WaitForStart(config.ExecFifoFd);
             HookRunner.Run("startContainer", config.Spec.Hooks?.StartContainer, config.State);
         });
+    }
+
+    /// <summary>
+    /// "Ready", with the seccomp-notify listener when syscall vetting is on. The filter goes on this thread,
+    /// the one that execs (filters are per thread; execve keeps the caller's), while it still holds
+    /// CAP_SYS_ADMIN; only mount and umount2 are trapped, so nothing the init does until execve waits on
+    /// the supervisor. The listener is closed here at once: the container must never hold it, or it
+    /// could answer its own notifications.
+    /// </summary>
+    static void SendReady(InitChannel channel, InitConfig config)
+    {
+        if (config.NotifyProgram is not { } program)
+        {
+            channel.Send(new InitMessage { Kind = InitMessage.Ready });
+            return;
+        }
+        using var listener = new SafeFd(Seccomp.SeccompFilter.Install(program, Seccomp.SeccompFilter.SECCOMP_FILTER_FLAG_NEW_LISTENER));
+        channel.Send(new InitMessage { Kind = InitMessage.Ready }, listener.Fd);
     }
 
     /// <summary>Before "ready", a failure is the create's (or exec's) error message: tell the host, exit.</summary>
@@ -100,7 +118,7 @@ internal static unsafe class InitProcess
             ProcessFinalizer.CheckCapabilities(config.Spec.Process!.Capabilities);
             if (config.Spec.Process.Terminal) slave = Terminal.SetUp(config, bindConsole: false);
             image = ProcessImage.Resolve(config.Spec.Process);
-            channel.Send(new InitMessage { Kind = InitMessage.Ready });
+            SendReady(channel, config);
         }
         catch (Exception e)
         {

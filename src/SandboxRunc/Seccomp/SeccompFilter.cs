@@ -13,6 +13,7 @@ namespace SandboxRunc.Seccomp;
 public static class SeccompFilter
 {
     public const int SECCOMP_SET_MODE_FILTER = 1;
+    public const uint SECCOMP_FILTER_FLAG_NEW_LISTENER = 8;
     const int SockFilterSize = 8;
     const int BpfMaxInstructions = 4096; // BPF_MAXINSNS
 
