@@ -54,6 +54,8 @@ public static class CreateOperation
             spec = IsolationPolicy.Rewrite(spec, range);
             if (sharedWith is not null) UserNamespacePolicy.WithSysctlsInRange(spec, sharedWith.Range.Size);
             var compiled = spec.Linux?.Seccomp is { } profile ? Seccomp.SeccompCompiler.Compile(profile) : null;
+            // Syscall vetting comes with the container's own user namespace (ECI); an opted-out container runs as runc's would.
+            byte[]? notifyProgram = mapped is null ? null : VettingProgram();
             if (spec.Linux is not null) spec.Linux.Seccomp = null; // from here on, the compiled program stands for it
 
             cgroup = CgroupManager.ForContainer(o.Id, spec.Linux?.CgroupsPath);
@@ -73,6 +75,7 @@ public static class CreateOperation
             using var console = o.ConsoleSocket is { } cs ? UnixSocket.Connect(cs) : null;
 
             string initRootfs = rootfs;
+            string? emulationDir = null;
             var mountSources = new Dictionary<int, string>();
             // With a new user namespace, called while nsexec waits (the namespace exists, the mount namespace
             // is not copied yet); with a joined one, before the launch.
@@ -117,7 +120,7 @@ public static class CreateOperation
                 SeccompFlags = compiled?.Flags ?? 0,
             };
             var state = store.ToOci(record, ContainerStatus.Creating);
-            VettingSettings? vetting = null;
+            VettingSettings? vetting = notifyProgram is null ? null : Vetting(spec);
             var config = new InitConfig
             {
                 Id = o.Id,
@@ -136,6 +139,8 @@ public static class CreateOperation
                     ? cgroup.V1MountSources().Select(m => new CgroupMountSource { Name = m.MountName, HostDir = m.HostDir }).ToList()
                     : [],
                 MountSources = mountSources,
+                NotifyProgram = notifyProgram,
+                EmulationDir = emulationDir,
                 State = state,
             };
             init.Channel.Send(new InitMessage { Kind = InitMessage.Config, Config_ = config });
@@ -171,6 +176,25 @@ public static class CreateOperation
             if (range is not null) allocator.Release(stateDir);
             throw;
         }
+    }
+
+    static byte[]? VettingProgram() => null;
+
+    /// <summary>Annotation (or docker label) that forbids unmounting any mount made at creation, not only the protected ones.</summary>
+    public const string ProtectAllMountsAnnotation = "io.sandbox-runc.protect-initial-mounts";
+
+    /// <summary>
+    /// What the supervisor vets mounts against: the mount points that may never be unmounted (/, /proc,
+    /// /sys, the emulated files, the masked and read-only paths) and whether the other initial mounts may.
+    /// </summary>
+    static VettingSettings Vetting(Spec spec)
+    {
+        var paths = new List<string> { "/", "/proc", "/sys" };
+        paths.AddRange(EmulationBinds.Paths.Select(p => "/" + p));
+        paths.AddRange(spec.Linux?.MaskedPaths ?? []);
+        paths.AddRange(spec.Linux?.ReadonlyPaths ?? []);
+        bool all = spec.Annotations?.GetValueOrDefault(ProtectAllMountsAnnotation) is "true" or "1";
+        return new VettingSettings { ProtectedPaths = paths.Distinct().ToList(), ProtectAllInitialMounts = all };
     }
 
     /// <summary>A short name for the container's staging dir, unique across state roots (docker's, containerd's, ...).</summary>

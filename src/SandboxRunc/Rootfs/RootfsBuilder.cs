@@ -36,6 +36,7 @@ internal sealed unsafe class RootfsBuilder(InitConfig config)
             Directory.CreateDirectory(_rootfs + "/dev");
         CreateDevices();
         CreateDevSymlinks();
+        if (config.EmulationDir is { } emulation) EmulationBinds.Apply(_rootfs, emulation);
     }
 
     /// <param name="stagedSource">an ID-mapped view of the bind source made by the host, if any.</param>
@@ -190,7 +191,7 @@ internal sealed unsafe class RootfsBuilder(InitConfig config)
     {
         foreach (var p in _spec.Linux?.ReadonlyPaths ?? [])
         {
-            if (!Path.Exists(p)) continue;
+            if (!Path.Exists(p) || (config.EmulationDir is not null && EmulationBinds.ReplacesReadonlyPath(p))) continue;
             Mount(p, p, null, Libc.MS_BIND | Libc.MS_REC, null);
             Remount(p, Libc.MS_RDONLY, recursive: true);
         }

@@ -1,0 +1,158 @@
+using System.Globalization;
+using SandboxRunc.Tests.Docker;
+using SandboxRunc.Tests.TestSupport;
+using Xunit;
+
+namespace SandboxRunc.Tests.EmulationDocker;
+
+/// <summary>
+/// The emulated /proc and /sys as docker users see them: the container's own uptime, swaps, sysctls,
+/// product_uuid and resource views; many readers at once; nothing left after `docker rm -f`.
+/// </summary>
+public sealed class EmulatedProcDockerTests : IDisposable
+{
+    readonly DockerCli _docker = new();
+
+    public void Dispose() => _docker.Dispose();
+
+    static double HostUptime() => double.Parse(File.ReadAllText("/proc/uptime").Split(' ')[0], CultureInfo.InvariantCulture);
+
+    [IntegrationFact]
+    public async Task Emulation_UptimeIsTheContainersAndSwapsHasOnlyItsHeader()
+    {
+        var r = await _docker.RunRm([], "sh", "-c", "sleep 2; cat /proc/uptime; echo --; cat /proc/swaps");
+        Assert.True(r.ExitCode == 0, r.ToString());
+        var parts = r.Stdout.Split("--\n");
+        var fields = parts[0].Trim().Split(' ');
+        double up = double.Parse(fields[0], CultureInfo.InvariantCulture);
+        Assert.InRange(up, 1.5, 5);
+        Assert.Equal(2, fields.Length);
+        Assert.True(HostUptime() > up + 5, "host uptime must be larger than the container's for this test to mean anything");
+        var swaps = parts[1].Trim().Split('\n');
+        Assert.Single(swaps);
+        Assert.StartsWith("Filename", swaps[0]);
+    }
+
+    [IntegrationFact]
+    public async Task Emulation_NonNamespacedSysctlsArePerContainer()
+    {
+        string hostPanic = File.ReadAllText("/proc/sys/kernel/panic").Trim();
+        string hostOvercommit = File.ReadAllText("/proc/sys/vm/overcommit_memory").Trim();
+        string a = await _docker.RunDetached("sysa", DockerCli.Runtime, ["--privileged"], "sleep", "60");
+        string b = await _docker.RunDetached("sysb", DockerCli.Runtime, ["--privileged"], "sleep", "60");
+
+        await _docker.Ok("exec", a, "sysctl", "-w", "kernel.panic=7");
+        string newOvercommit = hostOvercommit == "1" ? "2" : "1";
+        await _docker.Ok("exec", a, "sysctl", "-w", $"vm.overcommit_memory={newOvercommit}");
+        Assert.Equal("7", (await _docker.Ok("exec", a, "cat", "/proc/sys/kernel/panic")).Stdout.Trim());
+        Assert.Equal(newOvercommit, (await _docker.Ok("exec", a, "cat", "/proc/sys/vm/overcommit_memory")).Stdout.Trim());
+        Assert.Equal(hostPanic, (await _docker.Ok("exec", b, "cat", "/proc/sys/kernel/panic")).Stdout.Trim());
+        Assert.Equal(hostOvercommit, (await _docker.Ok("exec", b, "cat", "/proc/sys/vm/overcommit_memory")).Stdout.Trim());
+        Assert.Equal(hostPanic, File.ReadAllText("/proc/sys/kernel/panic").Trim());
+        Assert.Equal(hostOvercommit, File.ReadAllText("/proc/sys/vm/overcommit_memory").Trim());
+
+        var bad = await _docker.Run("exec", a, "sysctl", "-w", "vm.overcommit_memory=5");
+        Assert.NotEqual(0, bad.ExitCode);
+        Assert.Contains("Invalid argument", bad.Stderr + bad.Stdout);
+        Assert.Equal(newOvercommit, (await _docker.Ok("exec", a, "cat", "/proc/sys/vm/overcommit_memory")).Stdout.Trim());
+    }
+
+    [IntegrationFact]
+    public async Task Emulation_NamespacedSysctlsChangeOnlyTheContainersNamespace()
+    {
+        string hostTtl = File.ReadAllText("/proc/sys/net/ipv4/ip_default_ttl").Trim();
+        string a = await _docker.RunDetached("neta", DockerCli.Runtime, ["--privileged"], "sleep", "60");
+        string b = await _docker.RunDetached("netb", DockerCli.Runtime, ["--privileged"], "sleep", "60");
+        string bForward = (await _docker.Ok("exec", b, "cat", "/proc/sys/net/ipv4/ip_forward")).Stdout.Trim();
+        string hostForward = File.ReadAllText("/proc/sys/net/ipv4/ip_forward").Trim();
+
+        await _docker.Ok("exec", a, "sysctl", "-w", "net.ipv4.ip_forward=1");
+        await _docker.Ok("exec", a, "sysctl", "-w", "net.ipv4.ip_default_ttl=77");
+        Assert.Equal("1", (await _docker.Ok("exec", a, "cat", "/proc/sys/net/ipv4/ip_forward")).Stdout.Trim());
+        Assert.Equal("77", (await _docker.Ok("exec", a, "cat", "/proc/sys/net/ipv4/ip_default_ttl")).Stdout.Trim());
+        // The kernel's own view of A's network namespace, from the host.
+        int pidA = int.Parse(await _docker.Inspect(a, "{{.State.Pid}}"));
+        var kernel = await CliWrap.Cli.Wrap("nsenter").WithArguments(["--net=/proc/" + pidA + "/ns/net", "cat", "/proc/sys/net/ipv4/ip_default_ttl"])
+            .ExecuteAsync();
+        Assert.Equal(0, kernel.ExitCode);
+        Assert.Equal(bForward, (await _docker.Ok("exec", b, "cat", "/proc/sys/net/ipv4/ip_forward")).Stdout.Trim());
+        Assert.Equal(hostTtl, (await _docker.Ok("exec", b, "cat", "/proc/sys/net/ipv4/ip_default_ttl")).Stdout.Trim());
+        Assert.Equal(hostTtl, File.ReadAllText("/proc/sys/net/ipv4/ip_default_ttl").Trim());
+        Assert.Equal(hostForward, File.ReadAllText("/proc/sys/net/ipv4/ip_forward").Trim());
+    }
+
+    [IntegrationFact]
+    public async Task Emulation_ProductUuidIsPerContainer_AndKernelDebugIsEmpty()
+    {
+        var one = await _docker.RunRm([], "sh", "-c", "cat /sys/devices/virtual/dmi/id/product_uuid; ls -A /sys/kernel/debug | wc -l");
+        var two = await _docker.RunRm([], "cat", "/sys/devices/virtual/dmi/id/product_uuid");
+        Assert.True(one.ExitCode == 0, one.ToString());
+        Assert.True(two.ExitCode == 0, two.ToString());
+        var lines = one.Stdout.Trim().Split('\n');
+        Assert.Matches("^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", lines[0]);
+        Assert.NotEqual(lines[0], two.Stdout.Trim());
+        Assert.Equal("0", lines[1].Trim());
+    }
+
+    [IntegrationFact]
+    public async Task Emulation_ResourceViewsFollowTheLimits()
+    {
+        var r = await _docker.RunRm(["--memory", "256m", "--cpus", "1"], "sh", "-c",
+            "free -m | awk '/^Mem:/ {print $2}'; grep -c ^processor /proc/cpuinfo");
+        Assert.True(r.ExitCode == 0, r.ToString());
+        var lines = r.Stdout.Trim().Split('\n');
+        Assert.Equal("256", lines[0].Trim());
+        Assert.Equal("1", lines[1].Trim());
+
+        var c = await _docker.RunRm(["--cpuset-cpus", "0"], "sh", "-c",
+            "grep -c ^processor /proc/cpuinfo; grep -c '^cpu[0-9]' /proc/stat");
+        Assert.True(c.ExitCode == 0, c.ToString());
+        Assert.Equal(["1", "1"], c.Stdout.Trim().Split('\n').Select(s => s.Trim()));
+    }
+
+    [IntegrationFact]
+    public async Task Emulation_ManyReadersAcrossContainers_AndAKilledReaderHangsNothing()
+    {
+        var containers = new List<string>();
+        for (int i = 0; i < 4; i++)
+            containers.Add(await _docker.RunDetached($"rd{i}", DockerCli.Runtime, [], "sleep", "120"));
+        const string loop = "i=0; while [ $i -lt 10000 ]; do read a b < /proc/uptime || exit 3; read l < /proc/meminfo || exit 4; i=$((i+1)); done; echo done";
+        var readers = Enumerable.Range(0, 8).Select(i => _docker.Run("exec", containers[i % 4], "sh", "-c", loop)).ToList();
+
+        // Meanwhile a reader that gets SIGKILLed in the middle of its reads.
+        var victim = _docker.Run("exec", containers[0], "sh", "-c", "while :; do cat /proc/cpuinfo /proc/stat >/dev/null; done");
+        await Task.Delay(1500);
+        foreach (var pid in Directory.GetDirectories("/proc").Select(Path.GetFileName).Where(p => p!.All(char.IsDigit)))
+        {
+            try
+            {
+                if (File.ReadAllText($"/proc/{pid}/cmdline").Replace('\0', ' ').Contains("cat /proc/cpuinfo /proc/stat"))
+                    System.Diagnostics.Process.GetProcessById(int.Parse(pid!)).Kill();
+            }
+            catch { }
+        }
+        await victim;
+
+        var results = await Task.WhenAll(readers);
+        foreach (var r in results)
+            Assert.True(r.ExitCode == 0 && r.Stdout.Contains("done"), r.ToString());
+        foreach (var c in containers)
+            Assert.Equal(0, (await _docker.Run("exec", c, "cat", "/proc/uptime")).ExitCode);
+    }
+
+    [IntegrationFact]
+    public async Task Emulation_NothingIsLeftAfterRmF()
+    {
+        string name = await _docker.RunDetached("gone", DockerCli.Runtime, [], "sleep", "60");
+        string id = await _docker.Inspect(name, "{{.Id}}");
+        string stateDir = Path.Combine("/run/docker/runtime-sandbox-runc/moby", id);
+        int supervisor = int.Parse(File.ReadAllText(Path.Combine(stateDir, "supervisor.pid")).Trim());
+        string key = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(stateDir)))[..16];
+        bool Mounted() => File.ReadAllLines("/proc/self/mountinfo").Any(l => l.Contains(" - fuse.sandbox-runc ") && l.Contains(key));
+        Assert.True(Mounted(), "the container has no FUSE mount");
+        await _docker.Ok("rm", "-f", name);
+        Assert.True(await Procs.WaitGone(supervisor), "the supervisor outlived docker rm -f");
+        Assert.False(Mounted(), "the container's FUSE mount outlived docker rm -f");
+    }
+
+}
