@@ -8,8 +8,10 @@
 #      b) RT create; RT start; poll RT state until stopped; RT delete
 #   2. docker run --rm sandbox-runc-test:latest true, --runtime=runc vs --runtime=sandbox-runc
 #   3. RT --version, and the binary sizes
+#   4. syscall vetting: a getpid loop (not trapped) and mount+umount of a tmpfs (trapped by
+#      sandbox-runc) in a container with CAP_SYS_ADMIN; the supervisor's RSS and PSS
 #
-# Environment: BENCH_N (lifecycle iterations, 30), BENCH_DOCKER_N (15), BENCH_VERSION_N (50),
+# Environment: BENCH_ONLY (sections to run, e.g. "vetting fuse"; default all), BENCH_N (lifecycle iterations, 30), BENCH_DOCKER_N (15), BENCH_VERSION_N (50),
 # SANDBOX_RUNC_BENCH_BIN (binary under test; default artifacts/sandbox-runc), RUNC_BIN
 # (/usr/sbin/runc), BENCH_OCI_TIMEOUT (30 s). Each iteration is timed with bash's
 # $EPOCHREALTIME (no fork, unlike date +%s%N, so the timer adds nothing to either side).
@@ -237,6 +239,82 @@ bench_cli() {
     "$(($(stat -Lc %s "$RUNC") / 1024))" >>"$RESULTS"
 }
 
+# --- 4: syscall vetting ------------------------------------------------------------------------
+# probe_bundle ARGS...: a bundle like $BUNDLE running the static probe (bind-mounted at /probe) with
+# CAP_SYS_ADMIN (mount needs it under both runtimes), printing to stdout.
+probe_bundle() {
+  local dir=$WORK/probe-bundle
+  mkdir -p "$dir"
+  python3 - "$BUNDLE/config.json" "$dir/config.json" "$WORK/syscalls" "$@" <<'EOF2'
+import json, sys
+src, dst, probe, *args = sys.argv[1:]
+c = json.load(open(src))
+c["process"]["args"] = ["/probe", *args]
+caps = c["process"]["capabilities"]
+for k in ("bounding", "effective", "permitted"):
+    caps[k] = sorted(set(caps.get(k, [])) | {"CAP_SYS_ADMIN"})
+c["mounts"].append({"destination": "/probe", "type": "bind", "source": probe, "options": ["bind", "ro"]})
+json.dump(c, open(dst, "w"), indent=2)
+EOF2
+  echo "$dir"
+}
+
+# probe_median RT KEY RUNS ARGS...: median of KEY=value over RUNS runs of the probe under RT.
+probe_median() {
+  local rt=$1 key=$2 runs=$3 i dir out
+  shift 3
+  dir=$(probe_bundle "$@")
+  : >"$WORK/probe-$rt"
+  for ((i = 0; i < runs; i++)); do
+    if ! out=$(timeout "$OCI_TIMEOUT" "${BIN[$rt]}" --root "${STATE[$rt]}" run --bundle "$dir" "probe-$i" </dev/null 2>"$WORK/err"); then
+      report_failure "$rt" "probe $*" "$WORK/err" >&2
+      "${BIN[$rt]}" --root "${STATE[$rt]}" delete --force "probe-$i" >/dev/null 2>&1 || true
+      echo "-"
+      return 0
+    fi
+    sed -n "s/^$key=//p" <<<"$out" >>"$WORK/probe-$rt"
+  done
+  python3 -c 'import statistics,sys; v=[float(x) for x in open(sys.argv[1]).read().split()]; print(f"{statistics.median(v):.2f}" if v else "-")' "$WORK/probe-$rt"
+}
+
+bench_vetting() {
+  echo "== 4. syscall vetting: getpid loop (untrapped), mount+umount of a tmpfs (trapped), supervisor memory"
+  if ! cc -static -O2 -o "$WORK/syscalls" tests/bench/syscalls.c 2>"$WORK/err"; then
+    report_failure cc "static build of tests/bench/syscalls.c" "$WORK/err"
+    return 0
+  fi
+  local rt
+  declare -A getpid=() mnt=()
+  for rt in "${RUNTIMES[@]}"; do
+    getpid[$rt]=$(probe_median "$rt" ns_per_call 5 getpid 20000000)
+    mnt[$rt]=$(probe_median "$rt" us_per_pair 5 mount 2000 /tmp)
+  done
+  printf 'getpid loop (untrapped)|ns/call|%s|%s|<= 1.02\n' "${getpid[sandbox-runc]}" "${getpid[runc]}" >>"$RESULTS"
+  printf 'mount+umount tmpfs (trapped)|us/pair|%s|%s|<= 2.00\n' "${mnt[sandbox-runc]}" "${mnt[runc]}" >>"$RESULTS"
+
+  # The supervisor's memory: RSS counts the executable's pages it touched (shared by all supervisors
+  # and CLI calls); PSS divides shared pages among their users: the better per-container cost.
+  local i pid rss pss
+  : >"$WORK/rss"; : >"$WORK/pss"
+  sed -i 's#"/bin/true"#"/bin/sleep", "30"#' "$BUNDLE/config.json"
+  for i in 1 2 3; do
+    timeout "$OCI_TIMEOUT" "$SRUNC" --root "${STATE[sandbox-runc]}" run -d --bundle "$BUNDLE" "rss-$i" </dev/null >/dev/null 2>"$WORK/err" \
+      || { report_failure sandbox-runc "run -d" "$WORK/err"; break; }
+  done
+  sleep 1
+  for i in 1 2 3; do
+    pid=$(cat "${STATE[sandbox-runc]}/rss-$i/supervisor.pid" 2>/dev/null) || continue
+    rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status")
+    pss=$(awk '/^Pss:/ {print $2}' "/proc/$pid/smaps_rollup")
+    echo "$rss" >>"$WORK/rss"; echo "$pss" >>"$WORK/pss"
+  done
+  for i in 1 2 3; do "$SRUNC" --root "${STATE[sandbox-runc]}" delete --force "rss-$i" >/dev/null 2>&1 || true; done
+  sed -i 's#"/bin/sleep", "30"#"/bin/true"#' "$BUNDLE/config.json"
+  local kib='import statistics,sys; v=[int(x) for x in open(sys.argv[1]).read().split()]; print(f"{statistics.median(v)/1024:.1f}" if v else "-")'
+  printf 'supervisor RSS per container|MiB|%s|-|<= 8 MiB\n' "$(python3 -c "$kib" "$WORK/rss")" >>"$RESULTS"
+  printf 'supervisor PSS per container|MiB|%s|-|\n' "$(python3 -c "$kib" "$WORK/pss")" >>"$RESULTS"
+}
+
 print_table() {
   echo
   echo "== Results (medians; ratio = sandbox-runc / runc)"
@@ -263,8 +341,7 @@ if [[ $SRUNC != "$ROOT/artifacts/sandbox-runc" && $SRUNC != /usr/local/bin/sandb
 fi
 cleanup_containers
 make_bundle
-bench_oci_run
-bench_oci_lifecycle
-bench_docker
-bench_cli
+for section in ${BENCH_ONLY:-oci_run oci_lifecycle docker cli vetting}; do
+  "bench_$section"
+done
 print_table
