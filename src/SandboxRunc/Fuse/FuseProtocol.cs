@@ -45,7 +45,8 @@ static class FuseProtocol
     public const uint FATTR_MODE = 1 << 0, FATTR_UID = 1 << 1, FATTR_GID = 1 << 2, FATTR_SIZE = 1 << 3,
         FATTR_ATIME = 1 << 4, FATTR_MTIME = 1 << 5, FATTR_FH = 1 << 6, FATTR_ATIME_NOW = 1 << 7,
         FATTR_MTIME_NOW = 1 << 8, FATTR_LOCKOWNER = 1 << 9, FATTR_CTIME = 1 << 10, FATTR_KILL_SUIDGID = 1 << 11;
-    /// <summary>Set in the unique of an INTERRUPT (and of the reply to it) to tell it from the request.</summary>
+    /// <summary>Set in the unique of an INTERRUPT (and of the reply to it) to tell it from the request; requests
+    /// have even uniques. Not in the uapi header: fs/fuse/fuse_dev_i.h defines it, the protocol relies on it.</summary>
     public const ulong FUSE_INT_REQ_BIT = 1;
 
     // Mode bits and dirent types (sys/stat.h, dirent.h).

@@ -11,7 +11,8 @@ namespace SandboxRunc.Fuse;
 /// What users see: files are procfs-like (size 0, content read through the server with FOPEN_DIRECT_IO
 /// from a snapshot taken at open); a write is one whole value at offset 0 handed to
 /// <see cref="IFuseFileSystem.Write"/> at once (so its error reaches write(2)); a write at a later
-/// offset is EINVAL, like a second write to most sysctls. Truncation to 0 succeeds (O_TRUNC, so that
+/// offset is EINVAL (no partial values are pieced together), except with O_APPEND, where every write is
+/// a whole value as well ("echo 1 >> file" works as on procfs). Truncation to 0 succeeds (O_TRUNC, so that
 /// "echo 1 > file" works); every other change of attributes and every namespace change (create, mkdir,
 /// unlink, rename, link, symlink, xattrs) is EPERM. Other opcodes get ENOSYS, which the kernel
 /// remembers and does not send again.
@@ -19,7 +20,7 @@ namespace SandboxRunc.Fuse;
 public sealed unsafe partial class FuseServer
 {
     const int NoReply = int.MinValue;
-    const int O_ACCMODE = 3, O_WRONLY = 1;
+    const int O_ACCMODE = 3, O_WRONLY = 1, O_APPEND = 0x400;
 
     readonly ulong _startSeconds;
     uint _minor;
@@ -186,7 +187,9 @@ public sealed unsafe partial class FuseServer
     int Write(WriteIn* i, int bodyLength, FuseCaller caller, WriteOut* o)
     {
         if (i->Size > bodyLength - sizeof(WriteIn)) return -EINVAL;
-        if (i->Offset != 0) return -EINVAL; // one whole value per write, at the start (see the class summary)
+        // One whole value per write, at the start (see the class summary). O_APPEND writes count as at the
+        // start: after a write the kernel takes the written length as the file size until it asks us again.
+        if (i->Offset != 0 && (i->Flags & O_APPEND) == 0) return -EINVAL;
         if (!_handles.TryGet(i->Fh, out var handle)) return -EBADF;
         int r = _fs.Write(handle.Path, caller, new ReadOnlySpan<byte>((byte*)(i + 1), (int)i->Size));
         if (r < 0) return r;
