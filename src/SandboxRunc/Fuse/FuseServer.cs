@@ -151,9 +151,8 @@ public sealed unsafe partial class FuseServer
                 Volatile.Write(ref w.Claim, 0);
                 Volatile.Write(ref w.Current, 0);
 
-                if (Volatile.Read(ref _live) > _options.Threads && Volatile.Read(ref _idle) >= _options.Threads)
-                    lock (_poolLock)
-                        if (_live > _options.Threads) return; // surplus reader: finally gives the slot back
+                if (Volatile.Read(ref _live) > _options.Threads && Volatile.Read(ref _idle) >= _options.Threads && Retire(w))
+                    return; // a surplus reader, no longer needed
             }
             _stopped = true;
         }
@@ -161,18 +160,27 @@ public sealed unsafe partial class FuseServer
         {
             NativeMemory.Free(w.In);
             NativeMemory.Free(w.Out);
-            bool last;
-            lock (_poolLock)
-            {
-                _workers[w.Slot] = null;
-                last = --_live == 0 && _stopped;
-            }
-            if (last)
-            {
-                _stopWatchdog.Set();
-                _device.DangerousRelease();
-                _done.Set();
-            }
+        }
+        bool last;
+        lock (_poolLock)
+            last = Retire(w, force: true) && _live == 0 && _stopped;
+        if (last)
+        {
+            _stopWatchdog.Set();
+            _device.DangerousRelease();
+            _done.Set();
+        }
+    }
+
+    /// <summary>Takes the reader out of the pool: only while there are more than Threads, unless forced.</summary>
+    bool Retire(Worker w, bool force = false)
+    {
+        lock (_poolLock)
+        {
+            if (_workers[w.Slot] != w || (!force && _live <= _options.Threads)) return false;
+            _workers[w.Slot] = null;
+            _live--;
+            return true;
         }
     }
 
