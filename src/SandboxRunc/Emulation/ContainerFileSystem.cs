@@ -349,7 +349,7 @@ public sealed class ContainerFileSystem : IFuseFileSystem, IDisposable
         long usage;
         lock (_cpuLock)
         {
-            if (now - _cpuAt > 500_000_000 || now < _cpuAt)
+            if (_cpuAt == long.MinValue || now - _cpuAt > 500_000_000 || now < _cpuAt)
             {
                 _cpuCount = VisibleCpus(out _, out _).Length;
                 _cpuUsageNs = (long)Math.Min(CgroupFacts.CpuUsageNs(_view.CgroupPaths), long.MaxValue);
@@ -381,7 +381,7 @@ public sealed class ContainerFileSystem : IFuseFileSystem, IDisposable
         lock (_cpuLock)
         {
             host = _cpuinfo;
-            if (host is null || now - _cpuinfoAt > 1000)
+            if (host is null || now - _cpuinfoAt > 1000 || now < _cpuinfoAt)
             {
                 int r = HostFiles.Read(_view.ProcRoot + "/cpuinfo", out var bytes);
                 if (r != 0) return r;
