@@ -122,4 +122,36 @@ public class EmulationRootTests(ITestOutputHelper output)
         output.WriteLine($"Read(proc/uptime): {us:F2} µs");
         Assert.True(us < 10, $"Read(proc/uptime) took {us:F2} µs");
     }
+
+    [RootFact]
+    public void RealV1Cgroup_MemoryLimitAndCpuset()
+    {
+        if (!File.Exists("/sys/fs/cgroup/memory/memory.limit_in_bytes") || !File.Exists("/sys/fs/cgroup/cpuset/cpuset.cpus"))
+            return;   // v2-only host: covered by the fixture tests
+        string name = "emu-test-" + Environment.ProcessId;
+        string mem = "/sys/fs/cgroup/memory/" + name, cs = "/sys/fs/cgroup/cpuset/" + name, acct = "/sys/fs/cgroup/cpuacct/" + name;
+        Directory.CreateDirectory(mem);
+        Directory.CreateDirectory(cs);
+        Directory.CreateDirectory(acct);
+        try
+        {
+            File.WriteAllText(mem + "/memory.limit_in_bytes", "268435456");
+            File.WriteAllText(cs + "/cpuset.mems", File.ReadAllText("/sys/fs/cgroup/cpuset/cpuset.mems").Trim());
+            File.WriteAllText(cs + "/cpuset.cpus", "0");
+            using var fs = new ContainerFileSystem(new ContainerView("cg-test", HostClock.BoottimeNs(), 0, 0,
+                new Dictionary<string, string> { ["memory"] = mem, ["cpuset"] = cs, ["cpuacct"] = acct }));
+            var caller = new FuseCaller(Environment.ProcessId, 0, 0);
+            Assert.Equal(0, fs.Read("proc/meminfo", caller, out var m));
+            Assert.StartsWith("MemTotal:         262144 kB\n", Encoding.ASCII.GetString(m));
+            Assert.Equal(0, fs.Read("proc/cpuinfo", caller, out var c));
+            Assert.Single(Encoding.ASCII.GetString(c).Split('\n'), l => l.StartsWith("processor"));
+            Assert.Equal(0, fs.Read("proc/stat", caller, out var st));
+            var lines = Encoding.ASCII.GetString(st).Split('\n');
+            Assert.Single(lines, l => l.StartsWith("cpu") && l.Length > 3 && char.IsDigit(l[3]));
+        }
+        finally
+        {
+            foreach (var d in new[] { mem, cs, acct }) try { Directory.Delete(d); } catch (IOException) { }
+        }
+    }
 }
