@@ -83,8 +83,19 @@ public static unsafe partial class Libc
 
     /// <summary>struct statvfs is 112 bytes on x86_64; f_flag is the ulong at offset 72.</summary>
     [LibraryImport(C, SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int lstat(string path, byte* buf);
+    [LibraryImport(C, SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial nint readlink(string path, byte* buf, nint size);
+
+    [LibraryImport(C, SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     public static partial int statvfs(string path, byte* buf);
     public const int StatvfsSize = 112, StatvfsFlagOffset = 72;
+
+    // --- clocks ---
+    /// <summary>struct timespec { long tv_sec; long tv_nsec; } (16 bytes on x86_64).</summary>
+    [LibraryImport(C, SetLastError = true)]
+    public static partial int clock_gettime(int clockId, long* timespec);
+    public const int CLOCK_MONOTONIC = 1, CLOCK_BOOTTIME = 7;
 
     // --- identity and privileges ---
     [LibraryImport(C, SetLastError = true)]
@@ -254,5 +265,6 @@ public static unsafe partial class Libc
 
     public static int Errno => Marshal.GetLastPInvokeError();
     public const int EINTR = 4, ENOENT = 2, ESRCH = 3, EEXIST = 17, EAGAIN = 11, EBUSY = 16, EINVAL = 22,
-        EPERM = 1, ECHILD = 10, ENOTDIR = 20, EACCES = 13, ENXIO = 6, ELOOP = 40;
+        EPERM = 1, ECHILD = 10, ENOTDIR = 20, EACCES = 13, ENXIO = 6, ELOOP = 40, EIO = 5, EISDIR = 21,
+        ENAMETOOLONG = 36, ETIMEDOUT = 110;
 }

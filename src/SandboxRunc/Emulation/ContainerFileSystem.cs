@@ -1,0 +1,485 @@
+// The emulated /proc and /sys of one container, served to the FUSE server through IFuseFileSystem. The tree:
+//
+//   proc/{uptime,swaps,meminfo,cpuinfo,stat,loadavg,diskstats}   from the host's text + the container's cgroup (ProcText)
+//   proc/sys/**                                                  the host's /proc/sys, entry by entry as Sysctls classifies it
+//   sys/kernel/**                                                read-only mirror; config, debug, tracing, security empty
+//   sys/devices/virtual/dmi/id/product_uuid                      per container, derived from its id
+//   sys/module/nf_conntrack/parameters/**                        read-only mirror; hashsize per container
+//
+// Every node is owned by the container's root (host uid/gid), so inside the user namespace it is root's.
+// Modes: directories 0555, read-only files 0444, per-container writable files 0644, namespaced sysctls the
+// mode the kernel shows in the caller's namespace. Writes: only from the container's root uid (-EACCES
+// otherwise) holding CAP_NET_ADMIN (net/*, hashsize) or CAP_SYS_ADMIN (the rest) in CapEff (-EPERM
+// otherwise); a write to a read-only entry is -EACCES. Thread-safe; throws nothing.
+using System.Security.Cryptography;
+using System.Text;
+using SandboxRunc.Fuse;
+using SandboxRunc.Interop;
+
+namespace SandboxRunc.Emulation;
+
+public sealed class ContainerFileSystem : IFuseFileSystem, IDisposable
+{
+    const uint DirMode = 0x16D /*0555*/, RoMode = 0x124 /*0444*/, RwMode = 0x1A4 /*0644*/;
+    const string ConntrackParams = "sys/module/nf_conntrack/parameters";
+    static readonly string[] HiddenKernelDirs = ["config", "debug", "security", "tracing"];
+    static readonly string[] ProcFiles = ["cpuinfo", "diskstats", "loadavg", "meminfo", "stat", "swaps", "uptime"];
+
+    readonly ContainerView _view;
+    readonly INamespacedSysctls _ns;
+    readonly bool _ownsNs;
+    readonly byte[] _productUuid;
+    readonly object _valuesLock = new();
+    readonly Dictionary<string, string> _values = new(StringComparer.Ordinal);   // per-container sysctls ("module/..." for hashsize)
+
+    // Cheap-uptime cache: visible CPU count and the container's CPU time, refreshed at most every 500 ms.
+    readonly object _cpuLock = new();
+    long _cpuAt = long.MinValue, _cpuUsageNs;
+    int _cpuCount = 1;
+    long _lastIdleNs;
+
+    // The host's cpuinfo does not change while we run (CPU hotplug aside): reread at most every second.
+    string? _cpuinfo;
+    long _cpuinfoAt = long.MinValue;
+
+    public ContainerFileSystem(ContainerView view)
+    {
+        _view = view;
+        _ownsNs = view.Namespaced is null;
+        _ns = view.Namespaced ?? new SetnsSysctls(view.NamespaceTimeout);
+        _productUuid = Encoding.ASCII.GetBytes(ProductUuid(view.Id) + "\n");
+    }
+
+    public void Dispose()
+    {
+        if (_ownsNs) _ns.Dispose();
+    }
+
+    /// <summary>A name-based (version 5 style, SHA-1) UUID from the container id: unique per container,
+    /// stable for its life, and not revealing the host's.</summary>
+    public static string ProductUuid(string containerId)
+    {
+        // Namespace: a fixed UUID for "sandbox-runc product_uuid".
+        ReadOnlySpan<byte> ns = [0x6b, 0x1f, 0x2e, 0x8a, 0x3c, 0x55, 0x4d, 0x0e, 0x9a, 0x41, 0x7d, 0x2b, 0x0c, 0x93, 0xe4, 0x17];
+        var input = new byte[16 + Encoding.UTF8.GetByteCount(containerId)];
+        ns.CopyTo(input);
+        Encoding.UTF8.GetBytes(containerId, input.AsSpan(16));
+        Span<byte> h = stackalloc byte[20];
+        SHA1.HashData(input, h);
+        h[6] = (byte)((h[6] & 0x0F) | 0x50);
+        h[8] = (byte)((h[8] & 0x3F) | 0x80);
+        return Convert.ToHexStringLower(h[..4]) + "-" + Convert.ToHexStringLower(h[4..6]) + "-" + Convert.ToHexStringLower(h[6..8])
+            + "-" + Convert.ToHexStringLower(h[8..10]) + "-" + Convert.ToHexStringLower(h[10..16]);
+    }
+
+    FuseNode Node(FuseNodeKind kind, uint mode) => new(kind, mode, _view.RootUid, _view.RootGid);
+
+    static bool Under(string path, string dir, out string rest)
+    {
+        rest = "";
+        if (path == dir) return true;
+        if (path.Length > dir.Length && path[dir.Length] == '/' && path.StartsWith(dir, StringComparison.Ordinal))
+        {
+            rest = path[(dir.Length + 1)..];
+            return true;
+        }
+        return false;
+    }
+
+    /// <summary>Paths come from the FUSE server already split by component; refuse anything that could climb.</summary>
+    static bool BadPath(string path) =>
+        path.Contains("..", StringComparison.Ordinal) || path.Contains("//", StringComparison.Ordinal)
+        || path.StartsWith('/') || path.EndsWith('/') || path.Contains('\0');
+
+    static bool IsFixedDir(string path) => path is "" or "proc" or "sys" or "sys/devices" or "sys/devices/virtual"
+        or "sys/devices/virtual/dmi" or "sys/devices/virtual/dmi/id" or "sys/module" or "sys/module/nf_conntrack";
+
+    // ---------------------------------------------------------------- Lookup
+
+    public int Lookup(string path, FuseCaller caller, out FuseNode node)
+    {
+        node = default;
+        try { return BadPath(path) ? -Libc.ENOENT : LookupCore(path, caller, out node); }
+        catch (Exception) { return -Libc.EIO; }
+    }
+
+    int LookupCore(string path, FuseCaller caller, out FuseNode node)
+    {
+        node = default;
+        if (IsFixedDir(path)) { node = Node(FuseNodeKind.Directory, DirMode); return 0; }
+        if (path.StartsWith("proc/", StringComparison.Ordinal) && Array.IndexOf(ProcFiles, path[5..]) >= 0)
+        { node = Node(FuseNodeKind.File, RoMode); return 0; }
+        if (path == "sys/devices/virtual/dmi/id/product_uuid") { node = Node(FuseNodeKind.File, RoMode); return 0; }
+        if (Under(path, "proc/sys", out var key)) return LookupSysctl(key, caller, out node);
+        if (Under(path, "sys/kernel", out var rest))
+        {
+            int slash = rest.IndexOf('/');
+            string first = slash < 0 ? rest : rest[..slash];
+            if (Array.IndexOf(HiddenKernelDirs, first) >= 0)
+            {
+                if (slash >= 0) return -Libc.ENOENT;
+                node = Node(FuseNodeKind.Directory, DirMode);
+                return 0;
+            }
+            return MirrorNode(_view.SysRoot + "/kernel" + (rest.Length > 0 ? "/" + rest : ""), out node);
+        }
+        if (Under(path, ConntrackParams, out var param))
+        {
+            int r = MirrorNode(_view.SysRoot + "/module/nf_conntrack/parameters" + (param.Length > 0 ? "/" + param : ""), out node);
+            if (r == 0 && param == "hashsize") node = Node(FuseNodeKind.File, RwMode);
+            return r;
+        }
+        return -Libc.ENOENT;
+    }
+
+    /// <summary>A host node as a read-only one: write bits dropped, directories 0555.</summary>
+    int MirrorNode(string hostPath, out FuseNode node)
+    {
+        node = default;
+        int r = HostFiles.Stat(hostPath, out var kind, out var mode);
+        if (r != 0) return r;
+        node = Node(kind, kind switch { FuseNodeKind.Directory => DirMode, FuseNodeKind.Symlink => 0x1FF, _ => mode & RoMode });
+        return 0;
+    }
+
+    int LookupSysctl(string key, FuseCaller caller, out FuseNode node)
+    {
+        node = default;
+        if (key.Length == 0) { node = Node(FuseNodeKind.Directory, DirMode); return 0; }
+        if (key.Contains("..", StringComparison.Ordinal)) return -Libc.ENOENT;
+        var c = Sysctls.Classify(key);
+        switch (c.Kind)
+        {
+            case SysctlKind.Namespaced:
+            {
+                if (caller.Pid <= 0) return -Libc.EACCES;
+                int r = _ns.Stat(caller.Pid, c.Namespace, key, out var kind, out var mode);
+                if (r != 0) return r;
+                node = Node(kind, kind == FuseNodeKind.Directory ? DirMode : mode & 0x1B6 /*rw bits only*/);
+                return 0;
+            }
+            case SysctlKind.PerContainer:
+            {
+                int r = HostFiles.Stat(HostSysctlPath(key), out var kind, out _);
+                if (r != 0) return r;
+                node = Node(kind, kind == FuseNodeKind.Directory ? DirMode : RwMode);
+                return 0;
+            }
+            default:
+                return MirrorNode(HostSysctlPath(key), out node);
+        }
+    }
+
+    string HostSysctlPath(string key) => _view.ProcRoot + "/sys/" + key;
+
+    // ---------------------------------------------------------------- List
+
+    public int List(string path, FuseCaller caller, out IReadOnlyList<(string Name, FuseNodeKind Kind)> entries)
+    {
+        entries = [];
+        try
+        {
+            List<(string Name, FuseNodeKind Kind)> list = [];
+            int r = BadPath(path) ? -Libc.ENOENT : ListCore(path, caller, out list);
+            if (r == 0) entries = list;
+            return r;
+        }
+        catch (Exception) { return -Libc.EIO; }
+    }
+
+    int ListCore(string path, FuseCaller caller, out List<(string Name, FuseNodeKind Kind)> list)
+    {
+        list = [];
+        const FuseNodeKind D = FuseNodeKind.Directory, F = FuseNodeKind.File;
+        switch (path)
+        {
+            case "": list = [("proc", D), ("sys", D)]; return 0;
+            case "proc":
+                foreach (var f in ProcFiles) list.Add((f, F));
+                list.Add(("sys", D));
+                return 0;
+            case "sys": list = [("devices", D), ("kernel", D), ("module", D)]; return 0;
+            case "sys/devices": list = [("virtual", D)]; return 0;
+            case "sys/devices/virtual": list = [("dmi", D)]; return 0;
+            case "sys/devices/virtual/dmi": list = [("id", D)]; return 0;
+            case "sys/devices/virtual/dmi/id": list = [("product_uuid", F)]; return 0;
+            case "sys/module": list = [("nf_conntrack", D)]; return 0;
+            case "sys/module/nf_conntrack": list = [("parameters", D)]; return 0;
+        }
+        if (Under(path, "proc/sys", out var key))
+        {
+            if (key.Contains("..", StringComparison.Ordinal)) return -Libc.ENOENT;
+            var c = key.Length == 0 ? new SysctlClass(SysctlKind.Mirror) : Sysctls.Classify(key);
+            if (c.Kind == SysctlKind.Namespaced)
+            {
+                if (caller.Pid <= 0) return -Libc.EACCES;
+                return _ns.List(caller.Pid, c.Namespace, key, out list);
+            }
+            return HostFiles.List(HostSysctlPath(key).TrimEnd('/'), out list);
+        }
+        if (Under(path, "sys/kernel", out var rest))
+        {
+            int slash = rest.IndexOf('/');
+            string first = slash < 0 ? rest : rest[..slash];
+            if (Array.IndexOf(HiddenKernelDirs, first) >= 0) return slash < 0 ? 0 : -Libc.ENOENT;
+            int r = HostFiles.List(_view.SysRoot + "/kernel" + (rest.Length > 0 ? "/" + rest : ""), out list);
+            if (r == 0 && rest.Length == 0)
+            {
+                list.RemoveAll(e => Array.IndexOf(HiddenKernelDirs, e.Name) >= 0);
+                foreach (var h in HiddenKernelDirs) list.Add((h, D));
+                list.Sort((a, b) => string.CompareOrdinal(a.Name, b.Name));
+            }
+            return r;
+        }
+        if (Under(path, ConntrackParams, out var param))
+            return HostFiles.List(_view.SysRoot + "/module/nf_conntrack/parameters" + (param.Length > 0 ? "/" + param : ""), out list);
+        return -Libc.ENOENT;
+    }
+
+    // ---------------------------------------------------------------- Read
+
+    public int Read(string path, FuseCaller caller, out byte[] content)
+    {
+        content = [];
+        try { return BadPath(path) ? -Libc.ENOENT : ReadCore(path, caller, out content); }
+        catch (Exception) { return -Libc.EIO; }
+    }
+
+    int ReadCore(string path, FuseCaller caller, out byte[] content)
+    {
+        content = [];
+        switch (path)
+        {
+            case "proc/uptime": content = Uptime(); return 0;
+            case "proc/swaps": return Text(ProcText.Swaps, "swaps", out content);
+            case "proc/meminfo": return Text(h => ProcText.Meminfo(h, CgroupFacts.Memory(_view.CgroupPaths)), "meminfo", out content);
+            case "proc/cpuinfo": return Cpuinfo(out content);
+            case "proc/stat": return Stat(out content);
+            case "proc/loadavg": return Text(h => ProcText.Loadavg(h, CgroupFacts.Tasks(_view.CgroupPaths)), "loadavg", out content);
+            case "proc/diskstats": return Text(h => ProcText.Diskstats(h, CgroupFacts.Io(_view.CgroupPaths)), "diskstats", out content);
+            case "sys/devices/virtual/dmi/id/product_uuid": content = _productUuid; return 0;
+        }
+        if (IsFixedDir(path)) return -Libc.EISDIR;
+        if (Under(path, "proc/sys", out var key))
+        {
+            if (key.Length == 0) return -Libc.EISDIR;
+            if (key.Contains("..", StringComparison.Ordinal)) return -Libc.ENOENT;
+            var c = Sysctls.Classify(key);
+            switch (c.Kind)
+            {
+                case SysctlKind.Namespaced:
+                    if (caller.Pid <= 0) return -Libc.EACCES;
+                    return _ns.Read(caller.Pid, c.Namespace, key, out content);
+                case SysctlKind.PerContainer:
+                {
+                    int r = CurrentValue(key, HostSysctlPath(key), c.Rule!, out var value);
+                    if (r == 0) content = Encoding.ASCII.GetBytes(value);
+                    return r;
+                }
+                case SysctlKind.Refused:
+                    return -Libc.EACCES;
+                default:
+                    return HostFiles.Read(HostSysctlPath(key), out content);
+            }
+        }
+        if (Under(path, "sys/kernel", out var rest))
+        {
+            int slash = rest.IndexOf('/');
+            string first = slash < 0 ? rest : rest[..slash];
+            if (rest.Length == 0 || Array.IndexOf(HiddenKernelDirs, first) >= 0) return slash < 0 ? -Libc.EISDIR : -Libc.ENOENT;
+            return HostFiles.Read(_view.SysRoot + "/kernel/" + rest, out content);
+        }
+        if (Under(path, ConntrackParams, out var param))
+        {
+            string host = _view.SysRoot + "/module/nf_conntrack/parameters/" + param;
+            if (param == "hashsize")
+            {
+                int r = CurrentValue("module/nf_conntrack/hashsize", host, Sysctls.ConntrackHashsize, out var value);
+                if (r == 0) content = Encoding.ASCII.GetBytes(value);
+                return r;
+            }
+            return param.Length == 0 ? -Libc.EISDIR : HostFiles.Read(host, out content);
+        }
+        return -Libc.ENOENT;
+    }
+
+    int Text(Func<string, string> render, string file, out byte[] content)
+    {
+        content = [];
+        int r = HostFiles.Read(_view.ProcRoot + "/" + file, out var host);
+        if (r != 0) return r;
+        content = Encoding.ASCII.GetBytes(render(Encoding.ASCII.GetString(host)));
+        return 0;
+    }
+
+    /// <summary>The container's value of a per-container entry; on first use the host's (or the rule's Initial).</summary>
+    int CurrentValue(string storeKey, string hostPath, SysctlRule rule, out string value)
+    {
+        lock (_valuesLock)
+            if (_values.TryGetValue(storeKey, out value!)) return 0;
+        value = "";
+        string initial;
+        if (rule.Initial is not null)
+        {
+            // Still only for entries the host has.
+            int s = HostFiles.Stat(hostPath, out _, out _);
+            if (s != 0) return s;
+            initial = rule.Initial + "\n";
+        }
+        else
+        {
+            int r = HostFiles.Read(hostPath, out var bytes);
+            if (r != 0) return r;
+            initial = Encoding.ASCII.GetString(bytes);
+        }
+        lock (_valuesLock)
+        {
+            if (!_values.TryGetValue(storeKey, out value!)) _values[storeKey] = value = initial;
+        }
+        return 0;
+    }
+
+    // ---------------------------------------------------------------- uptime, cpuinfo, stat
+
+    byte[] Uptime()
+    {
+        long now = _view.BoottimeNs();
+        long up = Math.Max(0, now - _view.StartBoottimeNs);
+        int cpus;
+        long usage;
+        lock (_cpuLock)
+        {
+            if (_cpuAt == long.MinValue || now - _cpuAt > 500_000_000 || now < _cpuAt)
+            {
+                _cpuCount = VisibleCpus(out _, out _).Length;
+                _cpuUsageNs = (long)Math.Min(CgroupFacts.CpuUsageNs(_view.CgroupPaths), long.MaxValue);
+                _cpuAt = now;
+            }
+            cpus = _cpuCount;
+            usage = _cpuUsageNs;
+            // idle = uptime x CPUs - container CPU time: clamped, and never going backwards (the usage is cached).
+            long max = up > long.MaxValue / Math.Max(1, cpus) ? long.MaxValue : up * cpus;
+            long idle = Math.Clamp(max - usage, 0, max);
+            if (idle < _lastIdleNs) idle = Math.Min(_lastIdleNs, max);
+            _lastIdleNs = idle;
+            return ProcText.Uptime(up, idle);
+        }
+    }
+
+    int[] VisibleCpus(out CpuFacts cpu, out List<int> hostCpus)
+    {
+        cpu = CgroupFacts.Cpu(_view.CgroupPaths);
+        hostCpus = ProcText.HostCpus(HostFiles.ReadText(_view.ProcRoot + "/stat") ?? "");
+        return ProcText.VisibleCpus(hostCpus, cpu.Cpuset, cpu.Quota, cpu.Period);
+    }
+
+    int Cpuinfo(out byte[] content)
+    {
+        content = [];
+        long now = Environment.TickCount64;
+        string? host;
+        lock (_cpuLock)
+        {
+            host = _cpuinfo;
+            if (host is null || now - _cpuinfoAt > 1000 || now < _cpuinfoAt)
+            {
+                int r = HostFiles.Read(_view.ProcRoot + "/cpuinfo", out var bytes);
+                if (r != 0) return r;
+                _cpuinfo = host = Encoding.ASCII.GetString(bytes);
+                _cpuinfoAt = now;
+            }
+        }
+        content = Encoding.ASCII.GetBytes(ProcText.Cpuinfo(host, VisibleCpus(out _, out _)));
+        return 0;
+    }
+
+    int Stat(out byte[] content)
+    {
+        content = [];
+        int r = HostFiles.Read(_view.ProcRoot + "/stat", out var bytes);
+        if (r != 0) return r;
+        string host = Encoding.ASCII.GetString(bytes);
+        var cpu = CgroupFacts.Cpu(_view.CgroupPaths);
+        var hostCpus = ProcText.HostCpus(host);
+        var visible = ProcText.VisibleCpus(hostCpus, cpu.Cpuset, cpu.Quota, cpu.Period);
+        var members = ProcText.VisibleCpus(hostCpus, cpu.Cpuset, -1, 1);   // every CPU it may run on
+        content = Encoding.ASCII.GetBytes(ProcText.Stat(host, visible, ProcText.CpuTicks(cpu, visible, members)));
+        return 0;
+    }
+
+    // ---------------------------------------------------------------- Write
+
+    public int Write(string path, FuseCaller caller, ReadOnlySpan<byte> data)
+    {
+        try { return BadPath(path) ? -Libc.ENOENT : WriteCore(path, caller, data); }
+        catch (Exception) { return -Libc.EIO; }
+    }
+
+    int WriteCore(string path, FuseCaller caller, ReadOnlySpan<byte> data)
+    {
+        if (Under(path, ConntrackParams, out var param) && param == "hashsize")
+        {
+            int p = CheckWriter(caller, Sysctls.CAP_NET_ADMIN);
+            if (p != 0) return p;
+            return SetValue("module/nf_conntrack/hashsize", _view.SysRoot + "/module/nf_conntrack/parameters/hashsize",
+                Sysctls.ConntrackHashsize, data, null);
+        }
+        if (!Under(path, "proc/sys", out var key) || key.Length == 0 || key.Contains("..", StringComparison.Ordinal))
+            return Lookup(path, caller, out _) == 0 ? -Libc.EACCES : -Libc.ENOENT;
+        var c = Sysctls.Classify(key);
+        if (c.Kind is SysctlKind.Mirror or SysctlKind.Refused) return -Libc.EACCES;
+        int perm = CheckWriter(caller, Sysctls.RequiredCapability(key));
+        if (perm != 0) return perm;
+        if (c.Kind == SysctlKind.Namespaced) return _ns.Write(caller.Pid, c.Namespace, key, data.ToArray());
+        return SetValue(key, HostSysctlPath(key), c.Rule!, data, key);
+    }
+
+    /// <summary>The container's root with the capability in its effective set: 0, else -EACCES/-EPERM.</summary>
+    int CheckWriter(FuseCaller caller, int capability)
+    {
+        if (caller.Uid != _view.RootUid || caller.Pid <= 0) return -Libc.EACCES;
+        var status = HostFiles.ReadText(_view.ProcRoot + "/" + caller.Pid + "/status");
+        if (status is null || Sysctls.EffectiveCaps(status) is not { } caps) return -Libc.EACCES;
+        return (caps & (1UL << capability)) != 0 ? 0 : -Libc.EPERM;
+    }
+
+    int SetValue(string storeKey, string hostPath, SysctlRule rule, ReadOnlySpan<byte> data, string? hostKey)
+    {
+        int r = CurrentValue(storeKey, hostPath, rule, out _);
+        if (r != 0) return r;
+        string value;
+        lock (_valuesLock)
+        {
+            r = Sysctls.Check(rule, _values[storeKey], data, out value);
+            if (r != 0) return r;
+            _values[storeKey] = value;
+        }
+        // "Max wins": raise the host value when this one is higher; never lower it. Best effort: the
+        // container's own value stands whatever the host write says.
+        if (rule.MaxWins && hostKey is not null && _view.HostWriter is { } host && host.Read(hostKey, out var current) == 0
+            && Sysctls.HostRaise(current, value) is { } raise)
+            host.Write(hostKey, raise);
+        return 0;
+    }
+
+    // ---------------------------------------------------------------- ReadLink
+
+    public int ReadLink(string path, FuseCaller caller, out string target)
+    {
+        target = "";
+        try
+        {
+            if (BadPath(path)) return -Libc.ENOENT;
+            if (Under(path, "sys/kernel", out var rest) && rest.Length > 0)
+            {
+                int slash = rest.IndexOf('/');
+                if (Array.IndexOf(HiddenKernelDirs, slash < 0 ? rest : rest[..slash]) >= 0) return -Libc.ENOENT;
+                return HostFiles.ReadLink(_view.SysRoot + "/kernel/" + rest, out target);
+            }
+            if (Under(path, ConntrackParams, out var param) && param.Length > 0)
+                return HostFiles.ReadLink(_view.SysRoot + "/module/nf_conntrack/parameters/" + param, out target);
+            return Lookup(path, caller, out _) == 0 ? -Libc.EINVAL : -Libc.ENOENT;
+        }
+        catch (Exception) { return -Libc.EIO; }
+    }
+}
