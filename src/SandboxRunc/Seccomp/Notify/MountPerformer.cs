@@ -244,6 +244,8 @@ public sealed unsafe class MountPerformer : IDisposable
         var (targetId, _, targetErrno) = MountIdOf(target.Fd);
         if (targetErrno != 0) return targetErrno;
         if (id != targetId) return Libc.EBUSY;
+        // Our O_PATH fd holds a reference on the mount: the kernel would call it busy.
+        target.Dispose();
         if (Libc.fchdir(parent) != 0) return Libc.Errno;
         return Libc.umount2(name, flags | Libc.UMOUNT_NOFOLLOW) == 0 ? 0 : Libc.Errno;
     }
