@@ -43,8 +43,8 @@ public static class MountInfo
     public static MountEntry ParseLine(string line)
     {
         var f = line.Split(' ');
-        int dash = Array.IndexOf(f, "-", 6);
-        if (f.Length < 10 || dash < 0 || f.Length < dash + 3)
+        int dash = f.Length < 10 ? -1 : Array.IndexOf(f, "-", 6);
+        if (dash < 0 || f.Length < dash + 3)
             throw new FormatException($"mountinfo: malformed line: {line}");
         var dev = f[2].Split(':');
         return new MountEntry(

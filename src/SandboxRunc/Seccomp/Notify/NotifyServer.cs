@@ -173,11 +173,18 @@ public sealed class NotifyServer : IDisposable
         catch (SysException e) { Answer(listener, n.Id, e.Errno); return; }
 
         bool cap;
+        try { cap = HasCapSysAdmin(pid); }
+        catch (Exception) when (!N.IdValid(listener, n.Id)) { return; }
+        if (_rules.DecideWithoutLookup(call, cap) is { } early)
+        {
+            if (N.IdValid(listener, n.Id)) Conclude(listener, n.Id, pid, call, early, 0);
+            return;
+        }
+
         CallerHandles handles;
         bool samePid, sameNet;
         try
         {
-            cap = HasCapSysAdmin(pid);
             handles = CallerHandles.Open(pid);
             samePid = _pidNs is null || NamespaceInode(pid, "pid") == _pidNs;
             sameNet = _netNs is null || NamespaceInode(pid, "net") == _netNs;
@@ -188,28 +195,29 @@ public sealed class NotifyServer : IDisposable
         if (!N.IdValid(listener, n.Id)) return;
 
         MountDecision decision;
-        int errno = 0;
-        if (!cap)
-            decision = _rules.Decide(call, new CallerFacts(false, null, null, []));
-        else
-            lock (_mountLock)
-                (decision, errno) = DecideAndPerform(performer, listener, n.Id, call, handles, samePid, sameNet);
+        int errno;
+        lock (_mountLock)
+            (decision, errno) = DecideAndPerform(performer, listener, n.Id, call, handles, samePid, sameNet);
+        Conclude(listener, n.Id, pid, call, decision, errno);
+    }
 
+    void Conclude(int listener, ulong id, int pid, MountCall call, MountDecision decision, int errno)
+    {
         switch (decision)
         {
             case MountDecision.Continue:
                 Interlocked.Increment(ref _continued);
-                if (N.IdValid(listener, n.Id))
-                    N.Send(listener, new N.NotifResp { Id = n.Id, Flags = N.SECCOMP_USER_NOTIF_FLAG_CONTINUE });
+                if (N.IdValid(listener, id))
+                    N.Send(listener, new N.NotifResp { Id = id, Flags = N.SECCOMP_USER_NOTIF_FLAG_CONTINUE });
                 return;
             case MountDecision.Refuse r:
                 Interlocked.Increment(ref _refused);
                 if (r.Policy) LogRefusal(pid, call, r);
-                Answer(listener, n.Id, r.Errno);
+                Answer(listener, id, r.Errno);
                 return;
             default:
                 Interlocked.Increment(ref _performed);
-                Answer(listener, n.Id, errno);
+                Answer(listener, id, errno);
                 return;
         }
     }
