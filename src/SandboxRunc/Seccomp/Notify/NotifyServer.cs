@@ -186,8 +186,10 @@ public sealed class NotifyServer : IDisposable
         try
         {
             handles = CallerHandles.Open(pid);
-            samePid = _pidNs is null || NamespaceInode(pid, "pid") == _pidNs;
-            sameNet = _netNs is null || NamespaceInode(pid, "net") == _netNs;
+            // Only a new proc/sysfs asks which namespaces the caller is in.
+            bool kernelFs = IsNewMount(call) && call.FsType is ("proc" or "sysfs");
+            samePid = !kernelFs || _pidNs is null || NamespaceInode(pid, "pid") == _pidNs;
+            sameNet = !kernelFs || _netNs is null || NamespaceInode(pid, "net") == _netNs;
         }
         catch (Exception) when (!N.IdValid(listener, n.Id)) { return; } // the caller is gone
         using var _ = handles;
