@@ -1,0 +1,327 @@
+using System.Collections.Concurrent;
+using System.Globalization;
+using SandboxRunc.Interop;
+using N = SandboxRunc.Interop.SeccompNotifyAbi;
+
+namespace SandboxRunc.Seccomp.Notify;
+
+/// <summary>
+/// Serves the seccomp listeners of one container: one poll thread receives notifications, a few
+/// dedicated worker threads (not the thread pool: each unshares CLONE_FS and setns/chroots into
+/// callers' mount namespaces, state that must stay on that thread) decide with
+/// <see cref="MountRules"/> and answer. Mount work of the container is serialized under one lock
+/// so that nothing we vet changes the mount table between our check and our act.
+///
+/// Fail closed by construction: if the supervisor dies, its listener fds close; the kernel then
+/// answers every trapped syscall (pending and future) with ENOSYS. Nothing is allowed by default.
+/// </summary>
+public sealed class NotifyServer : IDisposable
+{
+    readonly MountRules _rules;
+    readonly RefusalLog _log;
+    readonly int _workerCount;
+    readonly ulong? _pidNs, _netNs;
+    readonly Lock _mountLock = new(), _listenersLock = new();
+    readonly List<SafeFd> _listeners = [], _added = [];
+    readonly BlockingCollection<(SafeFd Listener, N.Notif Notif)> _queue = new();
+    readonly List<Thread> _threads = [];
+    readonly SafeFd _wakeRead, _wakeWrite;
+    volatile bool _stopping;
+    long _continued, _refused, _performed;
+
+    /// <param name="rules">The container's initial mounts and protected paths.</param>
+    /// <param name="refusalLogPath">JSON-lines file for refusals (null: none).</param>
+    /// <param name="containerInitPid">The container's init: its pid and net namespaces decide
+    /// whether a new proc/sysfs becomes a bind of the container's own (null: always).</param>
+    public unsafe NotifyServer(MountRules rules, string? refusalLogPath = null, int? containerInitPid = null, int workers = 2)
+    {
+        N.CheckKernelSizes();
+        _rules = rules;
+        _log = new RefusalLog(refusalLogPath);
+        _workerCount = Math.Max(1, workers);
+        if (containerInitPid is int pid)
+        {
+            _pidNs = NamespaceInode(pid, "pid");
+            _netNs = NamespaceInode(pid, "net");
+        }
+        int* p = stackalloc int[2];
+        SysException.Check(Libc.pipe2(p, Libc.O_CLOEXEC | Libc.O_NONBLOCK), "pipe2", "notify wake-up");
+        (_wakeRead, _wakeWrite) = (new SafeFd(p[0]), new SafeFd(p[1]));
+    }
+
+    public long Continued => Interlocked.Read(ref _continued);
+    public long Refused => Interlocked.Read(ref _refused);
+    public long Performed => Interlocked.Read(ref _performed);
+
+    public void Start()
+    {
+        _threads.Add(new Thread(PollLoop) { IsBackground = true, Name = "notify-poll" });
+        for (int i = 0; i < _workerCount; i++)
+            _threads.Add(new Thread(WorkerLoop) { IsBackground = true, Name = $"notify-worker-{i}" });
+        foreach (var t in _threads) t.Start();
+    }
+
+    /// <summary>Adds a listener fd (from the container's init or an exec); the server owns and closes it.</summary>
+    public void AddListener(int fd)
+    {
+        lock (_listenersLock) _added.Add(new SafeFd(fd));
+        Wake();
+    }
+
+    public int ListenerCount { get { lock (_listenersLock) return _listeners.Count + _added.Count; } }
+
+    /// <summary>Stops the threads and closes the listeners: trapped calls then fail with ENOSYS.</summary>
+    public void Stop()
+    {
+        if (_stopping) return;
+        _stopping = true;
+        Wake();
+        _queue.CompleteAdding();
+        foreach (var t in _threads) t.Join();
+        lock (_listenersLock)
+        {
+            foreach (var l in _listeners.Concat(_added)) l.Dispose();
+            _listeners.Clear();
+            _added.Clear();
+        }
+    }
+
+    public void Dispose()
+    {
+        Stop();
+        _log.Dispose();
+        _wakeRead.Dispose();
+        _wakeWrite.Dispose();
+    }
+
+    unsafe void Wake()
+    {
+        byte b = 1;
+        Libc.write(_wakeWrite.Fd, &b, 1);
+    }
+
+    unsafe void PollLoop()
+    {
+        var fds = new Libc.PollFd[1];
+        byte* drain = stackalloc byte[64];
+        while (!_stopping)
+        {
+            List<SafeFd> current;
+            lock (_listenersLock)
+            {
+                _listeners.AddRange(_added);
+                _added.Clear();
+                current = [.. _listeners];
+            }
+            if (fds.Length != current.Count + 1) fds = new Libc.PollFd[current.Count + 1];
+            fds[0] = new Libc.PollFd { Fd = _wakeRead.Fd, Events = Libc.POLLIN };
+            for (int i = 0; i < current.Count; i++) fds[i + 1] = new Libc.PollFd { Fd = current[i].Fd, Events = Libc.POLLIN };
+
+            int r;
+            fixed (Libc.PollFd* p = fds) r = Libc.poll(p, (ulong)fds.Length, -1);
+            if (r < 0) { if (Libc.Errno == Libc.EINTR) continue; throw new SysException("poll", "seccomp listeners", Libc.Errno); }
+            if ((fds[0].REvents & Libc.POLLIN) != 0) while (Libc.read(_wakeRead.Fd, drain, 64) > 0) { }
+
+            for (int i = 0; i < current.Count; i++)
+            {
+                short ev = fds[i + 1].REvents;
+                if ((ev & Libc.POLLIN) != 0 && N.Receive(current[i].Fd, out var notif))
+                    _queue.Add((current[i], notif));
+                else if ((ev & (Libc.POLLHUP | PollErr | PollNval)) != 0)
+                {
+                    // Every process of that filter is gone: nothing more will come from it.
+                    lock (_listenersLock) _listeners.Remove(current[i]);
+                    current[i].Dispose();
+                }
+            }
+        }
+    }
+
+    const short PollErr = 8, PollNval = 0x20;
+
+    void WorkerLoop()
+    {
+        using var performer = new MountPerformer();
+        foreach (var (listener, notif) in _queue.GetConsumingEnumerable())
+        {
+            bool added = false;
+            try
+            {
+                listener.DangerousAddRef(ref added);
+                Handle(performer, listener.Fd, notif);
+            }
+            catch (ObjectDisposedException) { }
+            catch (Exception e)
+            {
+                Console.Error.WriteLine($"seccomp notify: pid {notif.Pid}: {e.Message}");
+                if (added) Answer(listener.Fd, notif.Id, Libc.EPERM);
+            }
+            finally
+            {
+                if (added) listener.DangerousRelease();
+            }
+        }
+    }
+
+    unsafe void Handle(MountPerformer performer, int listener, N.Notif n)
+    {
+        int pid = (int)n.Pid;
+        if (n.Data.Arch != NotifyFilter.AUDIT_ARCH_X86_64) { Answer(listener, n.Id, Libc.ENOSYS); return; }
+
+        MountCall call;
+        try { call = ReadCall(pid, n.Data); }
+        catch (SysException e) { Answer(listener, n.Id, e.Errno); return; }
+
+        bool cap;
+        try { cap = HasCapSysAdmin(pid); }
+        catch (Exception) when (!N.IdValid(listener, n.Id)) { return; }
+        if (_rules.DecideWithoutLookup(call, cap) is { } early)
+        {
+            if (N.IdValid(listener, n.Id)) Conclude(listener, n.Id, pid, call, early, 0);
+            return;
+        }
+
+        CallerHandles handles;
+        bool samePid, sameNet;
+        try
+        {
+            handles = CallerHandles.Open(pid);
+            // Only a new proc/sysfs asks which namespaces the caller is in.
+            bool kernelFs = IsNewMount(call) && call.FsType is ("proc" or "sysfs");
+            samePid = !kernelFs || _pidNs is null || NamespaceInode(pid, "pid") == _pidNs;
+            sameNet = !kernelFs || _netNs is null || NamespaceInode(pid, "net") == _netNs;
+        }
+        catch (Exception) when (!N.IdValid(listener, n.Id)) { return; } // the caller is gone
+        using var _ = handles;
+        // The fds above belong to the caller only if it is still the one blocked in this call.
+        if (!N.IdValid(listener, n.Id)) return;
+
+        MountDecision decision;
+        int errno;
+        lock (_mountLock)
+            (decision, errno) = DecideAndPerform(performer, listener, n.Id, call, handles, samePid, sameNet);
+        Conclude(listener, n.Id, pid, call, decision, errno);
+    }
+
+    void Conclude(int listener, ulong id, int pid, MountCall call, MountDecision decision, int errno)
+    {
+        switch (decision)
+        {
+            case MountDecision.Continue:
+                Interlocked.Increment(ref _continued);
+                if (N.IdValid(listener, id))
+                    N.Send(listener, new N.NotifResp { Id = id, Flags = N.SECCOMP_USER_NOTIF_FLAG_CONTINUE });
+                return;
+            case MountDecision.Refuse r:
+                Interlocked.Increment(ref _refused);
+                if (r.Policy) LogRefusal(pid, call, r);
+                Answer(listener, id, r.Errno);
+                return;
+            default:
+                Interlocked.Increment(ref _performed);
+                Answer(listener, id, errno);
+                return;
+        }
+    }
+
+    (MountDecision, int) DecideAndPerform(MountPerformer performer, int listener, ulong id, MountCall call, CallerHandles handles, bool samePid, bool sameNet)
+    {
+        string? kernelFsPath = IsNewMount(call) ? call.FsType switch { "proc" => "/proc", "sysfs" => "/sys", _ => null } : null;
+        SafeFd? target = null, source = null, kernelFs = null;
+        try
+        {
+            kernelFs = performer.Enter(handles, kernelFsPath);
+            var mounts = MountPerformer.ReadMountInfo(handles.MountInfo);
+            ulong flags = call.EffectiveFlags;
+            bool followTarget = call.Syscall == MountSyscall.Mount || (flags & Libc.UMOUNT_NOFOLLOW) == 0;
+            var (targetFacts, targetErrno) = Resolve(call.Target, followTarget, mounts, out target);
+            PathFacts? sourceFacts = null;
+            if (call.Syscall == MountSyscall.Mount && (flags & Libc.MS_REMOUNT) == 0 && (flags & (Libc.MS_BIND | Libc.MS_MOVE)) != 0 && call.Source is not null)
+                (sourceFacts, _) = Resolve(call.Source, follow: true, mounts, out source);
+
+            var decision = _rules.Decide(call, new CallerFacts(true, targetFacts, sourceFacts, mounts, samePid, sameNet));
+            if (decision is MountDecision.Refuse { Policy: false } && targetFacts is null && targetErrno != 0)
+                decision = new MountDecision.Refuse(targetErrno, "target not resolved", Policy: false);
+            if (decision is MountDecision.BindKernelFs k && !IsInitialKernelFs(kernelFs, k.MountPoint))
+                decision = new MountDecision.Continue($"no initial {k.MountPoint} at the namespace root: the kernel decides");
+            if (decision is MountDecision.Continue or MountDecision.Refuse) return (decision, 0);
+            if (!N.IdValid(listener, id)) return (new MountDecision.Refuse(Libc.ENOENT, "caller gone", Policy: false), 0);
+            return (decision, performer.Perform(decision, target, targetFacts?.Mount, source, kernelFs));
+        }
+        finally
+        {
+            target?.Dispose();
+            source?.Dispose();
+            kernelFs?.Dispose();
+            performer.Leave();
+        }
+    }
+
+    static (PathFacts?, int) Resolve(string path, bool follow, List<MountEntry> mounts, out SafeFd? fd)
+    {
+        var (f, mountId, isRoot, errno) = MountPerformer.Resolve(path, follow);
+        fd = f;
+        if (f is null) return (null, errno);
+        var entry = mounts.FirstOrDefault(m => (ulong)m.Id == mountId);
+        return entry is null ? (null, Libc.EINVAL) : (new PathFacts(entry, isRoot), 0);
+    }
+
+    unsafe bool IsInitialKernelFs(SafeFd? fd, string mountPoint)
+    {
+        if (fd is null) return false;
+        Libc.Statx stx;
+        if (Libc.statx(fd.Fd, "", (int)Libc.AT_EMPTY_PATH_FLAG, Libc.STATX_MNT_ID, &stx) != 0) return false;
+        bool root = (stx.Attributes & Libc.STATX_ATTR_MOUNT_ROOT) != 0;
+        uint major = stx.DevMajor, minor = stx.DevMinor;
+        return root && _rules.Initial.Any(i => i.MountPoint == mountPoint && i.Major == major && i.Minor == minor);
+    }
+
+    static bool IsNewMount(MountCall call) =>
+        call.Syscall == MountSyscall.Mount &&
+        (call.EffectiveFlags & (Libc.MS_REMOUNT | Libc.MS_BIND | Libc.MS_MOVE | Libc.MS_SHARED | Libc.MS_PRIVATE | Libc.MS_SLAVE | Libc.MS_UNBINDABLE)) == 0;
+
+    static unsafe MountCall ReadCall(int pid, N.SeccompData d)
+    {
+        if (d.Nr == Libc.SYS_umount2)
+            return new MountCall(MountSyscall.Umount2, d.Args[1] & 0xffffffff, null,
+                CallerMemory.ReadString(pid, d.Args[0], CallerMemory.PathMax) ?? throw new SysException("mount", "target", Libc.EFAULT));
+        if (d.Nr != Libc.SYS_mount) throw new SysException("seccomp notify", $"syscall {d.Nr}", Libc.ENOSYS);
+        ulong flags = d.Args[3];
+        var call = new MountCall(MountSyscall.Mount, flags,
+            CallerMemory.ReadString(pid, d.Args[0], CallerMemory.PathMax),
+            CallerMemory.ReadString(pid, d.Args[1], CallerMemory.PathMax) ?? throw new SysException("mount", "target", Libc.EFAULT),
+            CallerMemory.ReadString(pid, d.Args[2], CallerMemory.FsTypeMax));
+        ulong f = call.EffectiveFlags;
+        if ((f & Libc.MS_REMOUNT) != 0 && (f & Libc.MS_BIND) == 0)
+            call = call with { Data = CallerMemory.ReadString(pid, d.Args[4], CallerMemory.DataMax) };
+        return call;
+    }
+
+    /// <summary>CAP_SYS_ADMIN (21) in the caller's effective set (in its own user namespace).</summary>
+    static bool HasCapSysAdmin(int pid)
+    {
+        foreach (var line in File.ReadLines($"/proc/{pid}/status"))
+            if (line.StartsWith("CapEff:", StringComparison.Ordinal))
+                return (ulong.Parse(line.AsSpan(7).Trim(), NumberStyles.HexNumber, CultureInfo.InvariantCulture) & (1UL << 21)) != 0;
+        return false;
+    }
+
+    static unsafe ulong NamespaceInode(int pid, string ns)
+    {
+        byte* st = stackalloc byte[Libc.StatSize];
+        string path = $"/proc/{pid}/ns/{ns}";
+        SysException.Check(Libc.stat(path, st), "stat", path);
+        return *(ulong*)(st + 8);
+    }
+
+    static void Answer(int listener, ulong id, int errno)
+    {
+        if (!N.IdValid(listener, id)) return;
+        N.Send(listener, new N.NotifResp { Id = id, Error = errno == 0 ? 0 : -errno });
+    }
+
+    void LogRefusal(int pid, MountCall call, MountDecision.Refuse r) =>
+        _log.Write(new Refusal(DateTimeOffset.UtcNow, _rules.ContainerId, pid,
+            call.Syscall == MountSyscall.Mount ? "mount" : "umount2",
+            new RefusalArgs(call.Source, call.Target, call.FsType, $"0x{call.Flags:x}", call.Data), r.Errno, r.Reason));
+}
