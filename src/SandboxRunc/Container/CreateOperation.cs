@@ -86,6 +86,7 @@ public static class CreateOperation
                 using var userns = new SafeFd(SysException.Check(Libc.open(path, Libc.O_RDONLY | Libc.O_CLOEXEC, 0), "open", path));
                 staging = IdmappedStaging.Create(StagingKey(store, o.Id), userns.Fd, mapped);
                 initRootfs = staging.StageRootfs(rootfs);
+                emulationDir = MountEmulation(store, o.Id, staging.Dir, mapped, cgroup!);
                 var mounts = spec.Mounts ?? [];
                 for (int i = 0; i < mounts.Count; i++)
                 {
@@ -178,7 +179,32 @@ public static class CreateOperation
         }
     }
 
-    static byte[]? VettingProgram() => null;
+    /// <summary>
+    /// Mounts the container's FUSE fs in its staging dir (so the init finds it and nothing else in the host's
+    /// mount namespace sees it) and hands the /dev/fuse connection to the supervisor, which serves it from now on.
+    /// </summary>
+    static string MountEmulation(StateStore store, string id, string stagingDir, IdRange mapped, CgroupManager cgroup)
+    {
+        string dir = Path.Combine(stagingDir, "emu");
+        Directory.CreateDirectory(dir);
+        var mount = Fuse.FuseMount.Mount(dir);
+        using var device = mount.Device; // ours closes; the mount stays (the staging dir goes with delete)
+        Supervisor.Send(store, id, new SupervisorRequest
+        {
+            Kind = SupervisorRequest.Emulation,
+            Emulation_ = new EmulationSettings
+            {
+                MountDir = dir,
+                RootUid = (uint)mapped.UidBase,
+                RootGid = (uint)mapped.GidBase,
+                StartedBoottimeNs = Emulation.HostClock.BoottimeNs(),
+                CgroupPaths = new Dictionary<string, string>(cgroup.Paths),
+            },
+        }, device.Fd);
+        return dir;
+    }
+
+    static byte[] VettingProgram() => Seccomp.Notify.NotifyFilter.Program();
 
     /// <summary>Annotation (or docker label) that forbids unmounting any mount made at creation, not only the protected ones.</summary>
     public const string ProtectAllMountsAnnotation = "io.sandbox-runc.protect-initial-mounts";

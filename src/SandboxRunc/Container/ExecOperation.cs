@@ -66,6 +66,8 @@ public static class ExecOperation
                 ConsoleSocketFd = console is null ? -1 : 3 + o.PreserveFds + 1,
                 SeccompProgram = r.SeccompProgram,
                 SeccompFlags = r.SeccompFlags,
+                // Every process of a vetted container is vetted: a new filter chain, a listener of its own.
+                NotifyProgram = r.IdRange is not null || r.IdMappings is not null ? Seccomp.Notify.NotifyFilter.Program() : null,
                 UserNamespace = true,
                 State = store.ToOci(r, status),
             };

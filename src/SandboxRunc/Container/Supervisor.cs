@@ -88,7 +88,7 @@ public static class Supervisor
         Libc.setsid();
         using var listening = new SafeFd(3);
         Libc.fcntl(3, Libc.F_SETFD, Libc.FD_CLOEXEC);
-        using var services = new SupervisorServices(id, store.Dir(id));
+        using var services = new SupervisorServices(id, store.Dir(id), store.Root);
         // Until the container exists, the one to watch is `create`: if it dies, nobody will ever come.
         // (If create died before we got here we were reparented: then getppid is not the pid it gave.)
         int parent = Libc.getppid();

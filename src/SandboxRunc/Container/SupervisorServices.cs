@@ -45,42 +45,105 @@ public sealed class SupervisorReply
 [JsonSourceGenerationOptions(DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]
 [JsonSerializable(typeof(SupervisorRequest))]
 [JsonSerializable(typeof(SupervisorReply))]
+[JsonSerializable(typeof(EmulationSettings))]
 internal sealed partial class SupervisorJson : JsonSerializerContext
 {
 }
 
-/// <summary>The services one supervisor runs for its container: the FUSE server and the syscall vetting.</summary>
-internal sealed class SupervisorServices(string id, string stateDir) : IDisposable
+/// <summary>
+/// The services one supervisor runs for its container: the FUSE server of its emulated /proc and /sys,
+/// and the seccomp-notify server that vets its mount/umount2 calls. Both fail closed when this process
+/// dies: the kernel aborts the FUSE connection (reads fail with ENOTCONN, never host values) and answers
+/// trapped syscalls with ENOSYS once the last listener fd closes.
+/// </summary>
+internal sealed class SupervisorServices(string id, string stateDir, string root) : IDisposable
 {
-    SafeFd? _fuse;
+    int _emulationPid;
     string? _emulationDir;
-    readonly List<SafeFd> _listeners = [];
+    Seccomp.Notify.NotifyServer? _notify;
 
     public void Handle(SupervisorRequest request, SafeFd? fd)
     {
         switch (request.Kind)
         {
             case SupervisorRequest.Emulation:
-                var settings = request.Emulation_ ?? throw new InvalidOperationException("emulation request without settings");
-                _fuse = fd ?? throw new InvalidOperationException("emulation request without a /dev/fuse fd");
-                _emulationDir = settings.MountDir;
+                var e = request.Emulation_ ?? throw new InvalidOperationException("emulation request without settings");
+                if (fd is null) throw new InvalidOperationException("emulation request without a /dev/fuse fd");
+                _emulationDir = e.MountDir;
+                _emulationPid = EmulationServer.Start(root, id, e, fd);
+                fd.Dispose();
                 break;
             case SupervisorRequest.Container:
+                if (fd is null) break; // no vetting for this container
+                var v = request.Vetting ?? new VettingSettings();
+                // The init waits on the exec fifo with every mount in place: what it sees now is the initial set.
+                var rules = Seccomp.Notify.MountRules.FromMountInfo(id, File.ReadAllText($"/proc/{request.Pid}/mountinfo"),
+                    v.ProtectedPaths, v.ProtectAllInitialMounts);
+                _notify = new Seccomp.Notify.NotifyServer(rules, Path.Combine(stateDir, Supervisor.RefusalLogName), request.Pid, workers: 2);
+                if (_emulationDir is { } emu)
+                    _notify.Sysinfo = () =>
+                    {
+                        try { return Seccomp.Notify.ContainerSysinfo.Parse(File.ReadAllText(emu + "/proc/uptime"), File.ReadAllText(emu + "/proc/meminfo")); }
+                        catch (IOException) { return null; }
+                    };
+                _notify.Start();
+                _notify.AddListener(fd.Release());
+                break;
             case SupervisorRequest.Exec:
-                if (fd is not null) _listeners.Add(fd);
+                if (fd is null) break;
+                if (_notify is null) throw new InvalidOperationException("this container has no syscall vetting to join");
+                _notify.AddListener(fd.Release());
                 break;
             default:
                 fd?.Dispose();
                 throw new InvalidOperationException($"unknown request \"{request.Kind}\"");
         }
-        _ = id; _ = stateDir;
     }
 
     public void Dispose()
     {
-        foreach (var l in _listeners) l.Dispose();
-        _fuse?.Dispose();
+        _notify?.Dispose();
         // The container is gone: its emulated files go with it (delete detaches the staging dir too).
         if (_emulationDir is not null) Libc.umount2(_emulationDir, Libc.MNT_DETACH);
+        if (_emulationPid > 0) Libc.kill(_emulationPid, 9);
+    }
+}
+
+/// <summary>
+/// The FUSE server of a container's emulated files runs in a process of its own (`sandbox-runc emulate ID`),
+/// a child of the supervisor that dies with it (PR_SET_PDEATHSIG). Not in the supervisor itself: a notify
+/// worker performs mounts inside the container's mount namespace, where /proc/meminfo is an emulated file,
+/// and the .NET GC reads /proc/meminfo at every collection on the thread that triggered it. Had that
+/// thread's FUSE request to be answered by threads of the same process, suspended for that very
+/// collection, the supervisor would deadlock (seen: a collection during a mount froze it).
+/// </summary>
+internal static class EmulationServer
+{
+    const string SettingsVariable = "_SANDBOX_RUNC_EMULATION";
+
+    public static int Start(string root, string id, EmulationSettings settings, SafeFd fuse)
+    {
+        using var devNull = new SafeFd(SysException.Check(Libc.open("/dev/null", Libc.O_RDWR | Libc.O_CLOEXEC, 0), "open", "/dev/null"));
+        string self = Environment.ProcessPath ?? throw new InvalidOperationException("cannot tell the path of the sandbox-runc executable");
+        string json = System.Text.Json.JsonSerializer.Serialize(settings, SupervisorJson.Default.EmulationSettings);
+        return Spawn.Start(self, ["sandbox-runc", "--root", root, "emulate", id],
+            ["DOTNET_GCgen0size=0x80000", $"{SettingsVariable}={json}", $"_SANDBOX_RUNC_SUPERVISOR_PID={Environment.ProcessId}"],
+            [(0, devNull.Fd), (1, devNull.Fd), (2, devNull.Fd), (3, fuse.Fd)]);
+    }
+
+    /// <summary>`emulate ID`: serves fd 3 until the mount goes away or the supervisor dies.</summary>
+    public static int Run(string id)
+    {
+        Libc.prctl(Libc.PR_SET_PDEATHSIG, 9, 0, 0, 0);
+        if (Environment.GetEnvironmentVariable("_SANDBOX_RUNC_SUPERVISOR_PID") != Libc.getppid().ToString()) return 1;
+        var settings = System.Text.Json.JsonSerializer.Deserialize(Environment.GetEnvironmentVariable(SettingsVariable) ?? "",
+            SupervisorJson.Default.EmulationSettings) ?? throw new InvalidOperationException("no emulation settings");
+        var fuse = new SafeFd(3);
+        Libc.fcntl(3, Libc.F_SETFD, Libc.FD_CLOEXEC);
+        using var fs = new Emulation.ContainerFileSystem(new Emulation.ContainerView(id, settings.StartedBoottimeNs,
+            settings.RootUid, settings.RootGid, settings.CgroupPaths) { HostWriter = Emulation.HostSysctlWriter.Real });
+        var server = Fuse.FuseServer.Serve(fuse, fs, new Fuse.FuseServerOptions { Threads = 2 });
+        server.Wait(Timeout.InfiniteTimeSpan);
+        return 0;
     }
 }

@@ -8,8 +8,8 @@ namespace SandboxRunc.Fuse;
 /// after the reply header in the reader's Out buffer, and returns the result's length, a negative errno,
 /// or <see cref="NoReply"/> (FORGET, BATCH_FORGET, a handled INTERRUPT).
 ///
-/// What users see: files are procfs-like (size 0, content read through the server with FOPEN_DIRECT_IO
-/// from a snapshot taken at open); a write is one whole value at offset 0 handed to
+/// What users see: files are procfs-like (content read through the server with FOPEN_DIRECT_IO from a
+/// snapshot); unlike procfs their size is the snapshot's length (see <see cref="Sized"/>); a write is one whole value at offset 0 handed to
 /// <see cref="IFuseFileSystem.Write"/> at once (so its error reaches write(2)); a write at a later
 /// offset is EINVAL (no partial values are pieced together), except with O_APPEND, where every write is
 /// a whole value as well ("echo 1 >> file" works as on procfs). Truncation to 0 succeeds (O_TRUNC, so that
@@ -100,9 +100,11 @@ public sealed unsafe partial class FuseServer
         *o = default;
         o->NodeId = _nodes.Remember(path);
         o->Generation = FuseNodeTable.Generation;
-        SplitTime(_options.EntryTimeout, out o->EntryValid, out o->EntryValidNsec);
-        SplitTime(_options.AttrTimeout, out o->AttrValid, out o->AttrValidNsec);
+        bool file = node.Kind == FuseNodeKind.File;
+        SplitTime(file ? TimeSpan.Zero : _options.EntryTimeout, out o->EntryValid, out o->EntryValidNsec);
+        SplitTime(file ? TimeSpan.Zero : _options.AttrTimeout, out o->AttrValid, out o->AttrValidNsec);
         FillAttr(path, node, &o->Attr);
+        if (file) o->Attr.Size = Sized(path, caller);
         return sizeof(EntryOut);
     }
 
@@ -122,10 +124,33 @@ public sealed unsafe partial class FuseServer
         int r = _fs.Lookup(path, caller, out var node);
         if (r < 0) return r;
         *o = default;
-        SplitTime(_options.AttrTimeout, out o->AttrValid, out o->AttrValidNsec);
+        bool file = node.Kind == FuseNodeKind.File;
+        SplitTime(file ? TimeSpan.Zero : _options.AttrTimeout, out o->AttrValid, out o->AttrValidNsec);
         FillAttr(path, node, &o->Attr);
+        if (file) o->Attr.Size = Sized(path, caller);
         return sizeof(AttrOut);
     }
+
+    /// <summary>
+    /// A file's size is the length of its content now, and that content is kept for the caller's next
+    /// OPEN of the same path (<see cref="TakePrefetched"/>). Why not size 0 as procfs: the kernel serves
+    /// splice and sendfile (busybox cat) from the page cache, bounded by the inode size even with
+    /// FOPEN_DIRECT_IO, so a size-0 file reads as empty there. Files therefore get entry and attribute
+    /// timeouts of 0: every open revalidates by LOOKUP, which sets the inode size to the snapshot the
+    /// OPEN then serves, and no open reuses the page cache (no FOPEN_KEEP_CACHE).
+    /// </summary>
+    ulong Sized(string path, FuseCaller caller)
+    {
+        if (_fs.Read(path, caller, out var content) < 0) return 0; // write-only, or refused: the OPEN will say why
+        if (_prefetched.Count > 1024) _prefetched.Clear();
+        _prefetched[(path, caller.Pid)] = (content, Environment.TickCount64);
+        return (ulong)content.Length;
+    }
+
+    readonly System.Collections.Concurrent.ConcurrentDictionary<(string, int), (byte[] Content, long At)> _prefetched = new();
+
+    byte[]? TakePrefetched(string path, FuseCaller caller) =>
+        _prefetched.TryRemove((path, caller.Pid), out var p) && Environment.TickCount64 - p.At < 200 ? p.Content : null;
 
     int Setattr(ulong id, SetattrIn* i, FuseCaller caller, AttrOut* o)
     {
@@ -163,7 +188,9 @@ public sealed unsafe partial class FuseServer
         if (path is null) return -ENOENT;
         // A write-only open (echo 1 > file) needs no content, and write-only files may refuse Read.
         byte[] content = [];
-        if ((i->Flags & O_ACCMODE) != O_WRONLY)
+        if ((i->Flags & O_ACCMODE) != O_WRONLY && TakePrefetched(path, caller) is { } prefetched)
+            content = prefetched;
+        else if ((i->Flags & O_ACCMODE) != O_WRONLY)
         {
             int r = _fs.Read(path, caller, out content);
             if (r < 0) return r;

@@ -24,6 +24,10 @@ public static unsafe partial class Libc
     /// <summary>process_vm_readv(2): reads another process's memory (needs ptrace access: we are host root).</summary>
     [LibraryImport(C, SetLastError = true)]
     public static partial nint process_vm_readv(int pid, IoVec* local, ulong liovcnt, IoVec* remote, ulong riovcnt, ulong flags);
+    [LibraryImport(C, SetLastError = true)]
+    public static partial nint process_vm_writev(int pid, IoVec* local, ulong liovcnt, IoVec* remote, ulong riovcnt, ulong flags);
+    [LibraryImport(C, SetLastError = true)]
+    public static partial int sysinfo(byte* info);
 
     [LibraryImport(C, SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     public static partial int statx(int dirfd, string path, int flags, uint mask, Statx* buf);

@@ -1,4 +1,5 @@
 using System.Globalization;
+using CliWrap.Buffered;
 using SandboxRunc.Tests.Docker;
 using SandboxRunc.Tests.TestSupport;
 using Xunit;
@@ -73,25 +74,40 @@ public sealed class EmulatedProcDockerTests : IDisposable
         // The kernel's own view of A's network namespace, from the host.
         int pidA = int.Parse(await _docker.Inspect(a, "{{.State.Pid}}"));
         var kernel = await CliWrap.Cli.Wrap("nsenter").WithArguments(["--net=/proc/" + pidA + "/ns/net", "cat", "/proc/sys/net/ipv4/ip_default_ttl"])
-            .ExecuteAsync();
-        Assert.Equal(0, kernel.ExitCode);
+            .WithValidation(CliWrap.CommandResultValidation.None).ExecuteBufferedAsync();
+        Assert.True(kernel.ExitCode == 0, kernel.StandardError);
+        Assert.Equal("77", kernel.StandardOutput.Trim());
         Assert.Equal(bForward, (await _docker.Ok("exec", b, "cat", "/proc/sys/net/ipv4/ip_forward")).Stdout.Trim());
         Assert.Equal(hostTtl, (await _docker.Ok("exec", b, "cat", "/proc/sys/net/ipv4/ip_default_ttl")).Stdout.Trim());
         Assert.Equal(hostTtl, File.ReadAllText("/proc/sys/net/ipv4/ip_default_ttl").Trim());
         Assert.Equal(hostForward, File.ReadAllText("/proc/sys/net/ipv4/ip_forward").Trim());
     }
 
+    /// <summary>
+    /// product_uuid is bound over the container's sysfs file where the host has one. This VM has no DMI at
+    /// all (no /sys/devices/virtual/dmi), so the container has none either, as under runc; the emulated
+    /// file is then checked where the runtime mounts it for the container (its staging dir on the host).
+    /// </summary>
     [IntegrationFact]
     public async Task Emulation_ProductUuidIsPerContainer_AndKernelDebugIsEmpty()
     {
-        var one = await _docker.RunRm([], "sh", "-c", "cat /sys/devices/virtual/dmi/id/product_uuid; ls -A /sys/kernel/debug | wc -l");
-        var two = await _docker.RunRm([], "cat", "/sys/devices/virtual/dmi/id/product_uuid");
-        Assert.True(one.ExitCode == 0, one.ToString());
-        Assert.True(two.ExitCode == 0, two.ToString());
-        var lines = one.Stdout.Trim().Split('\n');
-        Assert.Matches("^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", lines[0]);
-        Assert.NotEqual(lines[0], two.Stdout.Trim());
-        Assert.Equal("0", lines[1].Trim());
+        const string uuidPath = "sys/devices/virtual/dmi/id/product_uuid";
+        string one = await _docker.RunDetached("uuid1", DockerCli.Runtime, [], "sleep", "60");
+        string two = await _docker.RunDetached("uuid2", DockerCli.Runtime, [], "sleep", "60");
+        async Task<string> Uuid(string name)
+        {
+            if (File.Exists("/" + uuidPath))
+                return (await _docker.Ok("exec", name, "cat", "/" + uuidPath)).Stdout.Trim();
+            Assert.NotEqual(0, (await _docker.Run("exec", name, "cat", "/" + uuidPath)).ExitCode);
+            string stateDir = DockerStateDir(await _docker.Inspect(name, "{{.Id}}"));
+            return File.ReadAllText($"{StagingDir(stateDir)}/emu/{uuidPath}").Trim();
+        }
+        string a = await Uuid(one), b = await Uuid(two);
+        Assert.Matches("^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", a);
+        Assert.NotEqual(a, b);
+        Assert.Equal(a, await Uuid(one)); // stable for the container's life
+        Assert.Equal("0", (await _docker.Ok("exec", one, "sh", "-c", "ls -A /sys/kernel/debug | wc -l")).Stdout.Trim());
+        Assert.Equal("0", (await _docker.Ok("exec", one, "sh", "-c", "find /sys/kernel/debug /sys/kernel/tracing /sys/kernel/security /sys/kernel/config -mindepth 1 | wc -l")).Stdout.Trim());
     }
 
     [IntegrationFact]
@@ -145,14 +161,30 @@ public sealed class EmulatedProcDockerTests : IDisposable
     {
         string name = await _docker.RunDetached("gone", DockerCli.Runtime, [], "sleep", "60");
         string id = await _docker.Inspect(name, "{{.Id}}");
-        string stateDir = Path.Combine("/run/docker/runtime-sandbox-runc/moby", id);
+        string stateDir = DockerStateDir(id);
         int supervisor = int.Parse(File.ReadAllText(Path.Combine(stateDir, "supervisor.pid")).Trim());
-        string key = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(stateDir)))[..16];
-        bool Mounted() => File.ReadAllLines("/proc/self/mountinfo").Any(l => l.Contains(" - fuse.sandbox-runc ") && l.Contains(key));
+        string staging = StagingDir(stateDir);
+        bool Mounted() => File.ReadAllLines("/proc/self/mountinfo").Any(l => l.Contains(" - fuse.sandbox-runc ") && l.Contains(staging));
         Assert.True(Mounted(), "the container has no FUSE mount");
         await _docker.Ok("rm", "-f", name);
         Assert.True(await Procs.WaitGone(supervisor), "the supervisor outlived docker rm -f");
         Assert.False(Mounted(), "the container's FUSE mount outlived docker rm -f");
     }
 
+
+    /// <summary>The staging key the runtime derives from its state dir (docker passes --root /var/run/..., a symlink to /run).</summary>
+    static string StagingDir(string stateDir)
+    {
+        foreach (var dir in new[] { stateDir, "/var" + stateDir })
+        {
+            string key = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(dir)))[..16];
+            if (Directory.Exists("/run/sandbox-runc/mnt/" + key)) return "/run/sandbox-runc/mnt/" + key;
+        }
+        throw new Xunit.Sdk.XunitException($"no staging dir for {stateDir}");
+    }
+
+    /// <summary>The runtime's state dir of a docker container: dockerd 20.10 gives every runtime the root runtime-runc.</summary>
+    static string DockerStateDir(string id) =>
+        new[] { "/run/docker/runtime-runc/moby", "/run/docker/runtime-sandbox-runc/moby" }
+            .Select(r => Path.Combine(r, id)).FirstOrDefault(Directory.Exists) ?? throw new Xunit.Sdk.XunitException($"no state dir for container {id}");
 }

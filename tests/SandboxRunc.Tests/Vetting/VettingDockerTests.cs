@@ -151,7 +151,9 @@ public sealed class VettingDockerTests : IDisposable
             .WithValidation(CommandResultValidation.None).ExecuteBufferedAsync();
         Assert.Contains("\"supervisorRunning\": false", state.StandardOutput.Replace("\"supervisorRunning\":false", "\"supervisorRunning\": false"));
 
-        string key = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(stateDir)))[..16];
+        string key = Path.GetFileName(Directory.GetDirectories("/run/sandbox-runc/mnt").Single(d =>
+            new[] { stateDir, "/var" + stateDir }.Any(s => d.EndsWith(Convert.ToHexStringLower(
+                System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(s)))[..16]))));
         await _docker.Ok("rm", "-f", name);
         Assert.False(Directory.Exists(stateDir));
         Assert.DoesNotContain(key, File.ReadAllText("/proc/self/mountinfo"));
@@ -161,7 +163,7 @@ public sealed class VettingDockerTests : IDisposable
     async Task<string> StateDir(string name)
     {
         string id = (await _docker.Ok("inspect", "--format", "{{.Id}}", name)).Stdout.Trim();
-        return Path.Combine("/run/docker/runtime-sandbox-runc/moby", id);
+        return DockerStateDir(id);
     }
 
     static readonly SemaphoreSlim ProbeLock = new(1, 1);
@@ -182,4 +184,9 @@ public sealed class VettingDockerTests : IDisposable
         }
         finally { ProbeLock.Release(); }
     }
+
+    /// <summary>The runtime's state dir of a docker container: dockerd 20.10 gives every runtime the root runtime-runc.</summary>
+    static string DockerStateDir(string id) =>
+        new[] { "/run/docker/runtime-runc/moby", "/run/docker/runtime-sandbox-runc/moby" }
+            .Select(r => Path.Combine(r, id)).FirstOrDefault(Directory.Exists) ?? throw new Xunit.Sdk.XunitException($"no state dir for container {id}");
 }

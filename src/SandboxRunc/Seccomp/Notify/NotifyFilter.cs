@@ -6,6 +6,8 @@ namespace SandboxRunc.Seccomp.Notify;
 ///
 /// What it does, per syscall ABI:
 /// - x86_64: mount and umount2 → SECCOMP_RET_USER_NOTIF (vetted by <see cref="NotifyServer"/>);
+///   sysinfo → USER_NOTIF too, answered with the container's uptime and memory (<see cref="SysinfoAnswer"/>):
+///   busybox's free and uptime read sysinfo(2), not /proc;
 ///   the new mount API (open_tree, open_tree_attr, move_mount, fsopen, fsconfig, fsmount, fspick,
 ///   mount_setattr) → ERRNO(ENOSYS), so tools fall back to mount(2) and nothing bypasses the
 ///   vetting; swapon/swapoff → ERRNO(EPERM) (swap is a host resource; the kernel would also refuse
@@ -45,7 +47,7 @@ public static class NotifyFilter
     public static uint Errno(uint e) => SECCOMP_RET_ERRNO | (e & 0xffff);
 
     /// <summary>x86_64 numbers: trapped and answered.</summary>
-    public static readonly uint[] Trapped64 = [165 /* mount */, 166 /* umount2 */];
+    public static readonly uint[] Trapped64 = [165 /* mount */, 166 /* umount2 */, 99 /* sysinfo */];
     /// <summary>The new mount API: same numbers on every ABI since 5.2 (the unified table).</summary>
     public static readonly uint[] NewMountApi =
         [428 /* open_tree */, 429 /* move_mount */, 430 /* fsopen */, 431 /* fsconfig */, 432 /* fsmount */,

@@ -49,6 +49,9 @@ public sealed class NotifyServer : IDisposable
         (_wakeRead, _wakeWrite) = (new SafeFd(p[0]), new SafeFd(p[1]));
     }
 
+    /// <summary>The container's own uptime and memory for sysinfo(2); null answers with the host's values.</summary>
+    public Func<ContainerSysinfo?>? Sysinfo { get; set; }
+
     public long Continued => Interlocked.Read(ref _continued);
     public long Refused => Interlocked.Read(ref _refused);
     public long Performed => Interlocked.Read(ref _performed);
@@ -167,6 +170,16 @@ public sealed class NotifyServer : IDisposable
     {
         int pid = (int)n.Pid;
         if (n.Data.Arch != NotifyFilter.AUDIT_ARCH_X86_64) { Answer(listener, n.Id, Libc.ENOSYS); return; }
+        if (n.Data.Nr == SysinfoAnswer.Nr)
+        {
+            ulong id = n.Id;
+            var view = Sysinfo?.Invoke();
+            // An emulation that cannot answer fails the call rather than show the host's values.
+            int r = Sysinfo is not null && view is null ? Libc.EIO
+                : SysinfoAnswer.Write(pid, n.Data.Args[0], view, () => N.IdValid(listener, id));
+            if (N.IdValid(listener, id)) Answer(listener, id, r);
+            return;
+        }
 
         MountCall call;
         try { call = ReadCall(pid, n.Data); }

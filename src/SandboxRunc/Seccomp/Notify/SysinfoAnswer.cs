@@ -1,0 +1,58 @@
+using SandboxRunc.Interop;
+
+namespace SandboxRunc.Seccomp.Notify;
+
+/// <summary>What a container's sysinfo(2) shows instead of the host's: its uptime and memory (bytes).</summary>
+public sealed record ContainerSysinfo(long UptimeSeconds, ulong TotalRam, ulong FreeRam, ulong SharedRam, ulong BufferRam,
+    ulong TotalSwap, ulong FreeSwap)
+{
+    /// <summary>From the text of the container's emulated /proc/uptime and /proc/meminfo.</summary>
+    public static ContainerSysinfo? Parse(string uptime, string meminfo)
+    {
+        if (!double.TryParse(uptime.Split(' ')[0], System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out double up))
+            return null;
+        ulong Kb(string key)
+        {
+            foreach (var line in meminfo.Split('\n'))
+                if (line.StartsWith(key + ":", StringComparison.Ordinal)
+                    && ulong.TryParse(line[(key.Length + 1)..].Trim().Split(' ')[0], out ulong v))
+                    return v * 1024;
+            return 0;
+        }
+        return new ContainerSysinfo((long)up, Kb("MemTotal"), Kb("MemFree"), Kb("Shmem"), Kb("Buffers"), Kb("SwapTotal"), Kb("SwapFree"));
+    }
+}
+
+/// <summary>
+/// Answers a trapped sysinfo(2): the host's struct (load averages, process count) with the container's
+/// uptime and memory in place, written into the caller's buffer. Like the emulated /proc files, so that
+/// busybox free and uptime, which read sysinfo instead of /proc, tell the truth about the container.
+/// Nothing here is a security decision: the caller only learns less about the host.
+/// </summary>
+internal static unsafe class SysinfoAnswer
+{
+    public const int Nr = 99;
+    const int Size = 112; // struct sysinfo on x86_64
+
+    /// <returns>0, or the errno for the caller (EFAULT for a bad buffer).</returns>
+    public static int Write(int pid, ulong address, ContainerSysinfo? view, Func<bool> stillValid)
+    {
+        byte* info = stackalloc byte[Size];
+        new Span<byte>(info, Size).Clear();
+        if (Libc.sysinfo(info) != 0) return Libc.Errno;
+        if (view is not null)
+        {
+            *(long*)info = view.UptimeSeconds;
+            var ram = (ulong*)(info + 32); // totalram, freeram, sharedram, bufferram, totalswap, freeswap
+            ram[0] = view.TotalRam; ram[1] = view.FreeRam; ram[2] = view.SharedRam; ram[3] = view.BufferRam;
+            ram[4] = view.TotalSwap; ram[5] = view.FreeSwap;
+            *(ulong*)(info + 88) = 0; *(ulong*)(info + 96) = 0; // totalhigh, freehigh
+            *(uint*)(info + 104) = 1;                            // mem_unit: bytes
+        }
+        // Only while the caller is still the one blocked in this call: its memory could be another's now.
+        if (!stillValid()) return 0;
+        var local = new Libc.IoVec { Base = info, Len = Size };
+        var remote = new Libc.IoVec { Base = (void*)address, Len = Size };
+        return Libc.process_vm_writev(pid, &local, 1, &remote, 1, 0) == Size ? 0 : Libc.EFAULT;
+    }
+}
