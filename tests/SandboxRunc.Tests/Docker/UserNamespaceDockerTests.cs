@@ -114,12 +114,16 @@ public sealed class UserNamespaceDockerTests : IDisposable
         Assert.NotEmpty(blockDevices);
         string script =
             string.Concat(blockDevices.Select(d => $"test -e /dev/{d} && echo has-{d}; ")) +
-            "(echo 1 > /proc/sys/kernel/panic) 2>&1 && echo panic-written || echo panic-refused; " +
+            "(echo 13 > /proc/sys/kernel/panic) 2>&1 && echo panic=$(cat /proc/sys/kernel/panic); " +
+            "(echo /bin/x > /proc/sys/kernel/modprobe) 2>&1 && echo modprobe-written || echo modprobe-refused; " +
             "grep -E 'Cap(Eff|Bnd)' /proc/self/status; " +
             "ip link add v0 type veth && ip link show v0 >/dev/null && echo veth-ok";
         string output = await RunOk(["--privileged"], "sh", "-c", script);
         Assert.DoesNotContain("has-", output);
-        Assert.Contains("panic-refused", output);
+        // kernel.panic is emulated per container: the write lands in the container's own value, never the
+        // host's; a global entry that is not emulated (kernel.modprobe) stays the host's and refuses writes.
+        Assert.Contains("panic=13", output);
+        Assert.Contains("modprobe-refused", output);
         // Full = every capability docker knows (dockerd 20.10: up to CAP_AUDIT_READ, 37), all effective.
         var caps = output.Split('\n').Where(l => l.StartsWith("Cap")).ToDictionary(l => l[..6], l => Convert.ToUInt64(l[7..].Trim(), 16));
         Assert.Equal(caps["CapBnd"], caps["CapEff"]);

@@ -156,7 +156,8 @@ public sealed class UserNamespaceTests : IDisposable
             "ls /dev/vda >/dev/null 2>&1 && echo has-vda || echo no-vda; " +
             "test -c /dev/null && echo has-null; " +
             "ls /dev/console >/dev/null 2>&1 && echo has-console || echo no-console; " +
-            "(echo 1 > /proc/sys/kernel/panic) 2>&1 && echo panic-written || echo panic-refused; " +
+            "(echo 13 > /proc/sys/kernel/panic) 2>&1 && echo panic=$(cat /proc/sys/kernel/panic); " +
+            "(echo /bin/x > /proc/sys/kernel/modprobe) 2>&1 && echo modprobe-written || echo modprobe-refused; " +
             "grep CapEff /proc/self/status; " +
             "ip link add v0 type veth && ip link show v0 >/dev/null && echo veth-ok"; // busybox ip ignores "peer name"
         using var b = new Bundle("sh", "-c", script);
@@ -175,8 +176,11 @@ public sealed class UserNamespaceTests : IDisposable
         Assert.Contains("no-vda", output);
         Assert.Contains("has-null", output);
         Assert.Contains("no-console", output);
-        Assert.Contains("panic-refused", output);
-        Assert.Matches(@"(Permission denied|Read-only file system)", output);
+        // kernel.panic is emulated per container: the write lands in the container's own value, never the
+        // host's; a global entry that is not emulated (kernel.modprobe) stays the host's and refuses writes.
+        Assert.Contains("panic=13", output);
+        Assert.Contains("modprobe-refused", output);
+        Assert.Matches(@"(Permission denied|Read-only file system|Operation not permitted)", output);
         Assert.Contains($"CapEff:\t{UserNs.FullCapMask()}", output);
         Assert.Contains("veth-ok", output);
         Assert.Equal(panicBefore, File.ReadAllText("/proc/sys/kernel/panic"));
