@@ -382,6 +382,12 @@ main() {
     test) cmd_test ;;
     bench)
       setup yes
+      # LXCFS is only a comparison point for the /proc emulation benchmark; its service is not started.
+      if ! command -v lxcfs >/dev/null; then
+        step "bench: installing lxcfs (comparison point)"
+        run_logged "$LOGS/apt.log" apt-get install -y --no-install-recommends lxcfs || warn "lxcfs not installed: no LXCFS column"
+        pkill -x lxcfs 2>/dev/null || true
+      fi
       SANDBOX_RUNC_BENCH_BIN=$RUNTIME_PATH exec bash tests/bench/bench.sh ;;
     _setup) setup no ;; # internal: used by "test"
     -h | --help | help) usage ;;

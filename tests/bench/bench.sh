@@ -10,6 +10,9 @@
 #   3. RT --version, and the binary sizes
 #   4. syscall vetting: a getpid loop (not trapped) and mount+umount of a tmpfs (trapped by
 #      sandbox-runc) in a container with CAP_SYS_ADMIN; the supervisor's RSS and PSS
+#   5. emulated /proc: open+read+close of /proc/uptime and /proc/meminfo through sandbox-runc's FUSE
+#      server vs the host's procfs vs LXCFS (lxcfs is started for the run if installed), and the
+#      throughput of 8 readers
 #
 # Environment: BENCH_ONLY (sections to run, e.g. "vetting fuse"; default all), BENCH_N (lifecycle iterations, 30), BENCH_DOCKER_N (15), BENCH_VERSION_N (50),
 # SANDBOX_RUNC_BENCH_BIN (binary under test; default artifacts/sandbox-runc), RUNC_BIN
@@ -315,6 +318,61 @@ bench_vetting() {
   printf 'supervisor PSS per container|MiB|%s|-|\n' "$(python3 -c "$kib" "$WORK/pss")" >>"$RESULTS"
 }
 
+# --- 5: emulated /proc through FUSE ------------------------------------------------------------
+# open+read+close of /proc/uptime and /proc/meminfo: sandbox-runc's FUSE server (files of a running
+# container, read from the host where the runtime mounts them), the host's procfs, and LXCFS (Debian's
+# lxcfs, mounted for this run only); then 8 readers at once. The "runc" column holds the reference
+# named in the row (runc itself has no emulation).
+bench_fuse() {
+  echo "== 5. emulated /proc: open+read+close latency and 8-reader throughput (sandbox-runc FUSE vs host procfs vs LXCFS)"
+  if ! cc -O2 -pthread -o "$WORK/fuseread" tests/bench/fuseread.c 2>"$WORK/err"; then
+    report_failure cc "tests/bench/fuseread.c" "$WORK/err"
+    return 0
+  fi
+  local lx="" lxpid="" emu key
+  if command -v lxcfs >/dev/null; then
+    lx=$WORK/lxcfs
+    mkdir -p "$lx"
+    lxcfs -f "$lx" >"$WORK/lxcfs.log" 2>&1 &
+    lxpid=$!
+    for _ in $(seq 50); do [[ -r $lx/proc/uptime ]] && break; sleep 0.1; done
+    [[ -r $lx/proc/uptime ]] || { echo "  lxcfs did not come up: $(tail -n 2 "$WORK/lxcfs.log")"; lx=""; }
+  else
+    echo "  lxcfs not installed (apt package lxcfs): no LXCFS column"
+  fi
+  sed -i 's#"/bin/true"#"/bin/sleep", "60"#' "$BUNDLE/config.json"
+  if timeout "$OCI_TIMEOUT" "$SRUNC" --root "${STATE[sandbox-runc]}" run -d --bundle "$BUNDLE" fuse-bench </dev/null >/dev/null 2>"$WORK/err"; then
+    key=$(python3 -c 'import hashlib,sys; print(hashlib.sha256(sys.argv[1].encode()).hexdigest()[:16])' "${STATE[sandbox-runc]}/fuse-bench")
+    emu=/run/sandbox-runc/mnt/$key/emu
+  else
+    report_failure sandbox-runc "run -d" "$WORK/err"
+  fi
+  sed -i 's#"/bin/sleep", "60"#"/bin/true"#' "$BUNDLE/config.json"
+
+  # field LINE NAME: the value of NAME=... in a fuseread line
+  field() { sed -n "s/.* $2=\([0-9.]*\).*/\1/p" <<<"$1"; }
+  local file mode ours host lxv
+  for file in uptime meminfo; do
+    for mode in once eof; do
+      ours=$( [[ -n ${emu:-} ]] && "$WORK/fuseread" "$emu/proc/$file" 20000 1 "$mode" 2>&1 || true)
+      host=$("$WORK/fuseread" "/proc/$file" 20000 1 "$mode" 2>&1 || true)
+      lxv=$( [[ -n $lx ]] && "$WORK/fuseread" "$lx/proc/$file" 20000 1 "$mode" 2>&1 || true)
+      local o h l
+      o=$(field "$ours" median_ns); h=$(field "$host" median_ns); l=$(field "$lxv" median_ns)
+      printf '/proc/%s open+read%s+close vs LXCFS|us|%s|%s|%s\n' "$file" "$([[ $mode == eof ]] && echo ' to EOF')" \
+        "$(python3 -c "print(f'{$o/1000:.1f}')" 2>/dev/null || echo -)" "$(python3 -c "print(f'{$l/1000:.1f}')" 2>/dev/null || echo -)" \
+        "$([[ $file == uptime && $mode == once ]] && echo '<= 40 us')" >>"$RESULTS"
+      printf '/proc/%s open+read%s+close vs host procfs|us|%s|%s|\n' "$file" "$([[ $mode == eof ]] && echo ' to EOF')" \
+        "$(python3 -c "print(f'{$o/1000:.1f}')" 2>/dev/null || echo -)" "$(python3 -c "print(f'{$h/1000:.1f}')" 2>/dev/null || echo -)" >>"$RESULTS"
+    done
+  done
+  ours=$( [[ -n ${emu:-} ]] && "$WORK/fuseread" "$emu/proc/uptime" 5000 8 once 2>&1 || true)
+  lxv=$( [[ -n $lx ]] && "$WORK/fuseread" "$lx/proc/uptime" 5000 8 once 2>&1 || true)
+  printf '/proc/uptime, 8 readers, vs LXCFS|ops/s|%s|%s|>= 3x (ratio >= 3)\n' "$(field "$ours" ops_per_s)" "$(field "$lxv" ops_per_s)" >>"$RESULTS"
+  "$SRUNC" --root "${STATE[sandbox-runc]}" delete --force fuse-bench >/dev/null 2>&1 || true
+  if [[ -n $lxpid ]]; then kill "$lxpid" 2>/dev/null; wait "$lxpid" 2>/dev/null || true; umount -l "$lx" 2>/dev/null || true; fi
+}
+
 print_table() {
   echo
   echo "== Results (medians; ratio = sandbox-runc / runc)"
@@ -341,7 +399,7 @@ if [[ $SRUNC != "$ROOT/artifacts/sandbox-runc" && $SRUNC != /usr/local/bin/sandb
 fi
 cleanup_containers
 make_bundle
-for section in ${BENCH_ONLY:-oci_run oci_lifecycle docker cli vetting}; do
+for section in ${BENCH_ONLY:-oci_run oci_lifecycle docker cli vetting fuse}; do
   "bench_$section"
 done
 print_table
