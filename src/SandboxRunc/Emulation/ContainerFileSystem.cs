@@ -245,7 +245,31 @@ public sealed class ContainerFileSystem : IFuseFileSystem, IDisposable
         catch (Exception) { return -Libc.EIO; }
     }
 
+    /// <summary>
+    /// The resource views read several host and cgroup files each (memory.stat alone is ~40 lines): a
+    /// view at most <see cref="ViewCacheMs"/> old is served as is. They are the same for every caller.
+    /// </summary>
+    const long ViewCacheMs = 50;
+    readonly System.Collections.Concurrent.ConcurrentDictionary<string, (byte[] Content, long At)> _views = new();
+
     int ReadCore(string path, FuseCaller caller, out byte[] content)
+    {
+        if (path is "proc/meminfo" or "proc/stat" or "proc/loadavg" or "proc/diskstats" or "proc/swaps")
+        {
+            long now = Environment.TickCount64;
+            if (_views.TryGetValue(path, out var cached) && now - cached.At < ViewCacheMs)
+            {
+                content = cached.Content;
+                return 0;
+            }
+            int r = ReadView(path, caller, out content);
+            if (r == 0) _views[path] = (content, now);
+            return r;
+        }
+        return ReadView(path, caller, out content);
+    }
+
+    int ReadView(string path, FuseCaller caller, out byte[] content)
     {
         content = [];
         switch (path)
