@@ -60,7 +60,12 @@ public sealed unsafe class MountPerformer : IDisposable
     public MountPerformer()
     {
         SysException.Check(Libc.unshare(Libc.CLONE_FS), "unshare", "CLONE_FS");
-        _ownMountNs = new SafeFd(SysException.Check(Libc.open("/proc/thread-self/ns/mnt", Libc.O_RDONLY | Libc.O_CLOEXEC, 0), "open", "/proc/thread-self/ns/mnt"));
+        int own = SysException.Check(Libc.open("/proc/thread-self/ns/mnt", Libc.O_RDONLY | Libc.O_CLOEXEC, 0), "open", "/proc/thread-self/ns/mnt");
+        // Kept at a high number: the way back must not be an fd that a stray close elsewhere in the
+        // process (a bug, a test) frees and the next open reuses. See also StillOurs.
+        int high = Libc.fcntl(own, F_DUPFD_CLOEXEC, 900);
+        if (high >= 0) { Libc.close(own); own = high; }
+        _ownMountNs = new SafeFd(own);
         BindImports();
     }
 
@@ -74,6 +79,7 @@ public sealed unsafe class MountPerformer : IDisposable
         var attr = new Libc.MountAttr();
         Libc.IoVec v = default;
         Libc.setns(-1, 0);
+        Libc.ioctl(-1, 0, null);
         Libc.fchdir(-1);
         Libc.chroot("");
         Libc.openat(-1, "", 0, 0);
@@ -94,6 +100,8 @@ public sealed unsafe class MountPerformer : IDisposable
     /// </summary>
     public SafeFd? Enter(CallerHandles caller, string? kernelFs)
     {
+        // Never go in without a way back: the fd to return with must still be a mount namespace.
+        if (!StillOurs()) throw new SysException("setns", "own mount namespace fd is no longer a mount namespace", 9 /* EBADF */);
         SysException.Check(Libc.setns(caller.MountNs.Fd, Libc.CLONE_NEWNS), "setns", "caller mount namespace");
         SafeFd? fs = null;
         if (kernelFs is not null)
@@ -106,6 +114,11 @@ public sealed unsafe class MountPerformer : IDisposable
         SysException.Check(Libc.fchdir(caller.Cwd.Fd), "fchdir", "caller cwd");
         return fs;
     }
+
+    const int F_DUPFD_CLOEXEC = 1030;
+    const ulong NS_GET_NSTYPE = 0xb703;
+
+    unsafe bool StillOurs() => Libc.ioctl(_ownMountNs.Fd, NS_GET_NSTYPE, null) == Libc.CLONE_NEWNS;
 
     /// <summary>
     /// Back to the supervisor's own mount namespace, which also resets root and cwd. If this fails
