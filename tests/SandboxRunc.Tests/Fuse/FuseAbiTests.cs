@@ -1,7 +1,6 @@
-using System.Diagnostics;
 using System.Runtime.InteropServices;
-using System.Text;
 using SandboxRunc.Fuse;
+using SandboxRunc.Tests.TestSupport;
 using Xunit;
 using static SandboxRunc.Fuse.FuseProtocol;
 
@@ -115,54 +114,15 @@ public class FuseAbiTests
         return e;
     }
 
-    [Fact]
+    [FactNeedsCc("/usr/include/linux/fuse.h", "linux-libc-dev")]
     public void DeclarationsMatchTheInstalledFuseH()
     {
-        string? cc = (Environment.GetEnvironmentVariable("PATH") ?? "").Split(':', StringSplitOptions.RemoveEmptyEntries)
-            .Select(d => Path.Combine(d, "cc")).FirstOrDefault(File.Exists);
-        if (cc is null || !File.Exists("/usr/include/linux/fuse.h"))
-            return; // nothing to compile against: the sizes test above still holds the documented values
-
-        var expected = Expectations();
-        var c = new StringBuilder($$"""
+        CHeaderCheck.AssertMatches($$"""
             #include <stddef.h>
             #include <stdio.h>
             #include <linux/fuse.h>
             /* the kernel refuses a read buffer smaller than FUSE_MIN_READ_BUFFER or than headers + max_write */
             #define BUFFER_FITS ({{InBufferSize}} >= FUSE_MIN_READ_BUFFER && {{InBufferSize}} - sizeof(struct fuse_in_header) - sizeof(struct fuse_write_in) >= {{MaxWrite}})
-            int main(void) {
-
-            """);
-        foreach (var expr in expected.Keys)
-            c.AppendLine($"    printf(\"%s=%lld\\n\", \"{expr}\", (long long)({expr}));");
-        c.AppendLine("    return 0;\n}");
-
-        string dir = Directory.CreateTempSubdirectory("fuse-abi-").FullName;
-        try
-        {
-            File.WriteAllText(Path.Combine(dir, "abi.c"), c.ToString());
-            Run(cc, $"-std=gnu11 -Wall -Werror -o {dir}/abi {dir}/abi.c");
-            var actual = Run(Path.Combine(dir, "abi"), "")
-                .Split('\n', StringSplitOptions.RemoveEmptyEntries)
-                .Select(line => line.Split('=', 2))
-                .ToDictionary(p => p[0], p => long.Parse(p[1]));
-            var mismatches = expected.Where(kv => actual[kv.Key] != kv.Value)
-                .Select(kv => $"{kv.Key}: C says {actual[kv.Key]}, C# says {kv.Value}").ToList();
-            Assert.True(mismatches.Count == 0, string.Join("\n", mismatches));
-        }
-        finally
-        {
-            Directory.Delete(dir, recursive: true);
-        }
-    }
-
-    static string Run(string file, string args)
-    {
-        using var p = Process.Start(new ProcessStartInfo(file, args) { RedirectStandardOutput = true, RedirectStandardError = true })!;
-        var stdout = p.StandardOutput.ReadToEndAsync();
-        string stderr = p.StandardError.ReadToEnd();
-        p.WaitForExit();
-        Assert.True(p.ExitCode == 0, $"{file} {args} exited with {p.ExitCode}: {stderr}");
-        return stdout.Result;
+            """, Expectations());
     }
 }

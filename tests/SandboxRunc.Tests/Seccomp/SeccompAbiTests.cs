@@ -1,25 +1,13 @@
-using System.Diagnostics;
 using System.Runtime.InteropServices;
-using System.Text;
 using SandboxRunc.Interop;
 using SandboxRunc.Seccomp;
+using SandboxRunc.Tests.TestSupport;
 using Xunit;
 using L = SandboxRunc.Seccomp.Libseccomp;
 
 namespace SandboxRunc.Tests.Seccomp;
 
 /// <summary>Skips (with the reason) when there is no C compiler or no seccomp.h to check against.</summary>
-public sealed class FactNeedsCcAttribute : FactAttribute
-{
-    public FactNeedsCcAttribute()
-    {
-        if (SeccompAbiTests.FindCc() is null)
-            Skip = "cc not found on PATH: the ABI check compiles a C program against the system headers";
-        else if (!File.Exists("/usr/include/seccomp.h"))
-            Skip = "/usr/include/seccomp.h missing (install libseccomp-dev): nothing to check the declarations against";
-    }
-}
-
 /// <summary>
 /// Checks the hand-written C# declarations against the C headers, in the manner of Tmds.LibC:
 /// a small C program is generated from the C# tables, compiled with the system's cc, and prints
@@ -27,10 +15,6 @@ public sealed class FactNeedsCcAttribute : FactAttribute
 /// </summary>
 public class SeccompAbiTests
 {
-    public static string? FindCc() =>
-        (Environment.GetEnvironmentVariable("PATH") ?? "").Split(':', StringSplitOptions.RemoveEmptyEntries)
-            .Select(d => Path.Combine(d, "cc")).FirstOrDefault(File.Exists);
-
     /// <summary>C expression → the value the C# code uses for it.</summary>
     static unsafe Dictionary<string, long> Expectations()
     {
@@ -91,8 +75,7 @@ public class SeccompAbiTests
     [FactNeedsCc]
     public void DeclarationsMatchTheCHeaders()
     {
-        var expected = Expectations();
-        var c = new StringBuilder("""
+        CHeaderCheck.AssertMatches("""
             #include <stddef.h>
             #include <stdio.h>
             #include <sys/prctl.h>
@@ -100,41 +83,6 @@ public class SeccompAbiTests
             #include <linux/filter.h>
             #include <linux/seccomp.h>
             #include <seccomp.h>
-            int main(void) {
-
-            """);
-        foreach (var expr in expected.Keys)
-            c.AppendLine($"    printf(\"%s=%lld\\n\", \"{expr}\", (long long)({expr}));");
-        c.AppendLine("    return 0;\n}");
-
-        string dir = Directory.CreateTempSubdirectory("seccomp-abi-").FullName;
-        try
-        {
-            File.WriteAllText(Path.Combine(dir, "abi.c"), c.ToString());
-            Run(FindCc()!, $"-std=gnu11 -Wall -Werror -o {dir}/abi {dir}/abi.c");
-            var actual = Run(Path.Combine(dir, "abi"), "")
-                .Split('\n', StringSplitOptions.RemoveEmptyEntries)
-                .Select(line => line.Split('=', 2))
-                .ToDictionary(p => p[0], p => long.Parse(p[1]));
-
-            var mismatches = expected.Where(kv => actual[kv.Key] != kv.Value)
-                .Select(kv => $"{kv.Key}: C says {actual[kv.Key]}, C# says {kv.Value}").ToList();
-            Assert.True(mismatches.Count == 0, string.Join("\n", mismatches));
-            Assert.Equal(expected.Count, actual.Count);
-        }
-        finally
-        {
-            Directory.Delete(dir, recursive: true);
-        }
-    }
-
-    static string Run(string file, string args)
-    {
-        using var p = Process.Start(new ProcessStartInfo(file, args) { RedirectStandardOutput = true, RedirectStandardError = true })!;
-        var stdout = p.StandardOutput.ReadToEndAsync();
-        string stderr = p.StandardError.ReadToEnd();
-        p.WaitForExit();
-        Assert.True(p.ExitCode == 0, $"{file} {args} exited with {p.ExitCode}: {stderr}");
-        return stdout.Result;
+            """, Expectations());
     }
 }
