@@ -79,6 +79,30 @@ public sealed class DockerCli : IDisposable
     public async Task<string> Inspect(string name, string format) =>
         (await Ok("inspect", "--format", format, name)).Stdout.Trim();
 
+    /// <summary>The runtime's state dir of a container: dockerd 20.10 gives every runtime the root runtime-runc.</summary>
+    public async Task<string> StateDir(string name)
+    {
+        string id = await Inspect(name, "{{.Id}}");
+        return new[] { "/run/docker/runtime-runc/moby", "/run/docker/runtime-sandbox-runc/moby" }
+            .Select(r => Path.Combine(r, id)).FirstOrDefault(Directory.Exists)
+            ?? throw new Xunit.Sdk.XunitException($"no state dir for container {name} ({id})");
+    }
+
+    /// <summary>
+    /// The container's staging dir on the host (its ID-mapped mounts and FUSE mount), named by the runtime
+    /// after its state dir as docker gave it: --root /var/run/..., a symlink to /run.
+    /// </summary>
+    public static string StagingDir(string stateDir)
+    {
+        foreach (var dir in new[] { stateDir, "/var" + stateDir })
+        {
+            string path = Path.Combine(SandboxRunc.Rootfs.IdmappedStaging.StagingRoot,
+                SandboxRunc.Container.CreateOperation.StagingKey(new SandboxRunc.Container.StateStore(Path.GetDirectoryName(dir)!), Path.GetFileName(dir)));
+            if (Directory.Exists(path)) return path;
+        }
+        throw new Xunit.Sdk.XunitException($"no staging dir for {stateDir}");
+    }
+
     /// <summary>Polls the container's logs until they contain the text (a trap is set, a loop has begun...).</summary>
     public async Task WaitForLog(string name, string text, int timeoutMs = 10000)
     {

@@ -99,8 +99,7 @@ public sealed class EmulatedProcDockerTests : IDisposable
             if (File.Exists("/" + uuidPath))
                 return (await _docker.Ok("exec", name, "cat", "/" + uuidPath)).Stdout.Trim();
             Assert.NotEqual(0, (await _docker.Run("exec", name, "cat", "/" + uuidPath)).ExitCode);
-            string stateDir = DockerStateDir(await _docker.Inspect(name, "{{.Id}}"));
-            return File.ReadAllText($"{StagingDir(stateDir)}/emu/{uuidPath}").Trim();
+            return File.ReadAllText($"{DockerCli.StagingDir(await _docker.StateDir(name))}/emu/{uuidPath}").Trim();
         }
         string a = await Uuid(one), b = await Uuid(two);
         Assert.Matches("^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", a);
@@ -161,31 +160,13 @@ public sealed class EmulatedProcDockerTests : IDisposable
     public async Task Emulation_NothingIsLeftAfterRmF()
     {
         string name = await _docker.RunDetached("gone", DockerCli.Runtime, [], "sleep", "60");
-        string id = await _docker.Inspect(name, "{{.Id}}");
-        string stateDir = DockerStateDir(id);
+        string stateDir = await _docker.StateDir(name);
         int supervisor = int.Parse(File.ReadAllText(Path.Combine(stateDir, "supervisor.pid")).Trim());
-        string staging = StagingDir(stateDir);
+        string staging = DockerCli.StagingDir(stateDir);
         bool Mounted() => File.ReadAllLines("/proc/self/mountinfo").Any(l => l.Contains(" - fuse.sandbox-runc ") && l.Contains(staging));
         Assert.True(Mounted(), "the container has no FUSE mount");
         await _docker.Ok("rm", "-f", name);
         Assert.True(await Procs.WaitGone(supervisor), "the supervisor outlived docker rm -f");
         Assert.False(Mounted(), "the container's FUSE mount outlived docker rm -f");
     }
-
-
-    /// <summary>The staging key the runtime derives from its state dir (docker passes --root /var/run/..., a symlink to /run).</summary>
-    static string StagingDir(string stateDir)
-    {
-        foreach (var dir in new[] { stateDir, "/var" + stateDir })
-        {
-            string key = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(dir)))[..16];
-            if (Directory.Exists("/run/sandbox-runc/mnt/" + key)) return "/run/sandbox-runc/mnt/" + key;
-        }
-        throw new Xunit.Sdk.XunitException($"no staging dir for {stateDir}");
-    }
-
-    /// <summary>The runtime's state dir of a docker container: dockerd 20.10 gives every runtime the root runtime-runc.</summary>
-    static string DockerStateDir(string id) =>
-        new[] { "/run/docker/runtime-runc/moby", "/run/docker/runtime-sandbox-runc/moby" }
-            .Select(r => Path.Combine(r, id)).FirstOrDefault(Directory.Exists) ?? throw new Xunit.Sdk.XunitException($"no state dir for container {id}");
 }

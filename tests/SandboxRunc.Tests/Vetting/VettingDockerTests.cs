@@ -120,7 +120,7 @@ public sealed class VettingDockerTests : IDisposable
     {
         string name = await _docker.RunDetached("vlog", DockerCli.Runtime, ["--cap-add", "SYS_ADMIN", "-v", $"{_hostDir}:/mnt:ro"], "sleep", "60");
         await _docker.Run("exec", name, "mount", "-o", "remount,rw", "/mnt");
-        string log = Path.Combine(await StateDir(name), "refusals.log");
+        string log = Path.Combine(await _docker.StateDir(name), "refusals.log");
         var lines = File.ReadAllLines(log).Where(l => l.Length > 0).ToList();
         Assert.NotEmpty(lines);
         using var doc = JsonDocument.Parse(lines[^1]);
@@ -134,7 +134,7 @@ public sealed class VettingDockerTests : IDisposable
     public async Task Vetting_KilledSupervisorFailsClosed_AndDeleteStillCleansUp()
     {
         string name = await _docker.RunDetached("vkill", DockerCli.Runtime, ["--cap-add", "SYS_ADMIN"], "sleep", "60");
-        string stateDir = await StateDir(name);
+        string stateDir = await _docker.StateDir(name);
         int supervisor = int.Parse(File.ReadAllText(Path.Combine(stateDir, "supervisor.pid")).Trim());
         string id = Path.GetFileName(stateDir);
         Assert.True(Procs.Alive(supervisor));
@@ -151,19 +151,11 @@ public sealed class VettingDockerTests : IDisposable
             .WithValidation(CommandResultValidation.None).ExecuteBufferedAsync();
         Assert.Contains("\"supervisorRunning\": false", state.StandardOutput.Replace("\"supervisorRunning\":false", "\"supervisorRunning\": false"));
 
-        string key = Path.GetFileName(Directory.GetDirectories("/run/sandbox-runc/mnt").Single(d =>
-            new[] { stateDir, "/var" + stateDir }.Any(s => d.EndsWith(Convert.ToHexStringLower(
-                System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(s)))[..16]))));
+        string key = Path.GetFileName(DockerCli.StagingDir(stateDir));
         await _docker.Ok("rm", "-f", name);
         Assert.False(Directory.Exists(stateDir));
         Assert.DoesNotContain(key, File.ReadAllText("/proc/self/mountinfo"));
         Assert.False(File.Exists($"/run/sandbox-runc/sv/{key}.sock"));
-    }
-
-    async Task<string> StateDir(string name)
-    {
-        string id = (await _docker.Ok("inspect", "--format", "{{.Id}}", name)).Stdout.Trim();
-        return DockerStateDir(id);
     }
 
     static readonly SemaphoreSlim ProbeLock = new(1, 1);
@@ -184,9 +176,4 @@ public sealed class VettingDockerTests : IDisposable
         }
         finally { ProbeLock.Release(); }
     }
-
-    /// <summary>The runtime's state dir of a docker container: dockerd 20.10 gives every runtime the root runtime-runc.</summary>
-    static string DockerStateDir(string id) =>
-        new[] { "/run/docker/runtime-runc/moby", "/run/docker/runtime-sandbox-runc/moby" }
-            .Select(r => Path.Combine(r, id)).FirstOrDefault(Directory.Exists) ?? throw new Xunit.Sdk.XunitException($"no state dir for container {id}");
 }
