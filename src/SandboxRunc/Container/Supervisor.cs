@@ -44,11 +44,7 @@ public static class Supervisor
         Libc.chmod(SocketDir, 0x1c0 /* 0700 */);
         string socketPath = SocketPath(store, id);
         using var listening = UnixSocket.ListenSeqPacket(socketPath);
-        using var devNull = new SafeFd(SysException.Check(Libc.open("/dev/null", Libc.O_RDWR | Libc.O_CLOEXEC, 0), "open", "/dev/null"));
-        string self = Environment.ProcessPath ?? throw new RuntimeException("cannot tell the path of the sandbox-runc executable");
-        int pid = Spawn.Start(self, ["sandbox-runc", "--root", store.Root, "supervise", id],
-            [.. SupervisorEnvironment, $"{ParentVariable}={Environment.ProcessId}"],
-            [(0, devNull.Fd), (1, devNull.Fd), (2, devNull.Fd), (3, listening.Fd)]);
+        int pid = SpawnService(["--root", store.Root, "supervise", id], ServiceEnvironment, listening.Fd);
         AtomicFile.Write(Path.Combine(store.Dir(id), PidFileName), pid.ToString());
         File.WriteAllBytes(Path.Combine(store.Dir(id), RefusalLogName), []);
         // Not waited for: the engine's subreaper reaps it when it exits.
@@ -59,8 +55,27 @@ public static class Supervisor
     /// A long-lived process with little to allocate: a small gen0 budget keeps its resident memory low
     /// (the default budget grows with the cache size and is all touched before the first collection).
     /// </summary>
-    static readonly string[] SupervisorEnvironment = ["DOTNET_GCgen0size=0x80000"];
-    const string ParentVariable = "_SANDBOX_RUNC_CREATE_PID";
+    internal static readonly string[] ServiceEnvironment = ["DOTNET_GCgen0size=0x80000"];
+    const string ParentVariable = "_SANDBOX_RUNC_PARENT_PID";
+
+    /// <summary>
+    /// Starts `sandbox-runc ARGS` as a long-lived service of this process (the supervisor of `create`, the
+    /// emulation server of the supervisor): stdio /dev/null (an engine's pipes must close when `create`
+    /// exits), <paramref name="fd3"/> as its fd 3, and our pid for <see cref="StartedByParent"/>.
+    /// </summary>
+    internal static int SpawnService(string[] args, IEnumerable<string> env, int fd3)
+    {
+        using var devNull = new SafeFd(SysException.Check(Libc.open("/dev/null", Libc.O_RDWR | Libc.O_CLOEXEC, 0), "open", "/dev/null"));
+        string self = Environment.ProcessPath ?? throw new RuntimeException("cannot tell the path of the sandbox-runc executable");
+        return Spawn.Start(self, ["sandbox-runc", .. args], [.. env, $"{ParentVariable}={Environment.ProcessId}"],
+            [(0, devNull.Fd), (1, devNull.Fd), (2, devNull.Fd), (3, fd3)]);
+    }
+
+    /// <summary>
+    /// Whether the process that spawned this service still is its parent: one reparented because its
+    /// parent died before it got here has another parent pid, and nobody will ever talk to it.
+    /// </summary>
+    internal static bool StartedByParent() => Environment.GetEnvironmentVariable(ParentVariable) == Libc.getppid().ToString();
 
     /// <summary>Sends one request to a container's supervisor and waits for its answer (throws with its error).</summary>
     public static void Send(StateStore store, string id, SupervisorRequest request, int fd = -1)
@@ -90,10 +105,8 @@ public static class Supervisor
         Libc.fcntl(3, Libc.F_SETFD, Libc.FD_CLOEXEC);
         using var services = new SupervisorServices(id, store.Dir(id), store.Root);
         // Until the container exists, the one to watch is `create`: if it dies, nobody will ever come.
-        // (If create died before we got here we were reparented: then getppid is not the pid it gave.)
-        int parent = Libc.getppid();
-        if (Environment.GetEnvironmentVariable(ParentVariable) != parent.ToString()) return 1;
-        var watch = PidFd(parent);
+        if (!StartedByParent()) return 1;
+        var watch = PidFd(Libc.getppid());
         if (watch is null) return 1;
         bool containerKnown = false;
         var buffer = new byte[64 * 1024];

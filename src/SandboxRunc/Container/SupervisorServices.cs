@@ -123,19 +123,15 @@ internal static class EmulationServer
 
     public static int Start(string root, string id, EmulationSettings settings, SafeFd fuse)
     {
-        using var devNull = new SafeFd(SysException.Check(Libc.open("/dev/null", Libc.O_RDWR | Libc.O_CLOEXEC, 0), "open", "/dev/null"));
-        string self = Environment.ProcessPath ?? throw new InvalidOperationException("cannot tell the path of the sandbox-runc executable");
         string json = System.Text.Json.JsonSerializer.Serialize(settings, SupervisorJson.Default.EmulationSettings);
-        return Spawn.Start(self, ["sandbox-runc", "--root", root, "emulate", id],
-            ["DOTNET_GCgen0size=0x80000", $"{SettingsVariable}={json}", $"_SANDBOX_RUNC_SUPERVISOR_PID={Environment.ProcessId}"],
-            [(0, devNull.Fd), (1, devNull.Fd), (2, devNull.Fd), (3, fuse.Fd)]);
+        return Supervisor.SpawnService(["--root", root, "emulate", id], [.. Supervisor.ServiceEnvironment, $"{SettingsVariable}={json}"], fuse.Fd);
     }
 
     /// <summary>`emulate ID`: serves fd 3 until the mount goes away or the supervisor dies.</summary>
     public static int Run(string id)
     {
         Libc.prctl(Libc.PR_SET_PDEATHSIG, 9, 0, 0, 0);
-        if (Environment.GetEnvironmentVariable("_SANDBOX_RUNC_SUPERVISOR_PID") != Libc.getppid().ToString()) return 1;
+        if (!Supervisor.StartedByParent()) return 1;
         var settings = System.Text.Json.JsonSerializer.Deserialize(Environment.GetEnvironmentVariable(SettingsVariable) ?? "",
             SupervisorJson.Default.EmulationSettings) ?? throw new InvalidOperationException("no emulation settings");
         var fuse = new SafeFd(3);

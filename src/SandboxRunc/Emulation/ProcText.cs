@@ -61,9 +61,10 @@ public static class ProcText
     /// <summary>The kernel's meminfo line: "Name:" padded to 16, value right-aligned in 8, " kB".</summary>
     static string KbLine(string name, ulong kb) => (name + ":").PadRight(16) + kb.ToString(Inv).PadLeft(8) + " kB";
 
-    static ulong? HostKb(string host, string name)
+    /// <summary>The kB value of one line of meminfo text ("Name:   123 kB"), or null if it has none.</summary>
+    internal static ulong? MeminfoKb(string meminfo, string name)
     {
-        foreach (var line in host.Split('\n'))
+        foreach (var line in meminfo.Split('\n'))
             if (line.StartsWith(name, StringComparison.Ordinal) && line.Length > name.Length && line[name.Length] == ':')
             {
                 var f = line[(name.Length + 1)..].Trim().Split(' ');
@@ -74,7 +75,7 @@ public static class ProcText
 
     public static string Meminfo(string host, MemoryFacts m)
     {
-        ulong hostTotal = HostKb(host, "MemTotal") ?? 0, hostSwap = HostKb(host, "SwapTotal") ?? 0;
+        ulong hostTotal = MeminfoKb(host, "MemTotal") ?? 0, hostSwap = MeminfoKb(host, "SwapTotal") ?? 0;
         ulong total = m.Limit is { } lim ? Math.Min(hostTotal, lim / 1024) : hostTotal;
         ulong used = Math.Min(total, m.Usage / 1024);
         ulong free = total - used;

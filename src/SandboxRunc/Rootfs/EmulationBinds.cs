@@ -9,7 +9,7 @@ namespace SandboxRunc.Rootfs;
 /// mount is read-only too. Paths the container's /proc or /sys lack (no such module loaded, no /sys
 /// mount in the spec) are skipped.
 /// </summary>
-internal static unsafe class EmulationBinds
+internal static class EmulationBinds
 {
     /// <summary>Paths relative to both the FUSE root and the container's root.</summary>
     public static readonly string[] Paths =
@@ -32,16 +32,10 @@ internal static unsafe class EmulationBinds
             string target = SecureJoin.Join(rootfs, "/" + p);
             string source = Path.Combine(emulationDir, p);
             if (!Path.Exists(target) || !Path.Exists(source)) continue;
-            bool readOnly = IsReadOnly(target);
+            bool readOnly = (RootfsBuilder.LockedFlags(target) & Libc.MS_RDONLY) != 0;
             RootfsBuilder.Mount(source, target, null, Libc.MS_BIND, null);
             if (readOnly)
-                RootfsBuilder.Mount(null, target, null, Libc.MS_BIND | Libc.MS_REMOUNT | Libc.MS_RDONLY | Libc.MS_NOSUID | Libc.MS_NODEV | Libc.MS_NOEXEC, null);
+                RootfsBuilder.Remount(target, Libc.MS_RDONLY | Libc.MS_NOSUID | Libc.MS_NODEV | Libc.MS_NOEXEC, recursive: false);
         }
-    }
-
-    static bool IsReadOnly(string path)
-    {
-        byte* buf = stackalloc byte[Libc.StatvfsSize];
-        return Libc.statvfs(path, buf) == 0 && (*(ulong*)(buf + Libc.StatvfsFlagOffset) & Libc.MS_RDONLY) != 0;
     }
 }

@@ -208,12 +208,13 @@ internal sealed unsafe class RootfsBuilder(InitConfig config)
     /// Remount a bind mount with extra flags. Flags the kernel locked on it (nosuid, nodev, noexec, atime
     /// flags inherited from a more privileged mount namespace) must be repeated or the kernel says EPERM.
     /// </summary>
-    static void Remount(string target, ulong flags, bool recursive)
+    internal static void Remount(string target, ulong flags, bool recursive)
     {
         Mount(null, target, null, Libc.MS_BIND | Libc.MS_REMOUNT | (recursive ? Libc.MS_REC : 0) | flags | LockedFlags(target), null);
     }
 
-    static ulong LockedFlags(string path)
+    /// <summary>The per-mount flags of the mount <paramref name="path"/> is on (statvfs).</summary>
+    internal static ulong LockedFlags(string path)
     {
         byte* buf = stackalloc byte[Libc.StatvfsSize];
         if (Libc.statvfs(path, buf) != 0) return 0;

@@ -11,14 +11,7 @@ public sealed record ContainerSysinfo(long UptimeSeconds, ulong TotalRam, ulong 
     {
         if (!double.TryParse(uptime.Split(' ')[0], System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out double up))
             return null;
-        ulong Kb(string key)
-        {
-            foreach (var line in meminfo.Split('\n'))
-                if (line.StartsWith(key + ":", StringComparison.Ordinal)
-                    && ulong.TryParse(line[(key.Length + 1)..].Trim().Split(' ')[0], out ulong v))
-                    return v * 1024;
-            return 0;
-        }
+        ulong Kb(string key) => (Emulation.ProcText.MeminfoKb(meminfo, key) ?? 0) * 1024;
         return new ContainerSysinfo((long)up, Kb("MemTotal"), Kb("MemFree"), Kb("Shmem"), Kb("Buffers"), Kb("SwapTotal"), Kb("SwapFree"));
     }
 }
