@@ -123,11 +123,9 @@ public class EmulationRootTests(ITestOutputHelper output)
         Assert.True(us < 10, $"Read(proc/uptime) took {us:F2} µs");
     }
 
-    [RootFact]
+    [RootFact(needsV1: true)]
     public void RealV1Cgroup_MemoryLimitAndCpuset()
     {
-        if (!File.Exists("/sys/fs/cgroup/memory/memory.limit_in_bytes") || !File.Exists("/sys/fs/cgroup/cpuset/cpuset.cpus"))
-            return;   // v2-only host: covered by the fixture tests
         string name = "emu-test-" + Environment.ProcessId;
         string mem = "/sys/fs/cgroup/memory/" + name, cs = "/sys/fs/cgroup/cpuset/" + name, acct = "/sys/fs/cgroup/cpuacct/" + name;
         Directory.CreateDirectory(mem);
