@@ -20,6 +20,19 @@ public unsafe class NotifyAbiTests
         Assert.Equal(sizeof(N.SeccompData), (int)s.Data);
     }
 
+    /// <summary>mntns_ops.c (loaded here as libsandbox-mntns.so) and MountNamespaceOps.cs describe the same structs.</summary>
+    [Fact]
+    public void MountNamespaceOpsStructsMatchTheCSide()
+    {
+        Assert.Equal(sizeof(SandboxRunc.Seccomp.Notify.MountNamespaceOps.Enter), SandboxRunc.Seccomp.Notify.MountNamespaceOps.Layout(0));
+        Assert.Equal(sizeof(SandboxRunc.Seccomp.Notify.MountNamespaceOps.PathResult), SandboxRunc.Seccomp.Notify.MountNamespaceOps.Layout(1));
+        Assert.Equal(Off<SandboxRunc.Seccomp.Notify.MountNamespaceOps.PathResult>("Path"), SandboxRunc.Seccomp.Notify.MountNamespaceOps.Layout(2));
+        Assert.Equal(sizeof(SandboxRunc.Seccomp.Notify.MountNamespaceOps.Op), SandboxRunc.Seccomp.Notify.MountNamespaceOps.Layout(3));
+        Assert.Equal(Off<SandboxRunc.Seccomp.Notify.MountNamespaceOps.Op>("ExpectMountId"), SandboxRunc.Seccomp.Notify.MountNamespaceOps.Layout(4));
+        Assert.Equal(Off<SandboxRunc.Seccomp.Notify.MountNamespaceOps.Op>("MountPoint"), SandboxRunc.Seccomp.Notify.MountNamespaceOps.Layout(5));
+        Assert.Equal(Off<SandboxRunc.Seccomp.Notify.MountNamespaceOps.Op>("SbOptions"), SandboxRunc.Seccomp.Notify.MountNamespaceOps.Layout(6));
+    }
+
     [FactNeedsCc("/usr/include/linux/seccomp.h", "linux-libc-dev")]
     public void DeclarationsMatchTheCHeaders()
     {

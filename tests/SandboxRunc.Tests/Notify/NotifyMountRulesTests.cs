@@ -146,6 +146,79 @@ public class NotifyMountRulesTests
     [Fact] public void NewSysfsIsABindOfTheContainersSys() => Assert.Equal(new D.BindKernelFs("/sys", F.ReadOnly), Mount(RDONLY, Mine, fstype: "sysfs"));
     [Fact] public void NewProcOfAnotherPidNamespaceIsLeftToTheKernel() => Assert.IsType<D.Continue>(Mount(0, Mine, fstype: "proc", samePidNs: false));
 
+    // --- copies of protected mounts: protection follows what a mount hides, not where it stands ---
+    // mkdir /tmp/x; mount --rbind /proc /tmp/x (the kernel copies /proc and every mount on it)
+    static readonly string CopyOfProc = InitMountInfo + """
+
+        800 100 0:60 / /tmp/x rw,nosuid,nodev,noexec,relatime - proc proc rw
+        801 800 0:70 /null /tmp/x/kcore rw,nosuid - tmpfs tmpfs rw,size=65536k,mode=755
+        802 800 0:60 /sys /tmp/x/sys ro,nosuid,nodev,noexec,relatime - proc proc rw
+        """;
+    static readonly List<MountEntry> CopyTable = MountInfo.Parse(CopyOfProc);
+    static MountEntry InCopy(string mountPoint) => CopyTable.Last(m => m.MountPoint == mountPoint);
+
+    static D UmountIn(List<MountEntry> table, MountEntry target, MountRules? rules = null) =>
+        (rules ?? Rules).Decide(new MountCall(MountSyscall.Umount2, 0, null, target.MountPoint),
+            new CallerFacts(true, new PathFacts(target, true), null, table));
+
+    [Fact] public void ACopyOfAMaskCannotBeUnmounted() => Refused(UmountIn(CopyTable, InCopy("/tmp/x/kcore")));
+    [Fact] public void ACopyOfAReadOnlyPathCannotBeUnmounted() => Refused(UmountIn(CopyTable, InCopy("/tmp/x/sys")));
+    [Fact] public void TheCopyOfProcItselfMayBeUnmountedItOnlyCoversTheContainersOwnRootfs() =>
+        Assert.IsType<D.Unmount>(UmountIn(CopyTable, InCopy("/tmp/x")));
+    [Fact]
+    public void ACopyOfAMaskCannotBeMovedAway() =>
+        Refused(Rules.Decide(new MountCall(MountSyscall.Mount, MOVE, "/tmp/x/kcore", "/tmp/mine"),
+            new CallerFacts(true, new PathFacts(Mine, true), new PathFacts(InCopy("/tmp/x/kcore"), true), CopyTable)));
+    [Fact]
+    public void APlainBindOfTheCopyIsMadeRecursive() =>
+        Assert.Equal(new D.Bind(true, false), Rules.Decide(new MountCall(MountSyscall.Mount, BIND, "/tmp/x", "/tmp/mine"),
+            new CallerFacts(true, new PathFacts(Mine, true), new PathFacts(InCopy("/tmp/x"), true), CopyTable)));
+    [Fact]
+    public void ACopySeenFromAnotherRootIsStillProtected()
+    {
+        // after pivot_root in a new mount namespace: the copies stand at other paths, with other ids
+        var table = MountInfo.Parse("""
+            900 899 0:50 / / rw - overlay overlay rw
+            901 900 0:60 / /old/proc rw,nosuid - proc proc rw
+            902 901 0:70 /null /old/proc/kcore rw - tmpfs tmpfs rw
+            """);
+        Refused(UmountIn(table, table[2]));
+    }
+
+    // with protect-initial-mounts: a read-only path layered over a read-write volume, and a copy of both
+    const string Layered = InitMountInfo + "\n110 106 8:1 /srv/data/sub /data/sub ro,relatime - ext4 /dev/sda1 rw";
+    static readonly List<MountEntry> LayeredCopy = MountInfo.Parse(Layered + """
+
+        910 100 8:1 /srv/data /mnt/y rw,nosuid,relatime - ext4 /dev/sda1 rw
+        911 910 8:1 /srv/data/sub /mnt/y/sub ro,relatime - ext4 /dev/sda1 rw
+        """);
+    [Fact]
+    public void WithAllProtectedTheCopyOfAReadOnlyLayerCannotBeUnmounted() =>
+        Refused(UmountIn(LayeredCopy, LayeredCopy.Last(), MountRules.FromMountInfo("c1", Layered, [], protectAllInitialMounts: true)));
+    [Fact]
+    public void WithoutProtectionTheCopyOfAReadOnlyLayerMayBeUnmounted() =>
+        Assert.IsType<D.Unmount>(UmountIn(LayeredCopy, LayeredCopy.Last(), MountRules.FromMountInfo("c1", Layered, [])));
+
+    // --- pivot_root ---
+    static D Pivot(MountEntry newRoot, List<MountEntry> table, bool isRoot = true) =>
+        Rules.Decide(new MountCall(MountSyscall.PivotRoot, 0, "/put_old", newRoot.MountPoint),
+            new CallerFacts(true, new PathFacts(newRoot, isRoot), new PathFacts(At("/"), false), table));
+    [Fact] public void PivotRootOntoOwnMountIsPerformed() => Assert.IsType<D.PivotRoot>(Pivot(Mine, Table));
+    [Fact] public void PivotRootOntoAProtectedMountIsRefused() => Refused(Pivot(At("/proc/sys"), Table));
+    [Fact] public void PivotRootOntoACopyOfAProtectedMountIsRefused() => Refused(Pivot(InCopy("/tmp/x/sys"), CopyTable));
+    [Fact] public void PivotRootOntoANonMountRootIsTheKernelsEinval() => Refused(Pivot(Mine, Table, isRoot: false), EINVAL, policy: false);
+    [Fact] public void PivotRootWithoutCapSysAdminIsRefused() =>
+        Refused(Rules.Decide(new MountCall(MountSyscall.PivotRoot, 0, "/o", "/n"), new CallerFacts(false, null, null, [])));
+
+    [Fact]
+    public void CoveredPlaceIsTheMountPointInTheParentsFilesystem()
+    {
+        Assert.Equal(new FsLocation(0, 60, "/kcore"), MountRules.Covered(At("/proc/kcore"), Table));
+        Assert.Equal(new FsLocation(0, 50, "/proc"), MountRules.Covered(At("/proc"), Table));
+        Assert.Equal(new FsLocation(8, 1, "/srv/data/sub"), MountRules.Covered(LayeredCopy.First(m => m.Id == 110), LayeredCopy));
+        Assert.Null(MountRules.Covered(At("/"), Table));
+    }
+
     [Fact]
     public void DecisionsWithoutLookupAgreeWithDecide()
     {
@@ -156,5 +229,7 @@ public class NotifyMountRulesTests
         Assert.Null(Rules.DecideWithoutLookup(new MountCall(MountSyscall.Mount, REMOUNT, null, "/x"), true));
         Assert.Null(Rules.DecideWithoutLookup(new MountCall(MountSyscall.Mount, MOVE, "/a", "/x"), true));
         Assert.Null(Rules.DecideWithoutLookup(new MountCall(MountSyscall.Umount2, 0, null, "/x"), true));
+        Assert.Null(Rules.DecideWithoutLookup(new MountCall(MountSyscall.PivotRoot, 0, "/o", "/n"), true));
+        Assert.IsType<D.Refuse>(Rules.DecideWithoutLookup(new MountCall(MountSyscall.PivotRoot, 0, "/o", "/n"), false));
     }
 }

@@ -71,6 +71,33 @@ public class NotifyServerIntegrationTests(ITestOutputHelper output)
             Assert.True(int.Parse(r["toctou_ok"]) > 0, "some remounts hit the container's own tmpfs");
             Assert.True(int.Parse(r["toctou_eperm"]) > 0, "some remounts hit the protected mount");
 
+            // copies of the protected mount (rbind) stay protected and read-only; the copy as a whole may go
+            Assert.Equal("0", r["copy_rbind"]);
+            Assert.Equal("1", r["copy_prot_ro"]);
+            Assert.Equal("EPERM", r["copy_umount_prot"]);
+            Assert.Equal("EPERM", r["copy_umount_prot_detach"]);
+            Assert.Equal("EPERM", r["copy_move_prot"]);
+            Assert.Equal("EPERM", r["copy_remount_rw_prot"]);
+            Assert.Equal("0", r["copy_umount_tree"]);
+
+            // a nested user namespace reads a full CapEff but holds nothing over this mount namespace
+            Assert.Equal("EPERM", r["nested_umount_mine"]);
+            Assert.Equal("EPERM", r["nested_bind_over_mine"]);
+            Assert.Equal("EPERM", r["nested_remount_ro_mine"]);
+            Assert.Equal("0", r["umount_mine_after_nested"]);
+
+            // pivot_root: performed onto our own mount; the copy under put_old stays protected;
+            // refused onto the protected mount itself
+            Assert.Equal("0", r["pivot_root_own"]);
+            Assert.Equal("1", r["pivot_copy_prot_ro"]);
+            Assert.Equal("EPERM", r["pivot_umount_copy_prot"]);
+            Assert.Equal("0", r["pivot_umount_old"]);
+            Assert.Equal("EPERM", r["pivot_root_prot"]);
+            Assert.Equal("1", r["prot_ro_after_pivot"]);
+
+            // a FIFO at proc/meminfo of the caller's root never hangs a worker
+            Assert.Equal("20000", r["jail_calls"]);
+
             var log = File.ReadAllLines(Path.Combine(dir, "refusals.jsonl"));
             Assert.Contains(log, l => l.Contains("\"syscall\":\"umount2\"") && l.Contains("/prot"));
             Assert.Contains(log, l => l.Contains("CAP_SYS_ADMIN"));
@@ -114,12 +141,12 @@ public class NotifyServerIntegrationTests(ITestOutputHelper output)
         conn.Send("g"u8);
 
         bool exited = proc.WaitForExit(TimeSpan.FromSeconds(120));
-        if (!exited) proc.Kill();
+        if (!exited) proc.Kill(entireProcessTree: true);
         string text = await stdout;
-        output.WriteLine(await stderr);
         output.WriteLine($"server: continued {server.Continued}, refused {server.Refused}, performed {server.Performed}");
-        Assert.True(exited, "probe hung:\n" + text);
-        Assert.True(proc.ExitCode == 0, $"probe exit {proc.ExitCode}:\n{text}");
+        string err = await stderr;
+        Assert.True(exited, $"probe hung:\n{text}\nstderr: {err}");
+        Assert.True(proc.ExitCode == 0, $"probe exit {proc.ExitCode}:\n{text}\nstderr: {err}");
         return text.Split('\n', StringSplitOptions.RemoveEmptyEntries)
             .Select(l => l.Split('=', 2)).Where(p => p.Length == 2).ToDictionary(p => p[0], p => p[1]);
     }

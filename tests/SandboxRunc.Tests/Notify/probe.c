@@ -33,7 +33,7 @@
 #include <unistd.h>
 
 static const char *W;
-static char prot[512], mine[512], copy[512], bench[512], src[512];
+static char prot[512], mine[512], copy[512], bench[512], src[512], tree[512], newroot[512], jail[512];
 
 static void die(const char *what) { fprintf(stderr, "probe: %s: %s\n", what, strerror(errno)); exit(2); }
 
@@ -65,12 +65,20 @@ static double now_us(void)
     return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
 }
 
+/* mount+umount pairs; a failure is reported (bench_errors, first errno) rather than fatal: these are figures */
+static int bench_errors, bench_first_errno;
 static double bench_pairs(int n)
 {
     double t0 = now_us();
     for (int i = 0; i < n; i++) {
-        if (mount("tmpfs", bench, "tmpfs", 0, "size=64k") != 0) die("bench mount");
-        if (umount2(bench, 0) != 0) die("bench umount2");
+        if (mount("tmpfs", bench, "tmpfs", 0, "size=64k") != 0) {
+            if (bench_errors++ == 0) bench_first_errno = errno;
+            continue;
+        }
+        if (umount2(bench, 0) != 0) {
+            if (bench_errors++ == 0) bench_first_errno = errno;
+            umount2(bench, MNT_DETACH);
+        }
     }
     return (now_us() - t0) / n;
 }
@@ -171,6 +179,77 @@ static void in_new_mount_namespace(void)
     printf("unshare_mine_ro=%d\n", is_ro(mine));
 }
 
+/* `mount --rbind W W/tree`: the copy of prot covers what prot covers, so it is protected too */
+static void copies_of_protected(void)
+{
+    char p[600];
+    report("copy_rbind", mount(W, tree, NULL, MS_BIND | MS_REC, NULL));
+    snprintf(p, sizeof p, "%s/prot", tree);
+    printf("copy_prot_ro=%d\n", is_ro(p));
+    report("copy_umount_prot", umount2(p, 0));
+    report("copy_umount_prot_detach", umount2(p, MNT_DETACH));
+    report("copy_move_prot", mount(p, copy, NULL, MS_MOVE, NULL));
+    report("copy_remount_rw_prot", mount(NULL, p, NULL, MS_REMOUNT | MS_BIND, NULL));
+    report("copy_umount_tree", umount2(tree, MNT_DETACH));
+}
+
+/* A nested user namespace without a mount namespace of its own: CapEff reads full, but it holds no
+ * capability over the mount namespace (owned by the probe's user namespace); the kernel would refuse. */
+static void in_nested_user_namespace(void)
+{
+    char map[64];
+    uid_t uid = geteuid();
+    gid_t gid = getegid();
+    if (unshare(CLONE_NEWUSER) != 0) die("unshare user");
+    write_file("/proc/self/setgroups", "deny");
+    snprintf(map, sizeof map, "0 %d 1", uid);
+    write_file("/proc/self/uid_map", map);
+    snprintf(map, sizeof map, "0 %d 1", gid);
+    write_file("/proc/self/gid_map", map);
+    report("nested_umount_mine", umount2(mine, 0));
+    report("nested_bind_over_mine", mount(src, mine, NULL, MS_BIND, NULL));
+    report("nested_remount_ro_mine", mount(NULL, mine, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY, NULL));
+}
+
+/* pivot_root in a new mount namespace onto a tmpfs of our own, then the copy of prot under put_old */
+static void pivot_root_then_copy(void)
+{
+    char old[600], p[1200];
+    if (unshare(CLONE_NEWNS) != 0) die("unshare");
+    if (mount("tmpfs", newroot, "tmpfs", 0, "size=64k") != 0) die("tmpfs newroot");
+    snprintf(old, sizeof old, "%s/old", newroot);
+    if (mkdir(old, 0755) != 0) die("mkdir old");
+    report("pivot_root_own", syscall(SYS_pivot_root, newroot, old));
+    snprintf(p, sizeof p, "/old%s", prot);
+    printf("pivot_copy_prot_ro=%d\n", is_ro(p));
+    report("pivot_umount_copy_prot", umount2(p, 0));
+    report("pivot_umount_old", umount2("/old", MNT_DETACH));
+}
+
+static void pivot_root_onto_protected(void)
+{
+    char old[600];
+    if (unshare(CLONE_NEWNS) != 0) die("unshare");
+    snprintf(old, sizeof old, "%s/old", prot);
+    report("pivot_root_prot", syscall(SYS_pivot_root, prot, old));
+}
+
+/* The supervisor must never read a path of the container by name: a FIFO at proc/meminfo in a
+ * chroot would hang a worker whose GC reads it while inside. Many trapped calls from there. */
+static void from_a_jail_with_a_fifo_meminfo(void)
+{
+    char p[600];
+    snprintf(p, sizeof p, "%s/proc", jail);
+    if (mkdir(p, 0755) != 0) die("mkdir jail/proc");
+    snprintf(p, sizeof p, "%s/proc/meminfo", jail);
+    if (mkfifo(p, 0644) != 0) die("mkfifo meminfo");
+    if (chroot(jail) != 0 || chdir("/") != 0) die("chroot jail");
+    int calls = 0;
+    for (int i = 0; i < 20000; i++, calls++)
+        if (umount2("/no-such-mount-point-in-this-jail", 0) == 0) break;
+    printf("jail_calls=%d\n", calls);
+}
+
 static void without_cap_sys_admin(void)
 {
     struct __user_cap_header_struct h = { _LINUX_CAPABILITY_VERSION_3, 0 };
@@ -190,6 +269,9 @@ int main(int argc, char **argv)
     snprintf(copy, sizeof copy, "%s/copy", W);
     snprintf(bench, sizeof bench, "%s/bench", W);
     snprintf(src, sizeof src, "%s/src", W);
+    snprintf(tree, sizeof tree, "%s/tree", W);
+    snprintf(newroot, sizeof newroot, "%s/newroot", W);
+    snprintf(jail, sizeof jail, "%s/jail", W);
     setvbuf(stdout, NULL, _IOLBF, 0);
 
     if (unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0) die("unshare user+mnt");
@@ -198,8 +280,11 @@ int main(int argc, char **argv)
     write_file("/proc/self/gid_map", "0 0 1");
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) die("make-rprivate /");
     if (mount("tmpfs", W, "tmpfs", 0, "size=4m") != 0) die("tmpfs workdir");
-    const char *dirs[] = { src, prot, mine, copy, bench };
-    for (int i = 0; i < 5; i++) if (mkdir(dirs[i], 0755) != 0) die(dirs[i]);
+    const char *dirs[] = { src, prot, mine, copy, bench, tree, newroot, jail };
+    for (int i = 0; i < 8; i++) if (mkdir(dirs[i], 0755) != 0) die(dirs[i]);
+    char src_old[600];
+    snprintf(src_old, sizeof src_old, "%s/old", src);
+    if (mkdir(src_old, 0755) != 0) die(src_old);
     if (mount(src, prot, NULL, MS_BIND, NULL) != 0) die("bind prot");
     if (mount(NULL, prot, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY, NULL) != 0) die("ro prot");
 
@@ -253,7 +338,17 @@ int main(int argc, char **argv)
     toctou();
     printf("prot_ro_final=%d\n", is_ro(prot));
 
+    child(copies_of_protected);
+    if (mount("tmpfs", mine, "tmpfs", 0, "size=64k") != 0) die("tmpfs mine again");
+    child(in_nested_user_namespace);
+    report("umount_mine_after_nested", umount2(mine, 0));
+    child(pivot_root_then_copy);
+    child(pivot_root_onto_protected);
+    printf("prot_ro_after_pivot=%d\n", is_ro(prot));
+    child(from_a_jail_with_a_fifo_meminfo);
+
     printf("bench_filtered_us=%.2f\n", bench_pairs(pairs));
+    printf("bench_errors=%d\nbench_first_error=%s\n", bench_errors, bench_errors ? strerrorname_np(bench_first_errno) : "none");
     printf("bench_trapped_private_us=%.2f\n", bench_propagation(pairs));
     report("umount_mine", umount2(mine, 0));
     return 0;

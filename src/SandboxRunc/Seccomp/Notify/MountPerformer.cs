@@ -1,157 +1,175 @@
+using System.Runtime.InteropServices;
 using System.Text;
 using SandboxRunc.Interop;
+using SandboxRunc.Namespaces;
+using Ops = SandboxRunc.Seccomp.Notify.MountNamespaceOps;
 
 namespace SandboxRunc.Seccomp.Notify;
 
-/// <summary>The caller's view of the file system, opened from /proc/PID before any setns.</summary>
+/// <summary>
+/// The caller's view of the system, opened from /proc/PID before anything is decided: its root, cwd,
+/// mount and user namespaces, its mount table, and its status text (euid, CapEff). Everything here
+/// belongs to the caller only if the notification is still valid AFTER it was opened: the server
+/// checks that before using any of it (a pid can die and be reused in between).
+/// </summary>
 public sealed class CallerHandles : IDisposable
 {
     public required SafeFd Root { get; init; }
     public required SafeFd Cwd { get; init; }
     public required SafeFd MountNs { get; init; }
+    public required SafeFd UserNs { get; init; }
     public required SafeFd MountInfo { get; init; }
+    public required string Status { get; init; }
 
     public static CallerHandles Open(int pid)
     {
         const int Path = Libc.O_PATH | Libc.O_CLOEXEC;
         string proc = $"/proc/{pid}";
-        var root = Open($"{proc}/root", Path | Libc.O_DIRECTORY);
+        var opened = new List<SafeFd>();
+        SafeFd Open(string path, int flags)
+        {
+            var fd = new SafeFd(SysException.Check(Libc.open(path, flags, 0), "open", path));
+            opened.Add(fd);
+            return fd;
+        }
         try
         {
             return new CallerHandles
             {
-                Root = root,
+                Root = Open($"{proc}/root", Path | Libc.O_DIRECTORY),
                 Cwd = Open($"{proc}/cwd", Path | Libc.O_DIRECTORY),
                 MountNs = Open($"{proc}/ns/mnt", Libc.O_RDONLY | Libc.O_CLOEXEC),
+                UserNs = Open($"{proc}/ns/user", Libc.O_RDONLY | Libc.O_CLOEXEC),
                 MountInfo = Open($"{proc}/mountinfo", Libc.O_RDONLY | Libc.O_CLOEXEC),
+                Status = File.ReadAllText($"{proc}/status"),
             };
         }
         catch
         {
-            root.Dispose();
+            foreach (var fd in opened) fd.Dispose();
             throw;
         }
     }
 
-    static SafeFd Open(string path, int flags) => new(SysException.Check(Libc.open(path, flags, 0), "open", path));
+    /// <summary>
+    /// Whether the caller holds CAP_SYS_ADMIN over the user namespace that owns its mount namespace:
+    /// what the kernel asks of mount(2) and umount2(2) (may_mount), and so what we ask before doing
+    /// them as host root on its behalf.
+    /// </summary>
+    public bool MayMount()
+    {
+        if (NamespaceCapability.FromStatus(Status) is not { } ids) return false;
+        var caller = new NamespaceCapability.Caller(NamespaceCapability.InodeOf(UserNs.Fd), ids.Euid, ids.CapEff);
+        return NamespaceCapability.Has(caller, NamespaceCapability.CAP_SYS_ADMIN, MountNs.Fd, isUserNs: false);
+    }
 
     public void Dispose()
     {
         Root.Dispose();
         Cwd.Dispose();
         MountNs.Dispose();
+        UserNs.Dispose();
         MountInfo.Dispose();
     }
 }
 
+/// <summary>A path the caller named, resolved as the caller would (O_PATH, pinned by the fd).</summary>
+public sealed class ResolvedPath(SafeFd fd, ulong mountId, bool isMountRoot, uint major, uint minor, string path) : IDisposable
+{
+    public SafeFd Fd { get; } = fd;
+    public ulong MountId { get; } = mountId;
+    public bool IsMountRoot { get; } = isMountRoot;
+    public uint Major { get; } = major;
+    public uint Minor { get; } = minor;
+    /// <summary>The kernel's path of the fd relative to the caller's root.</summary>
+    public string Path { get; } = path;
+    public void Dispose() => Fd.Dispose();
+}
+
+/// <summary>What <see cref="MountPerformer.Lookup"/> found: each path, or the errno its resolution gave.</summary>
+public sealed class Lookup : IDisposable
+{
+    public ResolvedPath? Target, Source, KernelFs;
+    public int TargetErrno, SourceErrno;
+    public void Dispose()
+    {
+        Target?.Dispose();
+        Source?.Dispose();
+        KernelFs?.Dispose();
+    }
+}
+
 /// <summary>
-/// Does the mount work of one worker thread, in the caller's mount namespace, root and working
-/// directory. Thread-confined: the constructor unshares CLONE_FS so that setns(CLONE_NEWNS) and
-/// chroot change this thread only; create it on the thread that uses it and never share it.
-/// Everything acts on file descriptors opened and checked under the container's lock, so a
-/// thread of the caller rewriting its path buffers after we read them changes nothing.
+/// A notify worker's way into callers' mount namespaces. Thread-confined: the constructor unshares
+/// CLONE_FS so that setns(CLONE_NEWNS) and chroot change this thread only; create it on the thread that
+/// uses it and never share it. The entering itself happens in C (<see cref="MountNamespaceOps"/>): a
+/// thread inside a container must not allocate managed memory (the GC would open /proc/meminfo there,
+/// by name). Everything acts on fds opened and checked under the container's mount lock, so a thread
+/// of the caller rewriting its path buffers after we read them changes nothing.
 /// </summary>
 public sealed unsafe class MountPerformer : IDisposable
 {
-    const int CAP_SYS_ADMIN = 21;
-    readonly SafeFd _ownMountNs;
-    public int ThreadId { get; } = Environment.CurrentManagedThreadId;
+    readonly SafeFd _ownMountNs, _hostProc;
+    readonly Ops.PathResult* _results;
 
     public MountPerformer()
     {
         SysException.Check(Libc.unshare(Libc.CLONE_FS), "unshare", "CLONE_FS");
         int own = SysException.Check(Libc.open("/proc/thread-self/ns/mnt", Libc.O_RDONLY | Libc.O_CLOEXEC, 0), "open", "/proc/thread-self/ns/mnt");
         // Kept at a high number: the way back must not be an fd that a stray close elsewhere in the
-        // process (a bug, a test) frees and the next open reuses. See also StillOurs.
+        // process (a bug, a test) frees and the next open reuses. The C side also checks it is still a
+        // mount namespace before entering.
         int high = Libc.fcntl(own, F_DUPFD_CLOEXEC, 900);
         if (high >= 0) { Libc.close(own); own = high; }
         _ownMountNs = new SafeFd(own);
-        BindImports();
-    }
-
-    /// <summary>
-    /// P/Invoke targets are resolved (dlopen/dlsym) on first call. Make that first call here, in
-    /// our own root: resolved while chrooted, it would search the container's file system for libc.
-    /// </summary>
-    static void BindImports()
-    {
-        Libc.Statx stx;
-        var attr = new Libc.MountAttr();
-        Libc.IoVec v = default;
-        Libc.setns(-1, 0);
-        Libc.ioctl(-1, 0, null);
-        Libc.fchdir(-1);
-        Libc.chroot("");
-        Libc.openat(-1, "", 0, 0);
-        Libc.statx(-1, "", 0, 0, &stx);
-        Libc.syscall(-1, 0, 0, 0, 0, 0, 0);
-        Libc.MountSetattr(-1, "", 0, ref attr);
-        Libc.umount2("", 0);
-        Libc.read(-1, null, 0);
-        Libc.lseek(-1, 0, 0);
-        Libc.process_vm_readv(0, &v, 0, &v, 0, 0);
-        _ = CapabilitySets.Get();
-        _ = System.Runtime.InteropServices.Marshal.GetPInvokeErrorMessage(1);
-    }
-
-    /// <summary>
-    /// Enters the caller's mount namespace, root and cwd. When <paramref name="kernelFs"/> is given
-    /// ("/proc" or "/sys"), it is opened from the namespace's root first (before the chroot) and returned.
-    /// </summary>
-    public SafeFd? Enter(CallerHandles caller, string? kernelFs)
-    {
-        // Never go in without a way back: the fd to return with must still be a mount namespace.
-        if (!StillOurs()) throw new SysException("setns", "own mount namespace fd is no longer a mount namespace", 9 /* EBADF */);
-        SysException.Check(Libc.setns(caller.MountNs.Fd, Libc.CLONE_NEWNS), "setns", "caller mount namespace");
-        SafeFd? fs = null;
-        if (kernelFs is not null)
-        {
-            int fd = Libc.openat(Libc.AT_FDCWD, kernelFs, Libc.O_PATH | Libc.O_DIRECTORY | Libc.O_NOFOLLOW | Libc.O_CLOEXEC, 0);
-            if (fd >= 0) fs = new SafeFd(fd);
-        }
-        SysException.Check(Libc.fchdir(caller.Root.Fd), "fchdir", "caller root");
-        SysException.Check(Libc.chroot("."), "chroot", "caller root");
-        SysException.Check(Libc.fchdir(caller.Cwd.Fd), "fchdir", "caller cwd");
-        return fs;
+        _hostProc = new SafeFd(SysException.Check(Libc.open("/proc", Libc.O_PATH | Libc.O_DIRECTORY | Libc.O_CLOEXEC, 0), "open", "/proc"));
+        _results = (Ops.PathResult*)NativeMemory.AllocZeroed((nuint)(3 * sizeof(Ops.PathResult)));
     }
 
     const int F_DUPFD_CLOEXEC = 1030;
-    const ulong NS_GET_NSTYPE = 0xb703;
 
-    unsafe bool StillOurs() => Libc.ioctl(_ownMountNs.Fd, NS_GET_NSTYPE, null) == Libc.CLONE_NEWNS;
+    Ops.Enter EnterOf(CallerHandles caller) => new()
+    {
+        OwnMountNs = _ownMountNs.Fd,
+        MountNs = caller.MountNs.Fd,
+        Root = caller.Root.Fd,
+        Cwd = caller.Cwd.Fd,
+        HostProc = _hostProc.Fd,
+    };
 
     /// <summary>
-    /// Back to the supervisor's own mount namespace, which also resets root and cwd. If this fails
-    /// the thread would keep acting inside a container: end the process (fail closed, see NotifyServer).
+    /// Resolves, inside the caller's mount namespace and root, the target (following the last symlink or
+    /// not), the source if given, and the namespace root's /proc or /sys if asked (for a new proc/sysfs).
     /// </summary>
-    public void Leave()
+    public Lookup Lookup(CallerHandles caller, string target, bool followTarget, string? source, string? kernelFs)
     {
-        if (Libc.setns(_ownMountNs.Fd, Libc.CLONE_NEWNS) != 0)
-            Environment.FailFast($"seccomp notify: setns back to the supervisor's mount namespace failed (errno {Libc.Errno})");
+        byte* t = Ops.NativeString(target), s = Ops.NativeString(source), k = Ops.NativeString(kernelFs);
+        try
+        {
+            var enter = EnterOf(caller);
+            int r = Ops.Lookup(&enter, t, followTarget ? 0 : Libc.O_NOFOLLOW, s, k, &_results[0], &_results[1], &_results[2]);
+            if (r != 0) throw new SysException("enter", "caller mount namespace", r);
+            var result = new Lookup();
+            (result.Target, result.TargetErrno) = Take(ref _results[0]);
+            if (source is not null) (result.Source, result.SourceErrno) = Take(ref _results[1]);
+            if (kernelFs is not null) (result.KernelFs, _) = Take(ref _results[2]);
+            return result;
+        }
+        finally
+        {
+            NativeMemory.Free(t);
+            NativeMemory.Free(s);
+            NativeMemory.Free(k);
+        }
     }
 
-    /// <summary>Opens a path as the caller would resolve it (O_PATH), with its mount id and mount-root bit.</summary>
-    public static (SafeFd? Fd, ulong MountId, bool IsMountRoot, int Errno) Resolve(string path, bool follow)
+    static (ResolvedPath?, int) Take(ref Ops.PathResult r)
     {
-        int fd = Libc.openat(Libc.AT_FDCWD, path, Libc.O_PATH | Libc.O_CLOEXEC | (follow ? 0 : Libc.O_NOFOLLOW), 0);
-        if (fd < 0) return (null, 0, false, Libc.Errno);
-        var safe = new SafeFd(fd);
-        var (id, root, errno) = MountIdOf(fd);
-        if (errno != 0) { safe.Dispose(); return (null, 0, false, errno); }
-        return (safe, id, root, 0);
+        if (r.Fd < 0) return (null, r.Err == 0 ? Libc.ENOENT : r.Err);
+        return (new ResolvedPath(new SafeFd(r.Fd), r.MountId, r.MountRoot != 0, r.DevMajor, r.DevMinor, r.PathText()), 0);
     }
 
-    public static (ulong MountId, bool IsMountRoot, int Errno) MountIdOf(int fd, string path = "", int flags = 0)
-    {
-        Libc.Statx stx;
-        if (Libc.statx(fd, path, flags | (path.Length == 0 ? (int)Libc.AT_EMPTY_PATH_FLAG : 0), Libc.STATX_MNT_ID, &stx) != 0)
-            return (0, false, Libc.Errno);
-        if ((stx.Mask & Libc.STATX_MNT_ID) == 0) return (0, false, Libc.ENOSYS);
-        bool root = (stx.AttributesMask & Libc.STATX_ATTR_MOUNT_ROOT) != 0 && (stx.Attributes & Libc.STATX_ATTR_MOUNT_ROOT) != 0;
-        return (stx.MntId, root, 0);
-    }
-
-    /// <summary>The caller's mount table, read from the fd opened before setns (a fresh read each time).</summary>
+    /// <summary>The caller's mount table, read from the fd opened before anything (a fresh read each time).</summary>
     public static List<MountEntry> ReadMountInfo(SafeFd mountInfo)
     {
         Libc.lseek(mountInfo.Fd, 0, 0);
@@ -166,102 +184,84 @@ public sealed unsafe class MountPerformer : IDisposable
                 if (n == 0) break;
                 text.Append(Encoding.UTF8.GetString(buffer, 0, (int)n));
             }
-        return MountInfo.Parse(text.ToString());
+        return Notify.MountInfo.Parse(text.ToString());
     }
 
     /// <summary>Performs a decision other than Continue/Refuse; returns 0 or the errno the kernel gave.</summary>
-    public int Perform(MountDecision decision, SafeFd? target, MountEntry? targetMount, SafeFd? source, SafeFd? kernelFs) => decision switch
+    public int Perform(CallerHandles caller, MountDecision decision, Lookup lookup, MountEntry? unmount)
     {
-        MountDecision.SetFlags s => SetFlags(target!, s),
-        MountDecision.Bind b => Bind(source!.Fd, target!, b.Recursive, b.MakeReadOnly ? MountFlags.ReadOnly : MountFlags.None),
-        MountDecision.Move => Attach(source!.Fd, target!),
-        MountDecision.Unmount u => Unmount(target!, targetMount!, u.Flags),
-        MountDecision.BindKernelFs k => kernelFs is null ? Libc.ENOENT : Bind(kernelFs.Fd, target!, recursive: true, k.Set),
-        _ => throw new ArgumentException($"not an operation: {decision}"),
-    };
-
-    static int SetFlags(SafeFd target, MountDecision.SetFlags s)
-    {
-        if (s.SuperblockOptions.Count > 0 && ReconfigureSuperblock(target, s.SuperblockOptions) is var e and not 0) return e;
-        var attr = new Libc.MountAttr { AttrSet = (ulong)s.Set, AttrClr = (ulong)s.Clear };
-        return Libc.MountSetattr(target.Fd, "", Libc.AT_EMPTY_PATH_FLAG, ref attr) == 0 ? 0 : Libc.Errno;
-    }
-
-    /// <summary>
-    /// Superblock options (tmpfs size=...) through fspick + fsconfig on the checked mount. We run as
-    /// host root, which may reconfigure any superblock; the caller may only touch superblocks its
-    /// user namespace owns. So CAP_SYS_ADMIN leaves this thread's effective set for the call: the
-    /// kernel then grants it only in user namespaces owned by our euid (0, the container's owner),
-    /// exactly the container's own, and refuses the host's superblocks (an ext4 under a bind mount).
-    /// </summary>
-    static int ReconfigureSuperblock(SafeFd target, IReadOnlyList<string> options)
-    {
-        var caps = CapabilitySets.Get();
-        (caps with { Effective = caps.Effective & ~(1UL << CAP_SYS_ADMIN) }).Set();
-        int fsfd = -1;
+        var op = new Ops.Op { TargetFd = lookup.Target?.Fd.Fd ?? -1, SourceFd = lookup.Source?.Fd.Fd ?? -1 };
+        var natives = new List<nint>();
+        byte* Native(string s)
+        {
+            byte* p = Ops.NativeString(s);
+            natives.Add((nint)p);
+            return p;
+        }
         try
         {
-            fsfd = Libc.FsPick(target.Fd, "", Libc.FSPICK_EMPTY_PATH | Libc.FSPICK_CLOEXEC);
-            if (fsfd < 0) return Libc.Errno;
-            foreach (var option in options)
+            switch (decision)
             {
-                int eq = option.IndexOf('=');
-                int r = eq < 0 ? Libc.FsConfig(fsfd, Libc.FSCONFIG_SET_FLAG, option, null)
-                               : Libc.FsConfig(fsfd, Libc.FSCONFIG_SET_STRING, option[..eq], option[(eq + 1)..]);
-                if (r != 0) return Libc.Errno;
+                case MountDecision.SetFlags f:
+                    op.Kind = Ops.SetFlags;
+                    op.AttrSet = (ulong)f.Set;
+                    op.AttrClr = (ulong)f.Clear;
+                    if (f.SuperblockOptions.Count > 0)
+                    {
+                        var array = (byte**)NativeMemory.Alloc((nuint)(f.SuperblockOptions.Count * sizeof(byte*)));
+                        natives.Add((nint)array);
+                        for (int i = 0; i < f.SuperblockOptions.Count; i++) array[i] = Native(f.SuperblockOptions[i]);
+                        op.SbOptions = array;
+                        op.SbCount = f.SuperblockOptions.Count;
+                    }
+                    break;
+                case MountDecision.Bind b:
+                    op.Kind = Ops.Bind;
+                    op.Recursive = b.Recursive ? 1 : 0;
+                    op.AttrSet = b.MakeReadOnly ? (ulong)MountFlags.ReadOnly : 0;
+                    op.AttrRecursive = 0; // read-only on the top of the copy; what lies below keeps its own flags
+                    break;
+                case MountDecision.Move:
+                    op.Kind = Ops.Move;
+                    break;
+                case MountDecision.Unmount u:
+                    if (unmount is null) return Libc.EINVAL;
+                    op.Kind = Ops.Unmount;
+                    op.UmountFlags = u.Flags;
+                    op.ExpectMountId = (ulong)unmount.Id;
+                    op.MountPoint = Native(unmount.MountPoint);
+                    // Our O_PATH fd on the mount would make the kernel call it busy.
+                    lookup.Target?.Dispose();
+                    lookup.Target = null;
+                    op.TargetFd = -1;
+                    break;
+                case MountDecision.BindKernelFs k:
+                    if (lookup.KernelFs is null) return Libc.ENOENT;
+                    op.Kind = Ops.Bind;
+                    op.SourceFd = lookup.KernelFs.Fd.Fd;
+                    op.Recursive = 1;
+                    op.AttrSet = (ulong)k.Set;
+                    op.AttrRecursive = k.Set != MountFlags.ReadOnly && k.Set != MountFlags.None ? 1 : 0;
+                    break;
+                case MountDecision.PivotRoot:
+                    op.Kind = Ops.Pivot;
+                    break;
+                default:
+                    throw new ArgumentException($"not an operation: {decision}");
             }
-            return Libc.FsConfig(fsfd, Libc.FSCONFIG_CMD_RECONFIGURE, null, null) == 0 ? 0 : Libc.Errno;
+            var enter = EnterOf(caller);
+            return Ops.Perform(&enter, &op);
         }
         finally
         {
-            if (fsfd >= 0) Libc.close(fsfd);
-            caps.Set();
+            foreach (var p in natives) NativeMemory.Free((void*)p);
         }
     }
 
-    static int Bind(int sourceFd, SafeFd target, bool recursive, MountFlags set)
+    public void Dispose()
     {
-        uint flags = Libc.OPEN_TREE_CLONE_FLAG | Libc.OPEN_TREE_CLOEXEC_FLAG | Libc.AT_EMPTY_PATH_FLAG | (recursive ? Libc.AT_RECURSIVE_FLAG : 0);
-        int tree = Libc.OpenTree(sourceFd, "", flags);
-        if (tree < 0) return Libc.Errno;
-        using var treeFd = new SafeFd(tree);
-        if (set != MountFlags.None)
-        {
-            // Before it is attached: no moment where the copy is visible without these flags.
-            var attr = new Libc.MountAttr { AttrSet = (ulong)set };
-            if (Libc.MountSetattr(tree, "", Libc.AT_EMPTY_PATH_FLAG | (recursive && set != MountFlags.ReadOnly ? Libc.AT_RECURSIVE_FLAG : 0), ref attr) != 0)
-                return Libc.Errno;
-        }
-        return Attach(tree, target);
+        _ownMountNs.Dispose();
+        _hostProc.Dispose();
+        NativeMemory.Free(_results);
     }
-
-    static int Attach(int fromFd, SafeFd target) =>
-        Libc.MoveMount(fromFd, "", target.Fd, "", (uint)Libc.MOVE_MOUNT_F_EMPTY_PATH | Libc.MOVE_MOUNT_T_EMPTY_PATH) == 0 ? 0 : Libc.Errno;
-
-    /// <summary>
-    /// There is no umount by fd: open the directory holding the mount point (its path in the
-    /// caller's mountinfo, relative to the caller's root, which is ours now), check that its entry
-    /// of that name still shows this very mount (by mount id), and unmount the name there without
-    /// following symlinks. A rename race makes the ids differ and we answer EBUSY.
-    /// </summary>
-    static int Unmount(SafeFd target, MountEntry mount, int flags)
-    {
-        string name = Path.GetFileName(mount.MountPoint);
-        string? dir = Path.GetDirectoryName(mount.MountPoint);
-        if (name.Length == 0 || dir is null) return Libc.EINVAL;
-        int parent = Libc.openat(Libc.AT_FDCWD, dir, Libc.O_PATH | Libc.O_DIRECTORY | Libc.O_CLOEXEC, 0);
-        if (parent < 0) return Libc.Errno;
-        using var parentFd = new SafeFd(parent);
-        var (id, _, errno) = MountIdOf(parent, name, Libc.AT_SYMLINK_NOFOLLOW);
-        if (errno != 0) return errno;
-        var (targetId, _, targetErrno) = MountIdOf(target.Fd);
-        if (targetErrno != 0) return targetErrno;
-        if (id != targetId) return Libc.EBUSY;
-        // Our O_PATH fd holds a reference on the mount: the kernel would call it busy.
-        target.Dispose();
-        if (Libc.fchdir(parent) != 0) return Libc.Errno;
-        return Libc.umount2(name, flags | Libc.UMOUNT_NOFOLLOW) == 0 ? 0 : Libc.Errno;
-    }
-
-    public void Dispose() => _ownMountNs.Dispose();
 }

@@ -1,8 +1,11 @@
 namespace SandboxRunc.Seccomp.Notify;
 
-public enum MountSyscall { Mount, Umount2 }
+public enum MountSyscall { Mount, Umount2, PivotRoot }
 
-/// <summary>The trapped call as the caller made it: flags and the strings read from its memory.</summary>
+/// <summary>
+/// The trapped call as the caller made it: flags and the strings read from its memory. For pivot_root,
+/// <see cref="Target"/> is new_root and <see cref="Source"/> is put_old.
+/// </summary>
 public sealed record MountCall(MountSyscall Syscall, ulong Flags, string? Source, string Target, string? FsType = null, string? Data = null)
 {
     public const ulong MS_MGC_MSK = 0xffff0000, MS_MGC_VAL = 0xC0ED0000;
@@ -50,4 +53,7 @@ public abstract record MountDecision
 
     /// <summary>A new proc or sysfs: recursive bind of the caller namespace's own /proc or /sys, then these flags.</summary>
     public sealed record BindKernelFs(string MountPoint, MountFlags Set) : MountDecision;
+
+    /// <summary>pivot_root of the caller onto the checked new root, put_old as resolved.</summary>
+    public sealed record PivotRoot : MountDecision;
 }

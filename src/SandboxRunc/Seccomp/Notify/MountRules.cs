@@ -2,16 +2,32 @@ using SandboxRunc.Interop;
 
 namespace SandboxRunc.Seccomp.Notify;
 
+/// <summary>A place in a filesystem: the device (major:minor) and a path from that filesystem's root.</summary>
+public readonly record struct FsLocation(uint Major, uint Minor, string Path);
+
 /// <summary>A mount the container's init had before any user code ran.</summary>
-public sealed record InitialMount(uint Major, uint Minor, string Root, string MountPoint, MountFlags Flags);
+/// <param name="Covers">what it is mounted over: the place in its parent mount's filesystem (null for the
+/// namespace's root mount, whose parent lies outside).</param>
+public sealed record InitialMount(uint Major, uint Minor, string Root, string MountPoint, MountFlags Flags, FsLocation? Covers = null);
 
 /// <summary>
-/// The container's mount policy and the pure decision over one trapped mount/umount2: no system
-/// calls here, everything the decision needs is in <see cref="MountCall"/> and <see cref="CallerFacts"/>.
+/// The container's mount policy and the pure decision over one trapped mount/umount2/pivot_root: no
+/// system calls here, everything the decision needs is in <see cref="MountCall"/> and <see cref="CallerFacts"/>.
 ///
 /// A mount "derives from" an initial mount when it shows the same filesystem (major:minor) at or
 /// below the initial mount's root: binds of it, and its copies in new mount namespaces
-/// (`unshare -m`), wherever they are mounted. Such mounts carry the initial mount's restrictions.
+/// (`unshare -m`), wherever they are mounted. Such mounts carry the initial mount's restrictions
+/// (read-only stays read-only, nosuid/nodev/noexec stay).
+///
+/// Protection (no unmount, no move, no pivot_root away) follows what a mount HIDES, not where it
+/// stands: a protected initial mount (/proc, /sys, the masked and read-only paths, the emulated
+/// files; every initial mount with protect-initial-mounts) covers a place in its parent's
+/// filesystem — /proc/uptime's emulated file covers procfs's "/uptime", a read-only bind over a
+/// volume's "sub" covers that directory of the volume. Every mount that covers the same place is
+/// protected too: the copies made by `mount --rbind /proc /tmp/x`, by `unshare -m`, by pivot_root,
+/// wherever they now stand, since taking one off would show what the original hides. Places on the
+/// container's own rootfs are the exception (unmounting a copy of /proc from a chroot only shows
+/// the image's empty /proc directory, which the container can see anyway).
 /// A new anonymous filesystem may reuse the device number of an initial one the container
 /// unmounted; it then inherits that mount's restrictions: stricter, never looser.
 /// </summary>
@@ -25,12 +41,21 @@ public sealed class MountRules
 
     public static readonly string[] AlwaysProtected = ["/", "/proc", "/sys"];
 
+    /// <summary>The places that protected initial mounts cover (see the class summary).</summary>
+    public IReadOnlySet<FsLocation> ProtectedPlaces { get; }
+
     public MountRules(string containerId, IEnumerable<InitialMount> initial, IEnumerable<string> protectedPaths, bool protectAllInitialMounts = false)
     {
         ContainerId = containerId;
         Initial = initial.ToList();
         Protected = new HashSet<string>(AlwaysProtected.Concat(protectedPaths).Select(Normalize), StringComparer.Ordinal);
         ProtectAllInitialMounts = protectAllInitialMounts;
+        var root = Initial.FirstOrDefault(i => i.MountPoint == "/");
+        ProtectedPlaces = Initial
+            .Where(i => i.Covers is not null && (ProtectAllInitialMounts || Protected.Contains(i.MountPoint)))
+            .Select(i => i.Covers!.Value)
+            .Where(c => root is null || c.Major != root.Major || c.Minor != root.Minor)
+            .ToHashSet();
     }
 
     /// <summary>
@@ -38,10 +63,29 @@ public sealed class MountRules
     /// starts (before user code runs), and the protected paths (the spec's maskedPaths and
     /// readonlyPaths, the emulated /proc and /sys submounts).
     /// </summary>
-    public static MountRules FromMountInfo(string containerId, string initMountInfo, IEnumerable<string> protectedPaths, bool protectAllInitialMounts = false) =>
-        new(containerId,
-            MountInfo.Parse(initMountInfo).Select(m => new InitialMount(m.Major, m.Minor, m.Root, m.MountPoint, m.Flags)),
+    public static MountRules FromMountInfo(string containerId, string initMountInfo, IEnumerable<string> protectedPaths, bool protectAllInitialMounts = false)
+    {
+        var table = MountInfo.Parse(initMountInfo);
+        return new(containerId,
+            table.Select(m => new InitialMount(m.Major, m.Minor, m.Root, m.MountPoint, m.Flags, Covered(m, table))),
             protectedPaths, protectAllInitialMounts);
+    }
+
+    /// <summary>
+    /// The place a mount covers: its mount point seen in its parent mount's filesystem (the parent's root
+    /// joined with the mount point's path below the parent's mount point). Null when the parent is not in
+    /// the table (the root of the namespace or of a chroot).
+    /// </summary>
+    public static FsLocation? Covered(MountEntry m, IReadOnlyList<MountEntry> table)
+    {
+        MountEntry? parent = null;
+        foreach (var p in table)
+            if (p.Id == m.ParentId && p.Id != m.Id) { parent = p; break; }
+        if (parent is null || !IsAtOrBelow(m.MountPoint, parent.MountPoint)) return null;
+        string below = parent.MountPoint == "/" ? m.MountPoint : m.MountPoint[parent.MountPoint.Length..];
+        string path = parent.Root == "/" ? (below.Length == 0 ? "/" : below) : parent.Root + below;
+        return new FsLocation(parent.Major, parent.Minor, path);
+    }
 
     public static bool DerivesFrom(MountEntry m, InitialMount i) =>
         m.Major == i.Major && m.Minor == i.Minor && IsAtOrBelow(m.Root, i.Root);
@@ -52,18 +96,35 @@ public sealed class MountRules
     InitialMount? InitialAtItsPlace(MountEntry m) =>
         Initial.LastOrDefault(i => i.MountPoint == m.MountPoint && DerivesFrom(m, i));
 
-    bool IsProtected(MountEntry m) =>
-        InitialAtItsPlace(m) is { } i && (ProtectAllInitialMounts || Protected.Contains(i.MountPoint));
+    /// <summary>Why a mount of the caller's table is protected, or null: at its initial place, or covering what a protected one covers.</summary>
+    public string? ProtectedBecause(MountEntry m, IReadOnlyList<MountEntry> table)
+    {
+        if (InitialAtItsPlace(m) is { } i && (ProtectAllInitialMounts || Protected.Contains(i.MountPoint)))
+            return $"{m.MountPoint} is a protected mount of the container";
+        if (ProtectedPlaces.Count > 0 && Covered(m, table) is { } place && ProtectedPlaces.Contains(place))
+        {
+            var original = Initial.FirstOrDefault(x => x.Covers == place);
+            return $"{m.MountPoint} is a copy of the protected mount {original?.MountPoint ?? "?"} of the container (it hides what that one hides)";
+        }
+        return null;
+    }
+
+    bool IsProtected(MountEntry m, IReadOnlyList<MountEntry> table) => ProtectedBecause(m, table) is not null;
 
     /// <summary>Protected mounts strictly below <paramref name="mountPoint"/> in the caller's table.</summary>
     bool HasProtectedBelow(string mountPoint, IReadOnlyList<MountEntry> mounts) =>
-        mounts.Any(m => IsStrictlyBelow(m.MountPoint, mountPoint) && IsProtected(m));
+        mounts.Any(m => IsStrictlyBelow(m.MountPoint, mountPoint) && IsProtected(m, mounts));
 
     public MountDecision Decide(MountCall call, CallerFacts caller)
     {
         if (!caller.HasCapSysAdmin)
             return new MountDecision.Refuse(Libc.EPERM, "caller lacks CAP_SYS_ADMIN");
-        return call.Syscall == MountSyscall.Umount2 ? DecideUmount(call, caller) : DecideMount(call, caller);
+        return call.Syscall switch
+        {
+            MountSyscall.Umount2 => DecideUmount(call, caller),
+            MountSyscall.PivotRoot => DecidePivotRoot(caller),
+            _ => DecideMount(call, caller),
+        };
     }
 
     /// <summary>
@@ -73,7 +134,7 @@ public sealed class MountRules
     /// </summary>
     public MountDecision? DecideWithoutLookup(MountCall call, bool hasCapSysAdmin)
     {
-        if (!hasCapSysAdmin || call.Syscall == MountSyscall.Umount2) return hasCapSysAdmin ? null : Decide(call, new CallerFacts(false, null, null, []));
+        if (!hasCapSysAdmin || call.Syscall != MountSyscall.Mount) return hasCapSysAdmin ? null : Decide(call, new CallerFacts(false, null, null, []));
         ulong flags = call.EffectiveFlags;
         if ((flags & (Libc.MS_REMOUNT | Libc.MS_BIND)) != 0) return null;
         if ((flags & (Libc.MS_SHARED | Libc.MS_PRIVATE | Libc.MS_SLAVE | Libc.MS_UNBINDABLE)) != 0 ||
@@ -86,9 +147,24 @@ public sealed class MountRules
     {
         if (caller.Target is not { } t) return Kernel(Libc.ENOENT, "target not found");
         if (!t.IsMountRoot) return Kernel(Libc.EINVAL, "target is not a mount point");
-        if (IsProtected(t.Mount))
-            return new MountDecision.Refuse(Libc.EPERM, $"{t.Mount.MountPoint} is a protected mount of the container");
+        if (ProtectedBecause(t.Mount, caller.Mounts) is { } why)
+            return new MountDecision.Refuse(Libc.EPERM, why);
         return new MountDecision.Unmount((int)call.Flags);
+    }
+
+    /// <summary>
+    /// pivot_root detaches new_root's mount from where it stands (its whole tree moves to the root) and
+    /// moves the old root under put_old. What new_root covered becomes visible: refused when it is a
+    /// protected mount or a copy of one. Performed by us on the checked fds.
+    /// </summary>
+    MountDecision DecidePivotRoot(CallerFacts caller)
+    {
+        if (caller.Target is not { } t) return Kernel(Libc.ENOENT, "new_root not found");
+        if (caller.Source is null) return Kernel(Libc.ENOENT, "put_old not found");
+        if (!t.IsMountRoot) return Kernel(Libc.EINVAL, "new_root is not a mount point");
+        if (ProtectedBecause(t.Mount, caller.Mounts) is { } why)
+            return new MountDecision.Refuse(Libc.EPERM, $"pivot_root would move it away: {why}");
+        return new MountDecision.PivotRoot();
     }
 
     /// <summary>The kernel's own dispatch order in path_mount(), so that we judge what the kernel would do.</summary>
@@ -148,8 +224,8 @@ public sealed class MountRules
         if (caller.Source is not { } s) return Kernel(Libc.ENOENT, "source not found");
         if (caller.Target is null) return Kernel(Libc.ENOENT, "target not found");
         if (!s.IsMountRoot) return Kernel(Libc.EINVAL, "source is not a mount point");
-        if (IsProtected(s.Mount))
-            return new MountDecision.Refuse(Libc.EPERM, $"{s.Mount.MountPoint} is a protected mount of the container and cannot be moved");
+        if (ProtectedBecause(s.Mount, caller.Mounts) is { } why)
+            return new MountDecision.Refuse(Libc.EPERM, $"{why} and cannot be moved");
         if (HasProtectedBelow(s.Mount.MountPoint, caller.Mounts))
             return new MountDecision.Refuse(Libc.EPERM, $"protected mounts of the container lie below {s.Mount.MountPoint}");
         return new MountDecision.Move();

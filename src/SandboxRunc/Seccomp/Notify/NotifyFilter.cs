@@ -5,7 +5,8 @@ namespace SandboxRunc.Seccomp.Notify;
 /// its last step before execve. Hand-built BPF (no libseccomp: it runs in the container's init).
 ///
 /// What it does, per syscall ABI:
-/// - x86_64: mount and umount2 → SECCOMP_RET_USER_NOTIF (vetted by <see cref="NotifyServer"/>);
+/// - x86_64: mount, umount2 and pivot_root → SECCOMP_RET_USER_NOTIF (vetted by <see cref="NotifyServer"/>:
+///   pivot_root moves a mount away from what it covers, so it is judged like an unmount);
 ///   sysinfo → USER_NOTIF too, answered with the container's uptime and memory (<see cref="SysinfoAnswer"/>):
 ///   busybox's free and uptime read sysinfo(2), not /proc;
 ///   the new mount API (open_tree, open_tree_attr, move_mount, fsopen, fsconfig, fsmount, fspick,
@@ -16,7 +17,7 @@ namespace SandboxRunc.Seccomp.Notify;
 /// - x32 (x86_64 arch with nr bit 30 set) → ERRNO(ENOSYS) for every call. x32 binaries do not exist in
 ///   practice and most kernels disable the ABI (then the answer is ENOSYS anyway); trapping the
 ///   x32 mount numbers separately would be one more path to get right for no user.
-/// - i386 (int 0x80 / 32-bit binaries): mount, umount, umount2 and the new mount API → ERRNO(ENOSYS),
+/// - i386 (int 0x80 / 32-bit binaries): mount, umount, umount2, pivot_root and the new mount API → ERRNO(ENOSYS),
 ///   swapon/swapoff → EPERM, everything else ALLOW. Without this, a 64-bit process could issue
 ///   `int 0x80` with nr 21 and mount unvetted. 32-bit programs keep working except for mounts.
 /// - any other arch (impossible on an x86_64 kernel) → ERRNO(ENOSYS), fail closed.
@@ -47,13 +48,14 @@ public static class NotifyFilter
     public static uint Errno(uint e) => SECCOMP_RET_ERRNO | (e & 0xffff);
 
     /// <summary>x86_64 numbers: trapped and answered.</summary>
-    public static readonly uint[] Trapped64 = [165 /* mount */, 166 /* umount2 */, 99 /* sysinfo */];
+    public static readonly uint[] Trapped64 = [165 /* mount */, 166 /* umount2 */, PivotRoot64, 99 /* sysinfo */];
+    public const int PivotRoot64 = 155;
     /// <summary>The new mount API: same numbers on every ABI since 5.2 (the unified table).</summary>
     public static readonly uint[] NewMountApi =
         [428 /* open_tree */, 429 /* move_mount */, 430 /* fsopen */, 431 /* fsconfig */, 432 /* fsmount */,
          433 /* fspick */, 442 /* mount_setattr */, 467 /* open_tree_attr */];
     public static readonly uint[] Swap64 = [167 /* swapon */, 168 /* swapoff */];
-    public static readonly uint[] Mount32 = [21 /* mount */, 22 /* umount */, 52 /* umount2 */];
+    public static readonly uint[] Mount32 = [21 /* mount */, 22 /* umount */, 52 /* umount2 */, 217 /* pivot_root */];
     public static readonly uint[] Swap32 = [87 /* swapon */, 115 /* swapoff */];
 
     static byte[]? _program;

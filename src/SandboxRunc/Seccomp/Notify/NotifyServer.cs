@@ -1,5 +1,4 @@
 using System.Collections.Concurrent;
-using System.Globalization;
 using SandboxRunc.Interop;
 using N = SandboxRunc.Interop.SeccompNotifyAbi;
 
@@ -181,33 +180,38 @@ public sealed class NotifyServer : IDisposable
             return;
         }
 
+        // Everything read by pid below (the call's strings, the /proc/PID handles and status) is the
+        // caller's only if the notification is still valid after the reads: checked before any use.
         MountCall call;
         try { call = ReadCall(pid, n.Data); }
         catch (SysException e) { Answer(listener, n.Id, e.Errno); return; }
 
-        bool cap;
-        try { cap = HasCapSysAdmin(pid); }
-        catch (Exception) when (!N.IdValid(listener, n.Id)) { return; }
+        CallerHandles handles;
+        try { handles = CallerHandles.Open(pid); }
+        catch (Exception) when (!N.IdValid(listener, n.Id)) { return; } // the caller is gone
+        using var _ = handles;
+        if (!N.IdValid(listener, n.Id)) return;
+
+        bool cap = handles.MayMount();
         if (_rules.DecideWithoutLookup(call, cap) is { } early)
         {
             if (N.IdValid(listener, n.Id)) Conclude(listener, n.Id, pid, call, early, 0);
             return;
         }
 
-        CallerHandles handles;
-        bool samePid, sameNet;
-        try
+        // Only a new proc/sysfs asks which namespaces the caller is in.
+        bool kernelFs = IsNewMount(call) && call.FsType is ("proc" or "sysfs");
+        bool samePid = true, sameNet = true;
+        if (kernelFs)
         {
-            handles = CallerHandles.Open(pid);
-            // Only a new proc/sysfs asks which namespaces the caller is in.
-            bool kernelFs = IsNewMount(call) && call.FsType is ("proc" or "sysfs");
-            samePid = !kernelFs || _pidNs is null || NamespaceInode(pid, "pid") == _pidNs;
-            sameNet = !kernelFs || _netNs is null || NamespaceInode(pid, "net") == _netNs;
+            try
+            {
+                samePid = _pidNs is null || NamespaceInode(pid, "pid") == _pidNs;
+                sameNet = _netNs is null || NamespaceInode(pid, "net") == _netNs;
+            }
+            catch (Exception) when (!N.IdValid(listener, n.Id)) { return; }
+            if (!N.IdValid(listener, n.Id)) return;
         }
-        catch (Exception) when (!N.IdValid(listener, n.Id)) { return; } // the caller is gone
-        using var _ = handles;
-        // The fds above belong to the caller only if it is still the one blocked in this call.
-        if (!N.IdValid(listener, n.Id)) return;
 
         MountDecision decision;
         int errno;
@@ -240,54 +244,62 @@ public sealed class NotifyServer : IDisposable
     (MountDecision, int) DecideAndPerform(MountPerformer performer, int listener, ulong id, MountCall call, CallerHandles handles, bool samePid, bool sameNet)
     {
         string? kernelFsPath = IsNewMount(call) ? call.FsType switch { "proc" => "/proc", "sysfs" => "/sys", _ => null } : null;
-        SafeFd? target = null, source = null, kernelFs = null;
-        try
+        ulong flags = call.EffectiveFlags;
+        bool followTarget = call.Syscall != MountSyscall.Umount2 || (flags & Libc.UMOUNT_NOFOLLOW) == 0;
+        string? source = call.Syscall switch
         {
-            kernelFs = performer.Enter(handles, kernelFsPath);
-            var mounts = MountPerformer.ReadMountInfo(handles.MountInfo);
-            ulong flags = call.EffectiveFlags;
-            bool followTarget = call.Syscall == MountSyscall.Mount || (flags & Libc.UMOUNT_NOFOLLOW) == 0;
-            var (targetFacts, targetErrno) = Resolve(call.Target, followTarget, mounts, out target);
-            PathFacts? sourceFacts = null;
-            if (call.Syscall == MountSyscall.Mount && (flags & Libc.MS_REMOUNT) == 0 && (flags & (Libc.MS_BIND | Libc.MS_MOVE)) != 0 && call.Source is not null)
-                (sourceFacts, _) = Resolve(call.Source, follow: true, mounts, out source);
+            MountSyscall.PivotRoot => call.Source,
+            MountSyscall.Mount when (flags & Libc.MS_REMOUNT) == 0 && (flags & (Libc.MS_BIND | Libc.MS_MOVE)) != 0 => call.Source,
+            _ => null,
+        };
+        using var lookup = performer.Lookup(handles, call.Target, followTarget, source, kernelFsPath);
+        var mounts = MountPerformer.ReadMountInfo(handles.MountInfo);
 
-            var decision = _rules.Decide(call, new CallerFacts(true, targetFacts, sourceFacts, mounts, samePid, sameNet));
-            if (decision is MountDecision.Refuse { Policy: false } && targetFacts is null && targetErrno != 0)
-                decision = new MountDecision.Refuse(targetErrno, "target not resolved", Policy: false);
-            if (decision is MountDecision.BindKernelFs k && !IsInitialKernelFs(kernelFs, k.MountPoint))
-                decision = new MountDecision.Continue($"no initial {k.MountPoint} at the namespace root: the kernel decides");
-            if (decision is MountDecision.Continue or MountDecision.Refuse) return (decision, 0);
-            if (!N.IdValid(listener, id)) return (new MountDecision.Refuse(Libc.ENOENT, "caller gone", Policy: false), 0);
-            return (decision, performer.Perform(decision, target, targetFacts?.Mount, source, kernelFs));
-        }
-        finally
+        var targetFacts = Facts(lookup.Target, mounts);
+        MountEntry? unmount = null;
+        if (call.Syscall == MountSyscall.Umount2 && lookup.Target is { } t && targetFacts is not null)
         {
-            target?.Dispose();
-            source?.Dispose();
-            kernelFs?.Dispose();
-            performer.Leave();
+            // umount2 takes off the topmost mount stacked at the path (the kernel's LOOKUP_MOUNTPOINT:
+            // runc's pivot_root(".", ".") + umount2(".") unmounts the old root stacked on the new one).
+            unmount = Topmost(targetFacts.Mount, t.IsMountRoot ? targetFacts.Mount.MountPoint : t.Path, mounts);
+            if (unmount != targetFacts.Mount) targetFacts = new PathFacts(unmount, true);
+            else if (!t.IsMountRoot) unmount = null;
         }
+        var sourceFacts = Facts(lookup.Source, mounts);
+        int targetErrno = lookup.Target is null ? lookup.TargetErrno : targetFacts is null ? Libc.EINVAL : 0;
+
+        var decision = _rules.Decide(call, new CallerFacts(true, targetFacts, sourceFacts, mounts, samePid, sameNet));
+        if (decision is MountDecision.Refuse { Policy: false } && targetFacts is null && targetErrno != 0)
+            decision = new MountDecision.Refuse(targetErrno, "target not resolved", Policy: false);
+        if (decision is MountDecision.BindKernelFs k && !IsInitialKernelFs(lookup.KernelFs, k.MountPoint))
+            decision = new MountDecision.Continue($"no initial {k.MountPoint} at the namespace root: the kernel decides");
+        if (decision is MountDecision.Continue or MountDecision.Refuse) return (decision, 0);
+        if (!N.IdValid(listener, id)) return (new MountDecision.Refuse(Libc.ENOENT, "caller gone", Policy: false), 0);
+        return (decision, performer.Perform(handles, decision, lookup, unmount));
     }
 
-    static (PathFacts?, int) Resolve(string path, bool follow, List<MountEntry> mounts, out SafeFd? fd)
+    static PathFacts? Facts(ResolvedPath? p, List<MountEntry> mounts)
     {
-        var (f, mountId, isRoot, errno) = MountPerformer.Resolve(path, follow);
-        fd = f;
-        if (f is null) return (null, errno);
-        var entry = mounts.FirstOrDefault(m => (ulong)m.Id == mountId);
-        return entry is null ? (null, Libc.EINVAL) : (new PathFacts(entry, isRoot), 0);
+        if (p is null) return null;
+        var entry = mounts.FirstOrDefault(m => (ulong)m.Id == p.MountId);
+        return entry is null ? null : new PathFacts(entry, p.IsMountRoot);
     }
 
-    unsafe bool IsInitialKernelFs(SafeFd? fd, string mountPoint)
+    /// <summary>The mount the kernel would take off at a place: the last one stacked there, if any.</summary>
+    static MountEntry Topmost(MountEntry under, string place, List<MountEntry> mounts)
     {
-        if (fd is null) return false;
-        Libc.Statx stx;
-        if (Libc.statx(fd.Fd, "", (int)Libc.AT_EMPTY_PATH_FLAG, Libc.STATX_MNT_ID, &stx) != 0) return false;
-        bool root = (stx.Attributes & Libc.STATX_ATTR_MOUNT_ROOT) != 0;
-        uint major = stx.DevMajor, minor = stx.DevMinor;
-        return root && _rules.Initial.Any(i => i.MountPoint == mountPoint && i.Major == major && i.Minor == minor);
+        var top = under;
+        for (int depth = 0; depth < mounts.Count; depth++)
+        {
+            var above = mounts.LastOrDefault(m => m.ParentId == top.Id && m.Id != top.Id && m.MountPoint == place);
+            if (above is null) break;
+            top = above;
+        }
+        return top;
     }
+
+    bool IsInitialKernelFs(ResolvedPath? fs, string mountPoint) =>
+        fs is not null && fs.IsMountRoot && _rules.Initial.Any(i => i.MountPoint == mountPoint && i.Major == fs.Major && i.Minor == fs.Minor);
 
     static bool IsNewMount(MountCall call) =>
         call.Syscall == MountSyscall.Mount &&
@@ -297,7 +309,11 @@ public sealed class NotifyServer : IDisposable
     {
         if (d.Nr == Libc.SYS_umount2)
             return new MountCall(MountSyscall.Umount2, d.Args[1] & 0xffffffff, null,
-                CallerMemory.ReadString(pid, d.Args[0], CallerMemory.PathMax) ?? throw new SysException("mount", "target", Libc.EFAULT));
+                CallerMemory.ReadString(pid, d.Args[0], CallerMemory.PathMax) ?? throw new SysException("umount2", "target", Libc.EFAULT));
+        if (d.Nr == NotifyFilter.PivotRoot64)
+            return new MountCall(MountSyscall.PivotRoot, 0,
+                CallerMemory.ReadString(pid, d.Args[1], CallerMemory.PathMax) ?? throw new SysException("pivot_root", "put_old", Libc.EFAULT),
+                CallerMemory.ReadString(pid, d.Args[0], CallerMemory.PathMax) ?? throw new SysException("pivot_root", "new_root", Libc.EFAULT));
         if (d.Nr != Libc.SYS_mount) throw new SysException("seccomp notify", $"syscall {d.Nr}", Libc.ENOSYS);
         ulong flags = d.Args[3];
         var call = new MountCall(MountSyscall.Mount, flags,
@@ -308,15 +324,6 @@ public sealed class NotifyServer : IDisposable
         if ((f & Libc.MS_REMOUNT) != 0 && (f & Libc.MS_BIND) == 0)
             call = call with { Data = CallerMemory.ReadString(pid, d.Args[4], CallerMemory.DataMax) };
         return call;
-    }
-
-    /// <summary>CAP_SYS_ADMIN (21) in the caller's effective set (in its own user namespace).</summary>
-    static bool HasCapSysAdmin(int pid)
-    {
-        foreach (var line in File.ReadLines($"/proc/{pid}/status"))
-            if (line.StartsWith("CapEff:", StringComparison.Ordinal))
-                return (ulong.Parse(line.AsSpan(7).Trim(), NumberStyles.HexNumber, CultureInfo.InvariantCulture) & (1UL << 21)) != 0;
-        return false;
     }
 
     static unsafe ulong NamespaceInode(int pid, string ns)
@@ -335,6 +342,6 @@ public sealed class NotifyServer : IDisposable
 
     void LogRefusal(int pid, MountCall call, MountDecision.Refuse r) =>
         _log.Write(new Refusal(DateTimeOffset.UtcNow, _rules.ContainerId, pid,
-            call.Syscall == MountSyscall.Mount ? "mount" : "umount2",
+            call.Syscall switch { MountSyscall.Mount => "mount", MountSyscall.Umount2 => "umount2", _ => "pivot_root" },
             new RefusalArgs(call.Source, call.Target, call.FsType, $"0x{call.Flags:x}", call.Data), r.Errno, r.Reason));
 }

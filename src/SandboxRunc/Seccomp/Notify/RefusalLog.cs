@@ -28,29 +28,47 @@ internal sealed partial class NotifyJson : JsonSerializerContext
 }
 
 /// <summary>
-/// Appends refusals as JSON lines. The file is opened once, by path, in the supervisor's own mount
-/// namespace when the server starts: workers spend part of their time chrooted into a container
-/// and must never open a path there.
+/// Appends refusals as JSON lines. The log lives on the host (the state dir, usually on the /run tmpfs,
+/// that is host memory) and a container decides how many refusals it provokes, so it is bounded: past
+/// <see cref="MaxBytes"/> the file is renamed to "NAME.1" (replacing the previous one) and started
+/// again, so it never holds more than twice that. Written by workers outside any container.
 /// </summary>
 public sealed class RefusalLog : IDisposable
 {
-    readonly FileStream? _stream;
+    public const long MaxBytes = 1 << 20;
+    readonly string? _path;
+    FileStream? _stream;
     readonly Lock _lock = new();
 
     public RefusalLog(string? path)
     {
-        if (path is not null)
-            _stream = new FileStream(path, FileMode.Append, FileAccess.Write, FileShare.ReadWrite | FileShare.Delete);
+        _path = path;
+        if (path is not null) _stream = Open(path);
     }
+
+    static FileStream Open(string path) => new(path, FileMode.Append, FileAccess.Write, FileShare.ReadWrite | FileShare.Delete);
 
     public void Write(Refusal refusal)
     {
-        if (_stream is null) return;
+        if (_stream is null || _path is null) return;
         byte[] line = Encoding.UTF8.GetBytes(JsonSerializer.Serialize(refusal, NotifyJson.Default.Refusal) + "\n");
         lock (_lock)
         {
-            _stream.Write(line);
-            _stream.Flush();
+            try
+            {
+                if (_stream.Length + line.Length > MaxBytes)
+                {
+                    _stream.Dispose();
+                    File.Move(_path, _path + ".1", overwrite: true);
+                    _stream = Open(_path);
+                }
+                _stream.Write(line);
+                _stream.Flush();
+            }
+            catch (Exception e) when (e is IOException or ObjectDisposedException or UnauthorizedAccessException)
+            {
+                // The state dir is being removed (delete): nothing is left to log for.
+            }
         }
     }
 

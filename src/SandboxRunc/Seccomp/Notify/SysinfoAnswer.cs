@@ -42,10 +42,17 @@ internal static unsafe class SysinfoAnswer
             *(ulong*)(info + 88) = 0; *(ulong*)(info + 96) = 0; // totalhigh, freehigh
             *(uint*)(info + 104) = 1;                            // mem_unit: bytes
         }
-        // Only while the caller is still the one blocked in this call: its memory could be another's now.
-        if (!stillValid()) return 0;
-        var local = new Libc.IoVec { Base = info, Len = Size };
-        var remote = new Libc.IoVec { Base = (void*)address, Len = Size };
-        return Libc.process_vm_writev(pid, &local, 1, &remote, 1, 0) == Size ? 0 : Libc.EFAULT;
+        // Write through /proc/PID/mem opened first and checked after: if the notification is still valid
+        // once the file is open, the file is the caller's (a pid reused in between fails the check), so
+        // the write can never land in another process (process_vm_writev by pid could).
+        string mem = $"/proc/{pid}/mem";
+        int fd = Libc.open(mem, Libc.O_RDWR | Libc.O_CLOEXEC, 0);
+        if (fd < 0) return stillValid() ? Libc.EFAULT : 0;
+        try
+        {
+            if (!stillValid()) return 0;
+            return Libc.pwrite(fd, info, Size, (long)address) == Size ? 0 : Libc.EFAULT;
+        }
+        finally { Libc.close(fd); }
     }
 }

@@ -1,0 +1,378 @@
+/*
+ * mntns_ops.c: what a seccomp-notify worker (NotifyServer.cs) does INSIDE a container's mount
+ * namespace and root, as raw system calls, with no managed code in between.
+ *
+ * Why C: a worker enters the caller's mount namespace (setns) and root (chroot) to resolve paths
+ * exactly as the caller would and to act on the mounts it checked. While it is there, every path
+ * the thread opens by name is the container's. The .NET GC reads /proc/meminfo (and cgroup files)
+ * by name on the thread that triggers a collection: a container that puts a FIFO at proc/meminfo
+ * under a chroot, then makes a trapped call from there, would hang that worker (and, through it,
+ * every `docker exec`). A thread that has entered a container must therefore not allocate managed
+ * memory, which C# cannot promise across a decision. So the managed side prepares everything
+ * (strings, fds, buffers) outside, calls one function here that enters, does a handful of
+ * syscalls, and leaves before returning; the decision happens outside, between srn_lookup and
+ * srn_perform, on fds that pin what was resolved.
+ *
+ *   srn_lookup   enter; open the target (and the source, and the namespace's /proc or /sys)
+ *                with O_PATH as the caller would resolve them; statx each (mount id, mount root,
+ *                device, mode) and its path relative to the caller's root; leave.
+ *   srn_perform  enter; do one checked operation on those fds:
+ *                SETFLAGS  fspick + fsconfig (superblock options, without CAP_SYS_ADMIN in the
+ *                          effective set so the kernel only lets us touch superblocks that the
+ *                          container's user namespace owns), then mount_setattr
+ *                BIND      open_tree(CLONE [| RECURSIVE]) of the source fd, mount_setattr on the
+ *                          detached copy, move_mount onto the target fd
+ *                MOVE      move_mount of the source mount onto the target fd
+ *                UNMOUNT   umount2 of the mount with the given id, by name in its parent directory
+ *                          after checking that the name still shows that very mount
+ *                PIVOT     pivot_root(new_root, put_old) on the two fds, from the caller's root
+ *                          (through /proc/thread-self/fd magic links of the host's /proc)
+ *                leave.
+ *
+ * Leaving never fails quietly: if setns back to our own mount namespace fails, the thread would
+ * keep acting inside a container, so the process aborts (fail closed: the kernel then answers
+ * every trapped call with ENOSYS). The thread must have unshared CLONE_FS beforehand (setns into a
+ * mount namespace and chroot are then this thread's only).
+ *
+ * The layout of the structs below is checked against Seccomp/Notify/MountNamespaceOps.cs by a test.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <sched.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include <linux/capability.h>
+
+#ifndef SYS_open_tree
+#define SYS_open_tree 428
+#endif
+#ifndef SYS_move_mount
+#define SYS_move_mount 429
+#endif
+#ifndef SYS_fsconfig
+#define SYS_fsconfig 431
+#endif
+#ifndef SYS_fspick
+#define SYS_fspick 433
+#endif
+#ifndef SYS_mount_setattr
+#define SYS_mount_setattr 442
+#endif
+
+#define SRN_OPEN_TREE_CLONE 1u
+#define SRN_OPEN_TREE_CLOEXEC 0x80000u
+#define SRN_AT_RECURSIVE 0x8000u
+#define SRN_MOVE_MOUNT_F_EMPTY_PATH 0x4u
+#define SRN_MOVE_MOUNT_T_EMPTY_PATH 0x40u
+#define SRN_FSPICK_CLOEXEC 1u
+#define SRN_FSPICK_EMPTY_PATH 8u
+#define SRN_FSCONFIG_SET_FLAG 0u
+#define SRN_FSCONFIG_SET_STRING 1u
+#define SRN_FSCONFIG_CMD_RECONFIGURE 7u
+#define SRN_NS_GET_NSTYPE 0xb703
+#define SRN_STATX_MNT_ID 0x1000u
+#define SRN_STATX_ATTR_MOUNT_ROOT 0x2000u
+#define SRN_CAP_SYS_ADMIN 21
+
+#define SRN_PATH_MAX 4096
+#define SRN_MAX_SB_OPTIONS 32
+
+/* What a worker enters: the caller's namespace, root and cwd, and its own way back. */
+struct srn_enter {
+    int32_t own_mntns;  /* the supervisor's mount namespace (way back) */
+    int32_t mntns;      /* the caller's mount namespace (/proc/PID/ns/mnt) */
+    int32_t root;       /* the caller's root (/proc/PID/root, O_PATH) */
+    int32_t cwd;        /* the caller's cwd (/proc/PID/cwd, O_PATH) */
+    int32_t host_proc;  /* the host's /proc (O_PATH | O_DIRECTORY): magic links to our own fds */
+    int32_t reserved;
+};
+
+/* One resolved path. */
+struct srn_path {
+    int32_t fd;          /* O_PATH fd (ours to close), or -1 */
+    int32_t err;         /* errno when fd is -1 */
+    uint64_t mnt_id;     /* statx STATX_MNT_ID */
+    uint32_t mount_root; /* 1 when the path is the root of its mount */
+    uint32_t dev_major;
+    uint32_t dev_minor;
+    uint32_t mode;       /* st_mode */
+    char path[SRN_PATH_MAX]; /* the kernel's path of the fd relative to the caller's root ("" if unknown) */
+};
+
+enum srn_kind { SRN_SETFLAGS = 1, SRN_BIND = 2, SRN_MOVE = 3, SRN_UNMOUNT = 4, SRN_PIVOT = 5 };
+
+struct srn_op {
+    int32_t kind;
+    int32_t target_fd;        /* SETFLAGS, BIND, MOVE: the target; PIVOT: new_root */
+    int32_t source_fd;        /* BIND, MOVE: the source; PIVOT: put_old */
+    int32_t recursive;        /* BIND: clone the whole tree */
+    uint64_t attr_set;        /* SETFLAGS; BIND: set on the copy before it is attached */
+    uint64_t attr_clr;        /* SETFLAGS */
+    int32_t attr_recursive;   /* BIND: set the attributes on every mount of the copy */
+    int32_t umount_flags;     /* UNMOUNT */
+    uint64_t expect_mnt_id;   /* UNMOUNT: the mount to take off */
+    const char *mount_point;  /* UNMOUNT: its mount point, relative to the caller's root */
+    int32_t sb_count;         /* SETFLAGS: superblock options "key" or "key=value" */
+    int32_t reserved;
+    const char *const *sb_options;
+};
+
+struct srn_mount_attr { uint64_t attr_set, attr_clr, propagation, userns_fd; };
+
+struct srn_statx_ts { int64_t tv_sec; uint32_t tv_nsec; int32_t reserved; };
+struct srn_statx {
+    uint32_t stx_mask, stx_blksize;
+    uint64_t stx_attributes;
+    uint32_t stx_nlink, stx_uid, stx_gid;
+    uint16_t stx_mode, pad1;
+    uint64_t stx_ino, stx_size, stx_blocks, stx_attributes_mask;
+    struct srn_statx_ts stx_atime, stx_btime, stx_ctime, stx_mtime;
+    uint32_t stx_rdev_major, stx_rdev_minor, stx_dev_major, stx_dev_minor;
+    uint64_t stx_mnt_id;
+    uint64_t spare[13];
+};
+
+static int still_ours(int fd) { return ioctl(fd, SRN_NS_GET_NSTYPE) == CLONE_NEWNS; }
+
+static void leave(const struct srn_enter *e)
+{
+    if (setns(e->own_mntns, CLONE_NEWNS) != 0) {
+        static const char msg[] = "sandbox-runc supervisor: setns back to its own mount namespace failed; aborting (fail closed)\n";
+        ssize_t ignored = write(2, msg, sizeof msg - 1);
+        (void)ignored;
+        abort();
+    }
+}
+
+/* setns into the caller's mount namespace; the namespace's /proc or /sys (from its root, before the
+ * chroot) if asked; then the caller's root and cwd. 0, or an errno (then we are back out). */
+static int enter(const struct srn_enter *e, const char *kernel_fs, int *kernel_fs_fd, int *kernel_fs_err)
+{
+    if (!still_ours(e->own_mntns)) return EBADF; /* never go in without a way back */
+    if (setns(e->mntns, CLONE_NEWNS) != 0) return errno;
+    if (kernel_fs != NULL) {
+        *kernel_fs_fd = openat(AT_FDCWD, kernel_fs, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        *kernel_fs_err = *kernel_fs_fd < 0 ? errno : 0;
+    }
+    if (fchdir(e->root) != 0 || chroot(".") != 0 || fchdir(e->cwd) != 0) {
+        int err = errno;
+        leave(e);
+        return err;
+    }
+    return 0;
+}
+
+static void describe(const struct srn_enter *e, int fd, int err, struct srn_path *out)
+{
+    memset(out, 0, offsetof(struct srn_path, path) + 1);
+    out->fd = fd;
+    out->err = err;
+    if (fd < 0) return;
+    struct srn_statx stx;
+    if (syscall(SYS_statx, fd, "", AT_EMPTY_PATH, SRN_STATX_MNT_ID | STATX_BASIC_STATS, &stx) != 0) {
+        out->err = errno;
+        close(fd);
+        out->fd = -1;
+        return;
+    }
+    if (!(stx.stx_mask & SRN_STATX_MNT_ID)) {
+        out->err = ENOSYS;
+        close(fd);
+        out->fd = -1;
+        return;
+    }
+    out->mnt_id = stx.stx_mnt_id;
+    out->mount_root = (stx.stx_attributes_mask & SRN_STATX_ATTR_MOUNT_ROOT) && (stx.stx_attributes & SRN_STATX_ATTR_MOUNT_ROOT);
+    out->dev_major = stx.stx_dev_major;
+    out->dev_minor = stx.stx_dev_minor;
+    out->mode = stx.stx_mode;
+    /* d_path relative to our root, which is the caller's now; through the host's /proc, never the container's. */
+    char link[64];
+    snprintf(link, sizeof link, "thread-self/fd/%d", fd);
+    ssize_t n = readlinkat(e->host_proc, link, out->path, SRN_PATH_MAX - 1);
+    out->path[n > 0 ? n : 0] = '\0';
+}
+
+static void resolve(const struct srn_enter *e, const char *path, int flags, struct srn_path *out)
+{
+    int fd = openat(AT_FDCWD, path, O_PATH | O_CLOEXEC | flags);
+    describe(e, fd, fd < 0 ? errno : 0, out);
+}
+
+int srn_lookup(const struct srn_enter *e, const char *target, int32_t target_flags, const char *source,
+               const char *kernel_fs, struct srn_path *out_target, struct srn_path *out_source,
+               struct srn_path *out_kernel_fs)
+{
+    int kfd = -1, kerr = 0;
+    int err = enter(e, kernel_fs, &kfd, &kerr);
+    if (err != 0) {
+        if (kfd >= 0) close(kfd);
+        return err;
+    }
+    resolve(e, target, target_flags, out_target);
+    if (source != NULL) resolve(e, source, 0, out_source);
+    if (kernel_fs != NULL) describe(e, kfd, kerr, out_kernel_fs);
+    leave(e);
+    return 0;
+}
+
+/* Superblock options through fspick + fsconfig, with CAP_SYS_ADMIN out of the effective set: the
+ * kernel then allows the reconfiguration only in user namespaces our euid (0, the container's
+ * owner) owns, that is the container's own superblocks, never the host's (an ext4 under a bind). */
+static int reconfigure(int target_fd, int count, const char *const *options)
+{
+    struct __user_cap_header_struct h = { _LINUX_CAPABILITY_VERSION_3, 0 };
+    struct __user_cap_data_struct saved[2], lowered[2];
+    if (syscall(SYS_capget, &h, saved) != 0) return errno;
+    memcpy(lowered, saved, sizeof saved);
+    lowered[0].effective &= ~(1u << SRN_CAP_SYS_ADMIN);
+    if (syscall(SYS_capset, &h, lowered) != 0) return errno;
+    int result = 0;
+    int fs = (int)syscall(SYS_fspick, target_fd, "", SRN_FSPICK_EMPTY_PATH | SRN_FSPICK_CLOEXEC);
+    if (fs < 0) result = errno;
+    for (int i = 0; result == 0 && i < count; i++) {
+        char key[256];
+        const char *eq = strchr(options[i], '=');
+        size_t klen = eq ? (size_t)(eq - options[i]) : strlen(options[i]);
+        if (klen == 0 || klen >= sizeof key) { result = EINVAL; break; }
+        memcpy(key, options[i], klen);
+        key[klen] = '\0';
+        long r = eq ? syscall(SYS_fsconfig, fs, SRN_FSCONFIG_SET_STRING, key, eq + 1, 0)
+                    : syscall(SYS_fsconfig, fs, SRN_FSCONFIG_SET_FLAG, key, NULL, 0);
+        if (r != 0) result = errno;
+    }
+    if (result == 0 && syscall(SYS_fsconfig, fs, SRN_FSCONFIG_CMD_RECONFIGURE, NULL, NULL, 0) != 0) result = errno;
+    if (fs >= 0) close(fs);
+    h.pid = 0;
+    h.version = _LINUX_CAPABILITY_VERSION_3;
+    if (syscall(SYS_capset, &h, saved) != 0 && result == 0) result = errno;
+    return result;
+}
+
+static int set_flags(const struct srn_op *op)
+{
+    if (op->sb_count > 0) {
+        if (op->sb_count > SRN_MAX_SB_OPTIONS) return EINVAL;
+        int r = reconfigure(op->target_fd, op->sb_count, op->sb_options);
+        if (r != 0) return r;
+    }
+    struct srn_mount_attr attr = { op->attr_set, op->attr_clr, 0, 0 };
+    return syscall(SYS_mount_setattr, op->target_fd, "", AT_EMPTY_PATH, &attr, sizeof attr) == 0 ? 0 : errno;
+}
+
+static int bind(const struct srn_op *op)
+{
+    unsigned flags = SRN_OPEN_TREE_CLONE | SRN_OPEN_TREE_CLOEXEC | AT_EMPTY_PATH | (op->recursive ? SRN_AT_RECURSIVE : 0);
+    int tree = (int)syscall(SYS_open_tree, op->source_fd, "", flags);
+    if (tree < 0) return errno;
+    int result = 0;
+    if (op->attr_set != 0) {
+        /* Before it is attached: no moment where the copy is visible without these flags. */
+        struct srn_mount_attr attr = { op->attr_set, 0, 0, 0 };
+        if (syscall(SYS_mount_setattr, tree, "", AT_EMPTY_PATH | (op->attr_recursive ? SRN_AT_RECURSIVE : 0), &attr, sizeof attr) != 0)
+            result = errno;
+    }
+    if (result == 0 && syscall(SYS_move_mount, tree, "", op->target_fd, "", SRN_MOVE_MOUNT_F_EMPTY_PATH | SRN_MOVE_MOUNT_T_EMPTY_PATH) != 0)
+        result = errno;
+    close(tree);
+    return result;
+}
+
+static int move(const struct srn_op *op)
+{
+    return syscall(SYS_move_mount, op->source_fd, "", op->target_fd, "", SRN_MOVE_MOUNT_F_EMPTY_PATH | SRN_MOVE_MOUNT_T_EMPTY_PATH) == 0 ? 0 : errno;
+}
+
+static int mount_id_at(int dirfd, const char *name, uint64_t *id)
+{
+    struct srn_statx stx;
+    if (syscall(SYS_statx, dirfd, name, AT_SYMLINK_NOFOLLOW | (name[0] ? 0 : AT_EMPTY_PATH), SRN_STATX_MNT_ID, &stx) != 0) return errno;
+    if (!(stx.stx_mask & SRN_STATX_MNT_ID)) return ENOSYS;
+    *id = stx.stx_mnt_id;
+    return 0;
+}
+
+/* There is no umount by fd (and an fd of ours on the mount would make it busy): unmount by name in
+ * the parent directory, after checking that this name still shows the mount we decided on (a rename
+ * race makes the ids differ: EBUSY). A mount stacked on the caller's root ("/") is unmounted by "/",
+ * which the kernel resolves to the topmost mount there (LOOKUP_MOUNTPOINT), as for the caller. */
+static int unmount(const struct srn_op *op)
+{
+    const char *mp = op->mount_point;
+    if (mp == NULL || mp[0] != '/') return EINVAL;
+    if (mp[1] == '\0') return umount2("/", op->umount_flags | UMOUNT_NOFOLLOW) == 0 ? 0 : errno;
+    size_t len = strlen(mp);
+    if (len >= SRN_PATH_MAX) return ENAMETOOLONG;
+    char dir[SRN_PATH_MAX];
+    memcpy(dir, mp, len + 1);
+    while (len > 1 && dir[len - 1] == '/') dir[--len] = '\0';
+    char *slash = strrchr(dir, '/');
+    const char *name = slash + 1;
+    if (*name == '\0' || strcmp(name, ".") == 0 || strcmp(name, "..") == 0) return EINVAL;
+    char name_copy[NAME_MAX + 1];
+    if (strlen(name) > NAME_MAX) return ENAMETOOLONG;
+    strcpy(name_copy, name); /* before the directory is cut off: name points into it */
+    if (slash == dir) dir[1] = '\0'; else *slash = '\0';
+    int parent = openat(AT_FDCWD, dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (parent < 0) return errno;
+    uint64_t id = 0;
+    int result = mount_id_at(parent, name_copy, &id);
+    if (result == 0 && id != op->expect_mnt_id) result = EBUSY;
+    if (result == 0 && fchdir(parent) != 0) result = errno;
+    if (result == 0 && umount2(name_copy, op->umount_flags | UMOUNT_NOFOLLOW) != 0) result = errno;
+    close(parent);
+    return result;
+}
+
+/* pivot_root of the caller (its root is ours now) onto the new root we checked, through magic links
+ * of our own fds in the host's /proc: the kernel resolves them to exactly those files. */
+static int pivot(const struct srn_enter *e, const struct srn_op *op)
+{
+    char new_root[64], put_old[64];
+    snprintf(new_root, sizeof new_root, "thread-self/fd/%d", op->target_fd);
+    snprintf(put_old, sizeof put_old, "thread-self/fd/%d", op->source_fd);
+    if (fchdir(e->host_proc) != 0) return errno;
+    return syscall(SYS_pivot_root, new_root, put_old) == 0 ? 0 : errno;
+}
+
+int srn_perform(const struct srn_enter *e, const struct srn_op *op)
+{
+    int err = enter(e, NULL, NULL, NULL);
+    if (err != 0) return err;
+    int result;
+    switch (op->kind) {
+    case SRN_SETFLAGS: result = set_flags(op); break;
+    case SRN_BIND: result = bind(op); break;
+    case SRN_MOVE: result = move(op); break;
+    case SRN_UNMOUNT: result = unmount(op); break;
+    case SRN_PIVOT: result = pivot(e, op); break;
+    default: result = EINVAL; break;
+    }
+    leave(e);
+    return result;
+}
+
+/* For the layout test: sizes and offsets of the structs above. */
+int64_t srn_layout(int which)
+{
+    switch (which) {
+    case 0: return sizeof(struct srn_enter);
+    case 1: return sizeof(struct srn_path);
+    case 2: return offsetof(struct srn_path, path);
+    case 3: return sizeof(struct srn_op);
+    case 4: return offsetof(struct srn_op, expect_mnt_id);
+    case 5: return offsetof(struct srn_op, mount_point);
+    case 6: return offsetof(struct srn_op, sb_options);
+    default: return -1;
+    }
+}
