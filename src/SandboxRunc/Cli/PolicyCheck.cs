@@ -19,7 +19,8 @@ public static class PolicyCheck
         PolicyDecision decision;
         try
         {
-            decision = PolicyStep.Decide(spec, id, stateRoot);
+            using var pinned = new PinnedSources();
+            decision = PolicyStep.Decide(spec, id, stateRoot, bundle, pinned);
         }
         catch (PolicyException e)
         {

@@ -35,8 +35,10 @@ public static class CreateOperation
         var spec = loaded ?? SpecLoader.LoadBundle(bundle);
         // Joining another container's pid/ipc/... namespace means joining its user namespace too (it owns them).
         var sharedWith = SharedUserNamespace.JoinOwner(spec);
-        // The policy runs before anything is made: a refused create leaves nothing behind.
-        var decision = PolicyStep.Decide(spec, o.Id, store.Root);
+        // The policy runs before anything is made: a refused create leaves nothing behind. It opens every
+        // bind source once; the container's binds are made from those very fds (what was judged is mounted).
+        using var pinned = new PinnedSources();
+        var decision = PolicyStep.Decide(spec, o.Id, store.Root, bundle, pinned);
         string rootfs = SpecLoader.RootfsPath(spec, bundle);
 
         string stateDir = store.CreateDir(o.Id);
@@ -79,26 +81,32 @@ public static class CreateOperation
             var mountSources = new Dictionary<int, string>();
             // With a new user namespace, called while nsexec waits (the namespace exists, the mount namespace
             // is not copied yet); with a joined one, before the launch.
-            void StageIdmappedMounts(int usernsOwner)
+            // With a new user namespace, called while nsexec waits (the namespace exists, the mount namespace
+            // is not copied yet); with a joined one, before the launch. Every bind is staged from the fd the
+            // policy judged; ID-mapped where the policy says so (and the container has a range to map onto).
+            void StageMounts(int usernsOwner)
             {
-                if (mapped is null) return;
                 string path = $"/proc/{usernsOwner}/ns/user";
                 using var userns = new SafeFd(SysException.Check(Libc.open(path, Libc.O_RDONLY | Libc.O_CLOEXEC, 0), "open", path));
                 staging = IdmappedStaging.Create(StagingKey(store, o.Id), userns.Fd, mapped);
-                initRootfs = staging.StageRootfs(rootfs);
-                emulationDir = MountEmulation(store, o.Id, staging.Dir, mapped, cgroup!);
+                if (mapped is not null)
+                {
+                    initRootfs = staging.StageRootfs(rootfs);
+                    emulationDir = MountEmulation(store, o.Id, staging.Dir, mapped, cgroup!);
+                }
                 var mounts = spec.Mounts ?? [];
                 for (int i = 0; i < mounts.Count; i++)
                 {
                     var parsed = MountOptions.Parse(mounts[i].Options, mounts[i].Type);
-                    if (parsed.Bind && mounts[i].Source is { } src && Path.Exists(src) && staging.StageBind(src, parsed.Recursive) is { } staged)
-                        mountSources[i] = staged;
+                    if (parsed.Bind && pinned.Get(i) is { } source)
+                        mountSources[i] = staging.StageBind(source, mounts[i].Source ?? "", parsed.Recursive, idmap: mapped is not null && decision.Idmap(i));
                 }
             }
 
-            if (sharedWith is not null) StageIdmappedMounts(sharedWith.Pid);
+            if (sharedWith is not null) StageMounts(sharedWith.Pid);
             init = InitLauncher.Launch(new InitLauncher.Request(spec, o.PreserveFds, console?.Fd ?? -1, fifoFd.Fd,
-                cgroup.AddProcess, range is null ? null : StageIdmappedMounts, SealedCopy: mapped is null));
+                cgroup.AddProcess, sharedWith is null && spec.Linux?.Namespaces?.Any(n => n.Type == "user" && string.IsNullOrEmpty(n.Path)) == true ? StageMounts : null,
+                SealedCopy: mapped is null));
             Rlimits.Apply(init.Pid, spec.Process?.Rlimits);
 
             var record = new ContainerRecord

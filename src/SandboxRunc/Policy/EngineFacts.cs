@@ -11,8 +11,13 @@ public sealed record ContainerImage(string? Name, string? Id, string? IsolationL
 /// <summary>
 /// Every fact about the host and the engine that the policy needs, so that <see cref="IsolationPolicy.Decide"/>
 /// stays a pure function: tests build these by hand, <see cref="EngineFactsGatherer"/> reads them from the host.
-/// The path and namespace questions are functions (realpath, inode identity), asked only about the paths in the spec.
+/// The path and namespace questions are functions (realpath, inode identity, place), asked only about the
+/// paths the policy names and the spec's bind sources.
 /// </summary>
+/// <param name="HostMounts">the host's mount table (ours: /proc/self/mountinfo).</param>
+/// <param name="PlaceOf">the place (filesystem and path in it) a host path resolves to; null if it does not exist.</param>
+/// <param name="Binds">each bind mount of the spec (by its index in spec.mounts) as what its source is on the host;
+/// a bind missing here could not be opened.</param>
 public sealed record EngineFacts(
     string ContainerId,
     Func<string, bool> IsHostNamespace,
@@ -24,7 +29,10 @@ public sealed record EngineFacts(
     string StateRoot,
     ContainerImage? Image,
     IReadOnlyDictionary<string, string> Tags,
-    Func<string, StoredImage?> LookupImage);
+    Func<string, StoredImage?> LookupImage,
+    IReadOnlyList<Seccomp.Notify.MountEntry> HostMounts,
+    Func<string, FsPlace?> PlaceOf,
+    IReadOnlyDictionary<int, BindSource> Binds);
 
 /// <summary>
 /// The small impure step before the policy: reads /etc/docker/daemon.json (data-root, unix sockets in
@@ -36,7 +44,8 @@ public static class EngineFactsGatherer
 {
     public const string DaemonJson = "/etc/docker/daemon.json";
 
-    public static EngineFacts Gather(string containerId, string stateRoot)
+    /// <param name="pinned">receives every bind source, opened once here; the container's mounts are made from these fds.</param>
+    public static EngineFacts Gather(Oci.Spec spec, string containerId, string stateRoot, string bundle, PinnedSources pinned)
     {
         var daemon = ReadJson(DaemonJson);
         string dockerRoot = HostPath.Resolve(daemon?["data-root"]?.GetValueKind() == System.Text.Json.JsonValueKind.String
@@ -60,6 +69,22 @@ public static class EngineFactsGatherer
                 Str(record["Image"]),
                 Str(record["Config"]?["Labels"]?[IsolationPolicy.OptOutKey]));
 
+        var table = HostPlacesReader.MountTable();
+        var places = new Dictionary<string, FsPlace?>();
+        FsPlace? PlaceOf(string path) =>
+            places.TryGetValue(path, out var p) ? p : places[path] = HostPlacesReader.PlaceOf(path, table);
+        var binds = new Dictionary<int, BindSource>();
+        var mounts = spec.Mounts ?? [];
+        for (int i = 0; i < mounts.Count; i++)
+        {
+            if (!MountPolicy.IsBind(mounts[i]) || string.IsNullOrEmpty(mounts[i].Source)) continue;
+            string source = Path.IsPathRooted(mounts[i].Source) ? mounts[i].Source! : Path.Combine(bundle, mounts[i].Source!);
+            var (described, fd, _) = HostPlacesReader.OpenSource(source, MountPolicy.IsRecursive(mounts[i]), table);
+            if (described is null || fd is null) continue;
+            binds[i] = described with { Given = mounts[i].Source! };
+            pinned.Add(i, fd);
+        }
+
         return new EngineFacts(
             containerId,
             HostFacts.Current.IsHostNamespace,
@@ -71,7 +96,26 @@ public static class EngineFactsGatherer
             stateRoot,
             image,
             image is null ? new Dictionary<string, string>() : new LazyTags(() => ReadTags(Path.Combine(imageStore, "repositories.json"))),
-            id => LookupImage(imageStore, id));
+            id => LookupImage(imageStore, id),
+            table,
+            PlaceOf,
+            binds);
+    }
+
+    /// <summary>The spec's bind sources described over a given mount table and realpath (tests: a fake host).</summary>
+    public static Dictionary<int, BindSource> DescribeBinds(Oci.Spec spec, Func<string, string> realPath, Func<string, FileId?> identify,
+        IReadOnlyList<Seccomp.Notify.MountEntry> table)
+    {
+        var binds = new Dictionary<int, BindSource>();
+        var mounts = spec.Mounts ?? [];
+        for (int i = 0; i < mounts.Count; i++)
+        {
+            if (!MountPolicy.IsBind(mounts[i]) || string.IsNullOrEmpty(mounts[i].Source)) continue;
+            string real = realPath(mounts[i].Source!);
+            if (HostPlaces.Describe(mounts[i].Source!, real, null, MountPolicy.IsRecursive(mounts[i]), table, realPath, identify(real)) is { } b)
+                binds[i] = b;
+        }
+        return binds;
     }
 
     static bool IsSafeId(string id) => id.Length > 0 && !id.Contains('/') && id is not ("." or "..");

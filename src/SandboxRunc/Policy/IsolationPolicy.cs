@@ -61,7 +61,13 @@ public sealed record HostFacts(Func<string, bool> IsHostNamespace)
 /// <summary>What the policy decided for a spec it allows.</summary>
 /// <param name="RestrictionsOff">the container opted out (io.sandbox-runc.isolation=off, allowed by the settings):
 /// host namespaces, restricted mounts and the socket rule were not applied. The user namespace never is off.</param>
-public sealed record PolicyDecision(UserNamespaceDecision UserNamespace, bool RestrictionsOff, IReadOnlyList<string> Notes);
+/// <param name="Binds">how each bind mount (by index in spec.mounts) is to be made.</param>
+public sealed record PolicyDecision(UserNamespaceDecision UserNamespace, bool RestrictionsOff, IReadOnlyList<string> Notes,
+    IReadOnlyDictionary<int, BindVerdict> Binds)
+{
+    /// <summary>Whether the bind mount at this index is to be ID-mapped (true for anything the policy did not judge).</summary>
+    public bool Idmap(int index) => !Binds.TryGetValue(index, out var v) || v.Idmap;
+}
 
 /// <summary>
 /// The isolation policy step of `create`, before anything is made: <see cref="Decide"/> is one pure function
@@ -80,24 +86,35 @@ public static class IsolationPolicy
         var notes = new List<string>();
         bool off = OptedOut(spec, settings, facts, notes);
         var userNs = UserNamespacePolicy.Decide(spec, facts.IsHostNamespace);
-        if (off) return new PolicyDecision(userNs, true, notes);
+        var binds = new Dictionary<int, BindVerdict>();
+        if (off) return new PolicyDecision(userNs, true, notes, binds);
 
         NamespacePolicy.Check(spec, facts.IsHostNamespace);
         bool socketChecked = false;
-        foreach (var m in spec.Mounts ?? [])
+        var mounts = spec.Mounts ?? [];
+        for (int i = 0; i < mounts.Count; i++)
         {
+            var m = mounts[i];
             if (!MountPolicy.IsBind(m) || string.IsNullOrEmpty(m.Source)) continue;
-            if (MountPolicy.IsDockerSocket(m.Source, facts))
+            if (!facts.Binds.TryGetValue(i, out var source))
+                throw new PolicyException($"bind mount source {m.Source} (for {m.Destination}) does not exist or cannot be opened");
+            // Restricted first (a bind of /run is refused as such even for an image allowed the socket), then
+            // the socket: a source that is the socket, or shows it, needs an allowed image.
+            var verdict = MountPolicy.Judge(i, source, settings, facts);
+            if (MountPolicy.ShowsDockerSocket(source, facts))
             {
                 if (!socketChecked) SocketPolicy.Check(settings, facts);
                 socketChecked = true;
                 notes.Add($"docker socket mount {m.Source} allowed for image \"{ImageReference.Shown(facts.Image?.Name)}\"" +
                           (settings.CommandList is { } cl ? $" (commandList {cl.Type} [{string.Join(' ', cl.Commands)}] is not enforced yet)" : ""));
+                // Its root:docker 0660 socket is only usable by container root through an ID-mapped bind.
+                binds[i] = verdict with { Idmap = true, Note = null };
                 continue;
             }
-            MountPolicy.CheckRestricted(m.Source, settings, facts);
+            binds[i] = verdict;
+            if (verdict.Note is { } note) notes.Add(note);
         }
-        return new PolicyDecision(userNs, false, notes);
+        return new PolicyDecision(userNs, false, notes, binds);
     }
 
     /// <summary>
@@ -133,7 +150,8 @@ public static class IsolationPolicy
 /// <summary>The impure edge of the policy: read the admin settings and the engine facts, then decide.</summary>
 public static class PolicyStep
 {
-    public static PolicyDecision Decide(Spec spec, string containerId, string stateRoot) =>
+    /// <param name="pinned">receives the bind sources, opened once: create mounts them from these fds.</param>
+    public static PolicyDecision Decide(Spec spec, string containerId, string stateRoot, string bundle, PinnedSources pinned) =>
         IsolationPolicy.Decide(spec, AdminSettings.Load(AdminSettings.PathFromEnvironment()),
-            EngineFactsGatherer.Gather(containerId, Path.GetFullPath(stateRoot)));
+            EngineFactsGatherer.Gather(spec, containerId, Path.GetFullPath(stateRoot), bundle, pinned));
 }

@@ -2,83 +2,141 @@ using SandboxRunc.Oci;
 
 namespace SandboxRunc.Policy;
 
+/// <summary>How one bind mount of the spec is to be made, once the policy allowed it.</summary>
+/// <param name="Idmap">ID-mapped (container root acts as host root on those files, as under runc) or a plain bind
+/// (host owners stay: files of host users outside the container's range show as nobody, and the container's
+/// root is an unprivileged host user there).</param>
+public sealed record BindVerdict(int Index, string Source, bool Idmap, string? Note);
+
 /// <summary>
-/// Host bind mounts. A bind source is judged by what it is on the host: its realpath (symlinks, "." and
-/// ".." resolved; a missing tail kept as written), never by its spelling.
+/// Host bind mounts (docker -v/--mount, volumes of every driver, any engine's binds). A source is judged by
+/// what it IS on the host (<see cref="BindSource"/>: the filesystem and path it resolves to, the mounts below
+/// it, an overlay's layers), never by the path an engine chose for it: a local-driver volume bound from /etc
+/// lives at /var/lib/docker/volumes/NAME/_data but is /etc.
 ///
 /// Refused, with "can't mount SOURCE because it's configured as a restricted host mount":
 /// <list type="bullet">
-/// <item>the engine's own config and state: /etc/docker, docker's data root, /var/lib/containerd,
-///   /run/containerd, /run/docker, the runtime's binary, state root and /etc/sandbox-runc — the path, anything
-///   under it, and anything above it (mounting /var exposes /var/lib/docker). Nothing lets these through.</item>
-/// <item>the kernel's and the boot's: /proc, /sys, /dev, /boot, /lib/modules, and the admin's restrictedMounts —
-///   the path, anything under it, and anything above it unless the source lies in the file-sharing allow list
-///   (the allow list only relaxes "above": /home may be shared though an admin restricted /home/secrets).</item>
-/// <item>/ and /etc as a whole (their children are judged by the rules above).</item>
+/// <item>anything that is or shows a kernel filesystem (procfs, sysfs, devtmpfs, cgroupfs, debugfs, ...):
+///   a volume of type proc is the host's /proc.</item>
+/// <item>the engine's own config and state: /etc/docker, docker's data root, /var/lib/containerd, /run/containerd,
+///   /run/docker, this runtime's binary, state roots and /etc/sandbox-runc — the source inside one, or showing one.</item>
+/// <item>/proc, /sys, /dev, /boot, /lib/modules and the admin's restrictedMounts: the same, except that a source
+///   inside the file-sharing allow list may show them (the allow list only relaxes "above").</item>
+/// <item>/ and /etc as a whole.</item>
 /// </list>
-/// Docker's own mounts for the container are allowed though they live under the data root:
-/// &lt;data-root&gt;/containers/ID/hostname, hosts, resolv.conf and mounts/shm of any container (its own, and
-/// another's for --network=container:x and --ipc=container:x: docker binds x's files), anything under
-/// &lt;data-root&gt;/containers/&lt;this create's id&gt;/mounts/ (secrets, configs), and named volumes,
-/// &lt;data-root&gt;/volumes/&lt;name&gt;/_data and below. Their realpath must stay inside, so a symlink in a
-/// volume pointing at /etc/docker is still refused. dockerd's records (config.v2.json, hostconfig.json, logs) are not.
-/// Other mount types (proc, tmpfs, sysfs, cgroup, overlay...) are not host paths and are not judged here.
+/// A source that is or shows the Docker Engine socket (the socket itself by place or inode, or a directory it
+/// lies in) is the socket: <see cref="SocketPolicy"/> decides.
+/// Docker's own mounts are allowed though they live in the data root, when they really are docker's
+/// directories there (not something bound over them): containers/ID/{hostname,hosts,resolv.conf,mounts/shm}
+/// of any container, anything under containers/&lt;this id&gt;/mounts/, and named volumes' volumes/NAME/_data.
+///
+/// What is allowed is ID-mapped only inside the file-sharing allow list and docker's own mounts (and for a
+/// container that opted out of the restrictions); elsewhere (a bind of /usr or /etc/localtime) it is a plain
+/// bind, where the container's root is the unprivileged host user it really is: it reads what any host user
+/// may read and writes nothing of host root's. Other mount types (tmpfs, proc, ...) are not host paths and are
+/// not judged here.
 /// </summary>
 public static class MountPolicy
 {
     public static bool IsBind(Mount m) =>
         m.Type == "bind" || m.Options?.Any(o => o is "bind" or "rbind") == true;
 
-    public static bool IsDockerSocket(string source, EngineFacts facts)
+    public static bool IsRecursive(Mount m) => m.Options?.Contains("rbind") == true;
+
+    static readonly string[] SystemPaths = ["/proc", "/sys", "/dev", "/boot", "/lib/modules"];
+
+    static List<string> EnginePaths(EngineFacts facts)
     {
-        string real = facts.RealPath(source);
-        if (facts.DockerSockets.Contains(real)) return true;
-        var id = facts.Identify(source);
-        return id is not null && facts.DockerSockets.Any(s => facts.Identify(s) == id);
+        var list = new List<string> { "/etc/docker", facts.DockerRoot, "/var/lib/containerd", "/run/containerd", "/var/run/containerd",
+            "/run/docker", facts.StateRoot, "/run/sandbox-runc", "/etc/sandbox-runc" };
+        if (facts.RuntimeBinary is { Length: > 0 } bin) list.Add(bin);
+        return list;
     }
 
-    public static void CheckRestricted(string source, AdminSettings settings, EngineFacts facts)
+    /// <summary>Whether the source is, or shows, the Docker Engine socket.</summary>
+    public static bool ShowsDockerSocket(BindSource source, EngineFacts facts)
     {
-        string real = facts.RealPath(source);
-        if (IsDockersOwnMount(real, facts)) return;
-
-        var engine = new List<string> { "/etc/docker", facts.DockerRoot, "/var/lib/containerd", "/run/containerd", "/var/run/containerd",
-            "/run/docker", facts.StateRoot, "/etc/sandbox-runc" };
-        if (facts.RuntimeBinary is { Length: > 0 } bin) engine.Add(bin);
-        var system = new List<string> { "/proc", "/sys", "/dev", "/boot", "/lib/modules" };
-        system.AddRange(settings.RestrictedMounts);
-
-        bool allowListed = settings.FileSharingAllowList.Select(facts.RealPath).Any(a => Same(real, a) || Under(real, a));
-        bool refused =
-            new[] { "/", "/etc" }.Select(facts.RealPath).Any(p => Same(real, p)) ||
-            engine.Select(facts.RealPath).Any(p => Same(real, p) || Under(real, p) || Under(p, real)) ||
-            system.Select(facts.RealPath).Any(p => Same(real, p) || Under(real, p) || Under(p, real) && !allowListed);
-        if (refused)
-            throw new PolicyException($"can't mount {source} because it's configured as a restricted host mount");
-    }
-
-    static bool IsDockersOwnMount(string real, EngineFacts facts)
-    {
-        string containers = facts.DockerRoot.TrimEnd('/') + "/containers/";
-        if (real.StartsWith(containers, StringComparison.Ordinal))
+        foreach (var socket in facts.DockerSockets)
         {
-            var rest = real[containers.Length..].Split('/');
-            if (rest.Length < 2 || rest[0].Length == 0) return false;
-            // --network=container:x binds x's hostname, hosts and resolv.conf; --ipc=container:x binds x's shm.
-            if (rest is [_, "hostname" or "hosts" or "resolv.conf"] || rest is [_, "mounts", "shm"]) return true;
-            return rest[0] == facts.ContainerId && rest.Length >= 3 && rest[1] == "mounts";
-        }
-        string volumes = facts.DockerRoot.TrimEnd('/') + "/volumes/";
-        if (real.StartsWith(volumes, StringComparison.Ordinal))
-        {
-            var rest = real[volumes.Length..].Split('/');
-            return rest.Length >= 2 && rest[0].Length > 0 && rest[1] == "_data";
+            if (facts.PlaceOf(socket) is { } place && source.AllShown().Any(s => s.Contains(place))) return true;
+            if (source.Id is { } id && facts.Identify(socket) == id) return true;
         }
         return false;
     }
 
+    /// <summary>Refuses a restricted source (<see cref="PolicyException"/>) or says how to mount it.</summary>
+    public static BindVerdict Judge(int index, BindSource source, AdminSettings settings, EngineFacts facts)
+    {
+        string? host = HostPlaces.CanonicalPath(source.Self, facts.HostMounts);
+        string shown = host is not null && host != source.Real ? $"{source.Given} (it is {host} on the host)"
+            : (HostPlaces.KernelFileSystems.Contains(source.Self.FsType) || source.Self.FsType == "overlay")
+              && !SystemPaths.Any(p => Seccomp.Notify.MountRules.IsAtOrBelow(source.Real, p))
+                ? $"{source.Given} ({Article(source.Self.FsType)} {source.Self.FsType} filesystem)"
+            : source.Given;
+        PolicyException Restricted() => new($"can't mount {shown} because it's configured as a restricted host mount");
+
+        var everything = source.AllShown().ToList();
+        if (everything.Any(p => HostPlaces.KernelFileSystems.Contains(p.FsType)))
+            throw Restricted();
+
+        var dataRoot = facts.PlaceOf(facts.DockerRoot);
+        bool dockerOwn = dataRoot is not null && IsDockersOwn(source.Self, dataRoot, facts.ContainerId);
+        bool allowListed = settings.FileSharingAllowList.Select(facts.PlaceOf).Any(a => a is not null && a.Contains(source.Self));
+
+        var root = facts.PlaceOf("/");
+        var etc = facts.PlaceOf("/etc");
+        if (root is not null && Same(root, source.Self) || etc is not null && Same(etc, source.Self)) throw Restricted();
+
+        foreach (var path in EnginePaths(facts))
+        {
+            bool isDataRoot = path == facts.DockerRoot;
+            if (facts.PlaceOf(path) is { } place)
+            {
+                if (place.Contains(source.Self) && !(dockerOwn && isDataRoot)) throw Restricted();
+                if (everything.Any(s => s.Contains(place))) throw Restricted();
+            }
+            else if (PathsOverlap(facts.RealPath(path), source.Real, below: true, above: true)) throw Restricted();
+        }
+        foreach (var path in SystemPaths.Concat(settings.RestrictedMounts))
+        {
+            if (facts.PlaceOf(path) is { } place)
+            {
+                if (place.Contains(source.Self)) throw Restricted();
+                if (!allowListed && everything.Any(s => s.Contains(place))) throw Restricted();
+            }
+            else if (PathsOverlap(facts.RealPath(path), source.Real, below: true, above: !allowListed)) throw Restricted();
+        }
+
+        bool idmap = dockerOwn || allowListed;
+        return new BindVerdict(index, source.Given, idmap, idmap ? null
+            : $"bind {source.Given}: not ID-mapped (outside the file-sharing allow list): host owners stay, and the container's root is an unprivileged host user there");
+    }
+
+    static string Article(string word) => word.Length > 0 && "aeiou".Contains(word[0]) ? "an" : "a";
+
+    static bool Same(FsPlace a, FsPlace b) => a.Major == b.Major && a.Minor == b.Minor && a.Path == b.Path;
+
+    /// <summary>Docker's own directories in its data root (see the class summary), by place.</summary>
+    static bool IsDockersOwn(FsPlace self, FsPlace dataRoot, string containerId)
+    {
+        if (!dataRoot.Contains(self)) return false;
+        string rest = dataRoot.Path == "/" ? self.Path.TrimStart('/') : self.Path[dataRoot.Path.Length..].TrimStart('/');
+        var parts = rest.Split('/');
+        if (parts is ["containers", var id, ..] && id.Length > 0)
+        {
+            // --network=container:x binds x's hostname, hosts and resolv.conf; --ipc=container:x binds x's shm.
+            if (parts is [_, _, "hostname" or "hosts" or "resolv.conf"] || parts is [_, _, "mounts", "shm"]) return true;
+            return id == containerId && parts.Length >= 4 && parts[2] == "mounts";
+        }
+        return parts is ["volumes", var name, "_data", ..] && name.Length > 0;
+    }
+
+    /// <summary>For restricted paths that do not exist on this host: path rules over realpaths.</summary>
+    static bool PathsOverlap(string restricted, string source, bool below, bool above) =>
+        Trim(restricted) == Trim(source) || below && Under(source, restricted) || above && Under(restricted, source);
+
     static string Trim(string p) => p.Length > 1 ? p.TrimEnd('/') : p;
-    static bool Same(string a, string b) => Trim(a) == Trim(b);
+
     /// <summary>a is strictly below b.</summary>
     static bool Under(string a, string b)
     {

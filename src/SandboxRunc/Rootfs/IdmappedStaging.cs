@@ -25,17 +25,18 @@ internal sealed unsafe class IdmappedStaging
     public const string StagingRoot = "/run/sandbox-runc/mnt";
     public string Dir { get; }
     readonly int _userns;
-    readonly IdRange _range;
+    readonly IdRange? _range;
     int _next;
 
-    IdmappedStaging(string dir, int userns, IdRange range)
+    IdmappedStaging(string dir, int userns, IdRange? range)
     {
         Dir = dir;
         _userns = userns;
         _range = range;
     }
 
-    public static IdmappedStaging Create(string key, int usernsFd, IdRange range)
+    /// <param name="range">the container's own range (ID-mapped mounts onto it), or null for a spec's own mappings (plain binds only).</param>
+    public static IdmappedStaging Create(string key, int usernsFd, IdRange? range)
     {
         string dir = Path.Combine(StagingRoot, key);
         Directory.CreateDirectory(dir);
@@ -118,14 +119,28 @@ internal sealed unsafe class IdmappedStaging
         return rootfs;
     }
 
-    /// <summary>An ID-mapped view of a bind mount's source, or null (with the reason logged) if its filesystem cannot do it.</summary>
-    public string? StageBind(string source, bool recursive)
+    /// <summary>
+    /// A view of a bind mount's source, cloned from the fd the policy judged: ID-mapped when asked and the
+    /// filesystem can do it (else a plain bind, logged: its files keep their host owners, shown as nobody).
+    /// </summary>
+    public string StageBind(SafeFd source, string shownPath, bool recursive, bool idmap)
     {
-        string target = File.Exists(source) && !Directory.Exists(source) ? NewFile() : NewDir();
-        string? why = TryIdmap(source, target, recursive);
-        if (why is null) return target;
-        Cli.Log.Warn($"bind mount {source}: not ID-mapped ({why}); its files keep their host owners, shown as nobody inside the container");
-        return null;
+        string target = IsDirectory(source.Fd) ? NewDir() : NewFile();
+        if (idmap && _range is not null)
+        {
+            string? why = TryClone(source.Fd, target, recursive, idmap: true);
+            if (why is null) return target;
+            Cli.Log.Warn($"bind mount {shownPath}: not ID-mapped ({why}); its files keep their host owners, shown as nobody inside the container");
+        }
+        if (TryClone(source.Fd, target, recursive, idmap: false) is { } failed)
+            throw new InvalidOperationException($"bind mount {shownPath}: {failed}");
+        return target;
+    }
+
+    static bool IsDirectory(int fd)
+    {
+        byte* st = stackalloc byte[Libc.StatSize];
+        return Libc.fstat(fd, st) == 0 && (*(uint*)(st + 24) & 0xF000) == 0x4000;
     }
 
     string NewDir()
@@ -145,17 +160,29 @@ internal sealed unsafe class IdmappedStaging
     /// <summary>open_tree(clone) + mount_setattr(idmap) + move_mount; returns null on success, else why not.</summary>
     string? TryIdmap(string source, string target, bool recursive)
     {
-        fixed (byte* src = Encoding.UTF8.GetBytes(source + "\0"))
+        string p = source;
+        int fd = Libc.open(p, Libc.O_PATH | Libc.O_CLOEXEC, 0);
+        if (fd < 0) return new SysException("open", source, Libc.Errno).Message;
+        using var pinned = new SafeFd(fd);
+        return TryClone(fd, target, recursive, idmap: true);
+    }
+
+    /// <summary>open_tree(fd, CLONE [| RECURSIVE]) [+ mount_setattr(IDMAP)] + move_mount onto target; null on success, else why not.</summary>
+    string? TryClone(int sourceFd, string target, bool recursive, bool idmap)
+    {
         fixed (byte* dst = Encoding.UTF8.GetBytes(target + "\0"))
         fixed (byte* empty = "\0"u8)
         {
             long rec = recursive ? Libc.AT_RECURSIVE : 0;
-            int fd = (int)Libc.syscall(Libc.SYS_open_tree, Libc.AT_FDCWD, (long)src, Libc.OPEN_TREE_CLONE | Libc.OPEN_TREE_CLOEXEC | rec, 0, 0, 0);
-            if (fd < 0) return new SysException("open_tree", source, Libc.Errno).Message;
+            int fd = (int)Libc.syscall(Libc.SYS_open_tree, sourceFd, (long)empty, Libc.OPEN_TREE_CLONE | Libc.OPEN_TREE_CLOEXEC | Libc.AT_EMPTY_PATH | rec, 0, 0, 0);
+            if (fd < 0) return new SysException("open_tree", target, Libc.Errno).Message;
             using var tree = new SafeFd(fd);
-            var attr = new Libc.MountAttr { AttrSet = Libc.MOUNT_ATTR_IDMAP, UsernsFd = (ulong)_userns };
-            if (Libc.syscall(Libc.SYS_mount_setattr, fd, (long)empty, Libc.AT_EMPTY_PATH | rec, (long)&attr, sizeof(Libc.MountAttr), 0) < 0)
-                return new SysException("mount_setattr(MOUNT_ATTR_IDMAP)", source, Libc.Errno).Message;
+            if (idmap)
+            {
+                var attr = new Libc.MountAttr { AttrSet = Libc.MOUNT_ATTR_IDMAP, UsernsFd = (ulong)_userns };
+                if (Libc.syscall(Libc.SYS_mount_setattr, fd, (long)empty, Libc.AT_EMPTY_PATH | rec, (long)&attr, sizeof(Libc.MountAttr), 0) < 0)
+                    return new SysException("mount_setattr(MOUNT_ATTR_IDMAP)", target, Libc.Errno).Message;
+            }
             SysException.Check(Libc.syscall(Libc.SYS_move_mount, fd, (long)empty, Libc.AT_FDCWD, (long)dst, Libc.MOVE_MOUNT_F_EMPTY_PATH, 0), "move_mount", target);
             return null;
         }
@@ -173,7 +200,7 @@ internal sealed unsafe class IdmappedStaging
         {
             try
             {
-                Libc.syscall(Libc.SYS_setfsgid, _range.GidBase, 0, 0, 0, 0, 0);
+                Libc.syscall(Libc.SYS_setfsgid, _range!.GidBase, 0, 0, 0, 0, 0);
                 Libc.syscall(Libc.SYS_setfsuid, _range.UidBase, 0, 0, 0, 0, 0);
                 var caps = CapabilitySets.Get();
                 (caps with { Effective = caps.Permitted }).Set();

@@ -95,13 +95,33 @@ public class PolicyFixtureTests
             ? im.ToDictionary(kv => kv.Key, kv => new StoredImage(kv.Value!["parent"]?.GetValue<string>(),
                 kv.Value["layers"] is JsonArray l ? l.Select(x => x!.GetValue<string>()).ToList() : []))
             : [];
+        // The fake host's mount table: one ext4 root, the kernel filesystems, /run on tmpfs, plus the
+        // fixture's own lines ("mounts": mountinfo lines, e.g. a volume's _data bound from /etc).
+        var table = SandboxRunc.Seccomp.Notify.MountInfo.Parse(DefaultMounts +
+            (doc["mounts"] is JsonArray extra ? "\n" + string.Join('\n', extra.Select(x => x!.GetValue<string>())) : ""));
+        var missing = doc["missing"] is JsonArray gone ? gone.Select(x => Real(x!.GetValue<string>())).ToHashSet() : [];
+        FsPlace? PlaceOf(string path)
+        {
+            string real = Real(path);
+            return missing.Contains(real) ? null : HostPlaces.Place(real, null, table);
+        }
+        var spec = doc["spec"] is JsonObject so ? SpecLoader.Parse(Encoding.UTF8.GetBytes(so.ToJsonString()), "fixture") : new Spec();
         return new EngineFacts(
             doc["containerId"]?.GetValue<string>() ?? "c0ffee",
             p => p.StartsWith("/proc/1/ns/") || hostNs.Contains(p),
             Real, Identify,
             ["/run/docker.sock"], "/var/lib/docker", "/usr/local/bin/sandbox-runc", "/run/sandbox-runc",
-            image, tags, id => images.GetValueOrDefault(id));
+            image, tags, id => images.GetValueOrDefault(id),
+            table, PlaceOf, EngineFactsGatherer.DescribeBinds(spec, Real, p => Identify(p), table));
     }
+
+    const string DefaultMounts = """
+        20 1 8:1 / / rw,relatime - ext4 /dev/sda1 rw
+        21 20 0:21 / /proc rw,nosuid,nodev,noexec - proc proc rw
+        22 20 0:22 / /sys rw,nosuid,nodev,noexec - sysfs sysfs rw
+        23 20 0:6 / /dev rw,nosuid - devtmpfs udev rw
+        24 20 0:25 / /run rw,nosuid,nodev - tmpfs tmpfs rw
+        """;
 }
 
 /// <summary>realpath(3) over a table of symlinks instead of the host: components, ".", "..", trailing slashes.</summary>
