@@ -11,7 +11,7 @@
  *   sock PATH REQUEST    connect to the unix socket PATH, send REQUEST (\n turned into \r\n), print the answer
  *   soak SECONDS         for SECONDS, fork children that loop sysinfo(2), umount2("/proc") and a
  *                        write to /proc/sys/net/ipv4/ip_default_ttl and kernel/hostname, SIGKILL each
- *                        after a short while; print "children=N"
+ *                        after a short while; then write ip_default_ttl=99 once; print "children=N"
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -143,6 +143,8 @@ static int soak(long seconds)
         kill(pid, SIGKILL);
         waitpid(pid, NULL, 0);
     }
+    /* One authorised write that is never interrupted: the container's own value afterwards is known. */
+    write_file("/proc/sys/net/ipv4/ip_default_ttl", "99");
     printf("children=%ld\n", children);
     return 0;
 }
