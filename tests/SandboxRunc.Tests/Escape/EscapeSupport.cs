@@ -170,8 +170,9 @@ public sealed class HostScope : IDisposable
     static void RemoveVolume(string name)
     {
         string data = $"/var/lib/docker/volumes/{name}/_data";
+        // Not lazily: a lazy unmount of a mount in a shared peer group propagates to the other members.
         for (int i = 0; i < 8 && EscapeHost.IsMountPoint(data); i++)
-            EscapeHost.Exec("umount", "-l", data);
+            EscapeHost.Exec("umount", data);
         if (EscapeHost.IsMountPoint(data))
             throw new InvalidOperationException($"{data} is still a mount point: volume {name} left for an admin to remove");
         EscapeHost.Exec("docker", "volume", "rm", "-f", name);
@@ -216,7 +217,7 @@ public static class EscapeHost
         if (needs.HasFlag(Needs.RootBlockDevice) && RootDevice() is null)
             return "the host's root filesystem is not on a block device found in /proc/self/mountinfo";
         if (needs.HasFlag(Needs.ReadableRootDevice) && RootDevice() is { } dev && !CanOpen(dev.Path))
-            return $"host root itself cannot open {dev.Path} (refused by a policy outside this host's kernel objects): reading it from a container would prove nothing";
+            return $"host root itself cannot open {dev.Path} on this machine (EPERM: the VM's sandbox refuses it), so a container failing to read it would prove nothing";
         if (needs.HasFlag(Needs.Modules) && !File.Exists("/proc/modules"))
             return "the kernel has no loadable-module support (no /proc/modules): nothing to load";
         if (needs.HasFlag(Needs.SysrqTrigger) && !File.Exists("/proc/sysrq-trigger"))

@@ -216,23 +216,34 @@ public sealed class PrivilegedEscapeTests : IDisposable
         v.Done();
     }
 
-    /// <summary>Mounts the named hierarchy on the host (creating it if it is gone), empties it and unmounts it: the kernel then frees it.</summary>
+    /// <summary>
+    /// Mounts the named hierarchy on the host (creating it if it is gone), clears its agent, removes its
+    /// cgroups and unmounts it; the kernel frees a v1 hierarchy unmounted without children. A cgroup just
+    /// removed is still dying for a moment (the hierarchy then survives the unmount), so this is repeated
+    /// until the hierarchy is gone from /proc/self/cgroup.
+    /// </summary>
     static void RemoveHierarchy(string name)
     {
         string mnt = Path.Combine("/tmp", "srt-esc-cg-" + name);
-        Directory.CreateDirectory(mnt);
-        try
+        for (int attempt = 0; attempt < 10 && File.ReadAllText("/proc/self/cgroup").Contains($"name={name}:"); attempt++)
         {
-            EscapeHost.Exec("mount", "-t", "cgroup", "-o", $"none,name={name}", "cgroup", mnt);
+            Directory.CreateDirectory(mnt);
             try
             {
-                File.WriteAllText(Path.Combine(mnt, "release_agent"), "\n");
-                foreach (var child in Directory.GetDirectories(mnt).OrderByDescending(d => d.Length))
-                    Directory.Delete(child);
+                EscapeHost.Exec("mount", "-t", "cgroup", "-o", $"none,name={name}", "cgroup", mnt);
+                try
+                {
+                    File.WriteAllText(Path.Combine(mnt, "release_agent"), "\n");
+                    foreach (var child in Directory.GetDirectories(mnt, "*", SearchOption.AllDirectories).OrderByDescending(d => d.Length))
+                        Directory.Delete(child);
+                }
+                finally { EscapeHost.Exec("umount", mnt); }
             }
-            finally { EscapeHost.Exec("umount", mnt); }
+            finally { Directory.Delete(mnt); }
+            Thread.Sleep(300);
         }
-        finally { Directory.Delete(mnt); }
+        if (File.ReadAllText("/proc/self/cgroup").Contains($"name={name}:"))
+            throw new InvalidOperationException($"cgroup v1 hierarchy name={name} is still there");
     }
 
     [EscapeTheory]

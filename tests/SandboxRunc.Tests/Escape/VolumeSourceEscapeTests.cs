@@ -63,9 +63,14 @@ public sealed class VolumeSourceEscapeTests : IDisposable
         ["etc-via-dotdot"] = new(_ => Bind("/tmp/../etc"), Effect.Marker | Effect.Shadow, "/etc"),
         ["etc-docker"] = new(_ => Bind("/etc/docker"), Effect.Marker, "/etc/docker"),
         ["run-sandbox-runc"] = new(_ => Bind("/run/sandbox-runc"), Effect.Marker, "/run/sandbox-runc"),
-        ["var-lib-docker"] = new(_ => Bind("/var/lib/docker"), Effect.Marker, "/var/lib/docker"),
+        // docker's data root is a shared mount (peer group of the overlay mounts of every container): a bind of
+        // it, or a recursive one holding it, would receive copies of every container's rootfs mount, and
+        // dockerd's lazy unmount of the volume would propagate and unmount the real ones of containers being
+        // started at that moment (seen: "exec: sh: executable file not found"). Private, the copy is the same
+        // attack without that side effect on the host.
+        ["var-lib-docker"] = new(_ => Bind("/var/lib/docker", "bind,private"), Effect.Marker, "/var/lib/docker"),
         ["root"] = new(_ => Bind("/"), Effect.Marker, "/"),
-        ["root-rbind"] = new(_ => Bind("/", "rbind"), Effect.Marker, "/"),
+        ["root-rbind"] = new(_ => Bind("/", "rbind,rprivate"), Effect.Marker, "/"),
         // The runtime's own binary is restricted, and so is every dir above it (README: "the path, anything
         // below, anything above").
         ["usr-local-bin"] = new(_ => Bind("/usr/local/bin"), Effect.Marker, "/usr/local/bin"),
