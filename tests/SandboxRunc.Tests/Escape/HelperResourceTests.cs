@@ -182,8 +182,13 @@ public sealed class HelperResourceTests : IDisposable
                      sys/fs/cgroup/memory/memory.limit_in_bytes sys/fs/cgroup/memory/memory.usage_in_bytes \
                      sys/fs/cgroup/cpu/cpu.cfs_quota_us sys/fs/cgroup/cpu/cpu.cfs_period_us; do mkfifo $R/$f; done
             """);
-        await _docker.Ok("exec", "-d", name, "sh", "-c",
-            "for i in 1 2 3 4; do chroot /tmp/cr /bin/probe umount /n 200000 > /tmp/fifo.$i 2>&1 & done; wait");
+        // Four tight loops of umount2 on a path that is no mount (each call resolved by the supervisor inside the
+        // chroot) and a busybox loop of tmpfs mount and umount there.
+        await _docker.Ok("exec", "-d", name, "sh", "-c", """
+            for i in 1 2 3 4; do chroot /tmp/cr /bin/probe umount /n 200000 > /tmp/fifo.$i 2>&1 & done
+            chroot /tmp/cr /bin/busybox sh -c 'while :; do /bin/busybox mount -t tmpfs t /n; /bin/busybox umount /n; done' >/dev/null 2>&1 &
+            wait
+            """);
         await Task.Delay(3000); // the loops are at work: many calls answered inside the chroot
         var v = new Verdict();
         for (int i = 0; i < 3; i++)
