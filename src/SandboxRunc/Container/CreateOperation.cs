@@ -129,7 +129,7 @@ public static class CreateOperation
                 SeccompFlags = compiled?.Flags ?? 0,
             };
             var state = store.ToOci(record, ContainerStatus.Creating);
-            VettingSettings? vetting = notifyProgram is null ? null : Vetting(spec);
+            VettingSettings? vetting = notifyProgram is null ? null : Vetting(spec, decision.Settings);
             var config = new InitConfig
             {
                 Id = o.Id,
@@ -214,21 +214,18 @@ public static class CreateOperation
 
     static byte[] VettingProgram() => Seccomp.Notify.NotifyFilter.Program();
 
-    /// <summary>Annotation (or docker label) that forbids unmounting any mount made at creation, not only the protected ones.</summary>
-    public const string ProtectAllMountsAnnotation = "io.sandbox-runc.protect-initial-mounts";
-
     /// <summary>
     /// What the supervisor vets mounts against: the mount points that may never be unmounted (/, /proc,
-    /// /sys, the emulated files, the masked and read-only paths) and whether the other initial mounts may.
+    /// /sys, the emulated files, the masked and read-only paths) and whether the other initial mounts may
+    /// (io.sandbox-runc.protect-initial-mounts, as annotation or docker label: <see cref="ContainerSettings"/>).
     /// </summary>
-    static VettingSettings Vetting(Spec spec)
+    static VettingSettings Vetting(Spec spec, ContainerSettings settings)
     {
         var paths = new List<string> { "/", "/proc", "/sys" };
         paths.AddRange(EmulationBinds.Paths.Select(p => "/" + p));
         paths.AddRange(spec.Linux?.MaskedPaths ?? []);
         paths.AddRange(spec.Linux?.ReadonlyPaths ?? []);
-        bool all = spec.Annotations?.GetValueOrDefault(ProtectAllMountsAnnotation) is "true" or "1";
-        return new VettingSettings { ProtectedPaths = paths.Distinct().ToList(), ProtectAllInitialMounts = all };
+        return new VettingSettings { ProtectedPaths = paths.Distinct().ToList(), ProtectAllInitialMounts = settings.ProtectInitialMounts };
     }
 
     /// <summary>A short name for the container's staging dir, unique across state roots (docker's, containerd's, ...).</summary>

@@ -5,8 +5,9 @@ namespace SandboxRunc.Policy;
 /// <summary>What the image store knows of one image: its parent (legacy builder) and its layers (rootfs.diff_ids).</summary>
 public sealed record StoredImage(string? Parent, IReadOnlyList<string> Layers);
 
-/// <summary>dockerd's record of the container being created: the name the user typed, the image ID it runs, its isolation label.</summary>
-public sealed record ContainerImage(string? Name, string? Id, string? IsolationLabel);
+/// <summary>dockerd's record of the container being created: the name the user typed, the image ID it runs, and its
+/// labels that this runtime reads (io.sandbox-runc.*, see <see cref="ContainerSettings"/>).</summary>
+public sealed record ContainerImage(string? Name, string? Id, IReadOnlyDictionary<string, string> Labels);
 
 /// <summary>
 /// Every fact about the host and the engine that the policy needs, so that <see cref="IsolationPolicy.Decide"/>
@@ -64,10 +65,7 @@ public static class EngineFactsGatherer
 
         ContainerImage? image = null;
         if (IsSafeId(containerId) && ReadJson(Path.Combine(dockerRoot, "containers", containerId, "config.v2.json")) is { } record)
-            image = new ContainerImage(
-                Str(record["Config"]?["Image"]),
-                Str(record["Image"]),
-                Str(record["Config"]?["Labels"]?[IsolationPolicy.OptOutKey]));
+            image = new ContainerImage(Str(record["Config"]?["Image"]), Str(record["Image"]), OurLabels(record["Config"]?["Labels"]));
 
         var table = HostPlacesReader.MountTable();
         var places = new Dictionary<string, FsPlace?>();
@@ -116,6 +114,15 @@ public static class EngineFactsGatherer
                 binds[i] = b;
         }
         return binds;
+    }
+
+    static Dictionary<string, string> OurLabels(System.Text.Json.Nodes.JsonNode? labels)
+    {
+        var ours = new Dictionary<string, string>();
+        if (labels is System.Text.Json.Nodes.JsonObject o)
+            foreach (var (key, value) in o)
+                if (key.StartsWith(ContainerSettings.Prefix, StringComparison.Ordinal) && Str(value) is { } v) ours[key] = v;
+        return ours;
     }
 
     static bool IsSafeId(string id) => id.Length > 0 && !id.Contains('/') && id is not ("." or "..");

@@ -62,8 +62,9 @@ public sealed record HostFacts(Func<string, bool> IsHostNamespace)
 /// <param name="RestrictionsOff">the container opted out (io.sandbox-runc.isolation=off, allowed by the settings):
 /// host namespaces, restricted mounts and the socket rule were not applied. The user namespace never is off.</param>
 /// <param name="Binds">how each bind mount (by index in spec.mounts) is to be made.</param>
+/// <param name="Settings">what the container asked for (annotations, docker labels), for every component.</param>
 public sealed record PolicyDecision(UserNamespaceDecision UserNamespace, bool RestrictionsOff, IReadOnlyList<string> Notes,
-    IReadOnlyDictionary<int, BindVerdict> Binds)
+    IReadOnlyDictionary<int, BindVerdict> Binds, ContainerSettings Settings)
 {
     /// <summary>Whether the bind mount at this index is to be ID-mapped (true for anything the policy did not judge).</summary>
     public bool Idmap(int index) => !Binds.TryGetValue(index, out var v) || v.Idmap;
@@ -79,15 +80,16 @@ public sealed record PolicyDecision(UserNamespaceDecision UserNamespace, bool Re
 public static class IsolationPolicy
 {
     /// <summary>The annotation (OCI spec) or, for docker, the container label (config.v2.json) that asks to opt out.</summary>
-    public const string OptOutKey = "io.sandbox-runc.isolation";
+    public const string OptOutKey = ContainerSettings.IsolationKey;
 
     public static PolicyDecision Decide(Spec spec, AdminSettings settings, EngineFacts facts)
     {
         var notes = new List<string>();
-        bool off = OptedOut(spec, settings, facts, notes);
+        var asked = ContainerSettings.From(spec.Annotations, facts.Image?.Labels);
+        bool off = OptedOut(asked, settings, notes);
         var userNs = UserNamespacePolicy.Decide(spec, facts.IsHostNamespace);
         var binds = new Dictionary<int, BindVerdict>();
-        if (off) return new PolicyDecision(userNs, true, notes, binds);
+        if (off) return new PolicyDecision(userNs, true, notes, binds, asked);
 
         NamespacePolicy.Check(spec, facts.IsHostNamespace);
         bool socketChecked = false;
@@ -98,13 +100,15 @@ public static class IsolationPolicy
             if (!MountPolicy.IsBind(m) || string.IsNullOrEmpty(m.Source)) continue;
             if (!facts.Binds.TryGetValue(i, out var source))
                 throw new PolicyException($"bind mount source {m.Source} (for {m.Destination}) does not exist or cannot be opened");
-            // Restricted first (a bind of /run is refused as such even for an image allowed the socket), then
-            // the socket: a source that is the socket, or shows it, needs an allowed image.
+            // A source that is the socket, or shows it (a directory it lies in, /run), is the socket: it needs
+            // an allowed image. Then, allowed or not, the restricted paths (/run stays refused for an image
+            // allowed the socket: it also shows /run/containerd).
+            bool socket = MountPolicy.ShowsDockerSocket(source, facts);
+            if (socket && !socketChecked) SocketPolicy.Check(settings, facts);
+            socketChecked |= socket;
             var verdict = MountPolicy.Judge(i, source, settings, facts);
-            if (MountPolicy.ShowsDockerSocket(source, facts))
+            if (socket)
             {
-                if (!socketChecked) SocketPolicy.Check(settings, facts);
-                socketChecked = true;
                 notes.Add($"docker socket mount {m.Source} allowed for image \"{ImageReference.Shown(facts.Image?.Name)}\"" +
                           (settings.CommandList is { } cl ? $" (commandList {cl.Type} [{string.Join(' ', cl.Commands)}] is not enforced yet)" : ""));
                 // Its root:docker 0660 socket is only usable by container root through an ID-mapped bind.
@@ -114,7 +118,7 @@ public static class IsolationPolicy
             binds[i] = verdict;
             if (verdict.Note is { } note) notes.Add(note);
         }
-        return new PolicyDecision(userNs, false, notes, binds);
+        return new PolicyDecision(userNs, false, notes, binds, asked);
     }
 
     /// <summary>
@@ -123,12 +127,9 @@ public static class IsolationPolicy
     /// annotation wins. Honoured only when the settings say value false and locked false; otherwise the create
     /// fails (a request to be less isolated is never silently ignored, nor silently granted).
     /// </summary>
-    static bool OptedOut(Spec spec, AdminSettings settings, EngineFacts facts, List<string> notes)
+    static bool OptedOut(ContainerSettings asked, AdminSettings settings, List<string> notes)
     {
-        string? asked = spec.Annotations?.GetValueOrDefault(OptOutKey) ?? facts.Image?.IsolationLabel;
-        if (asked is null or "on") return false;
-        if (asked != "off")
-            throw new PolicyException($"{OptOutKey}=\"{asked}\": the value must be \"on\" or \"off\"");
+        if (asked.Isolation is null or "on") return false;
         if (settings.Locked)
             throw new PolicyException($"{OptOutKey}=off refused: enhanced container isolation is locked by the admin settings " +
                                       $"(enhancedContainerIsolation.locked is true in {settings.Source})");

@@ -88,7 +88,9 @@ public class PolicyFixtureTests
         }
         var hostNs = doc["hostNamespaces"] is JsonArray a ? a.Select(x => x!.GetValue<string>()).ToHashSet() : [];
         var image = doc["image"] is JsonObject i
-            ? new ContainerImage(i["name"]?.GetValue<string>(), i["id"]?.GetValue<string>(), i["label"]?.GetValue<string>())
+            ? new ContainerImage(i["name"]?.GetValue<string>(), i["id"]?.GetValue<string>(),
+                (i["label"]?.GetValue<string>() is { } label ? new Dictionary<string, string> { [ContainerSettings.IsolationKey] = label } : [])
+                .Concat(Map(i["labels"])).ToDictionary())
             : null;
         var tags = EngineFactsGatherer.ParseTags(new JsonObject { ["Repositories"] = new JsonObject { ["all"] = doc["tags"]?.DeepClone() } });
         var images = doc["images"] is JsonObject im

@@ -25,8 +25,8 @@ public sealed record InitialMount(uint Major, uint Minor, string Root, string Mo
 /// filesystem — /proc/uptime's emulated file covers procfs's "/uptime", a read-only bind over a
 /// volume's "sub" covers that directory of the volume. Every mount that covers the same place is
 /// protected too: the copies made by `mount --rbind /proc /tmp/x`, by `unshare -m`, by pivot_root,
-/// wherever they now stand, since taking one off would show what the original hides. Places on the
-/// container's own rootfs are the exception (unmounting a copy of /proc from a chroot only shows
+/// wherever they now stand, since taking one off would show what the original hides. Places in the
+/// container's own rootfs (its root mount's tree) are the exception (unmounting a copy of /proc from a chroot only shows
 /// the image's empty /proc directory, which the container can see anyway).
 /// A new anonymous filesystem may reuse the device number of an initial one the container
 /// unmounted; it then inherits that mount's restrictions: stricter, never looser.
@@ -54,7 +54,7 @@ public sealed class MountRules
         ProtectedPlaces = Initial
             .Where(i => i.Covers is not null && (ProtectAllInitialMounts || Protected.Contains(i.MountPoint)))
             .Select(i => i.Covers!.Value)
-            .Where(c => root is null || c.Major != root.Major || c.Minor != root.Minor)
+            .Where(c => root is null || c.Major != root.Major || c.Minor != root.Minor || !IsAtOrBelow(c.Path, root.Root))
             .ToHashSet();
     }
 
