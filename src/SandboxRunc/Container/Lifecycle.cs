@@ -121,10 +121,15 @@ public static class DeleteOperation
                 Cli.Log.Warn(e.Message);
             }
         }
-        string stateDir = store.Dir(id);
         store.RemoveDir(id);
-        if (r.IdRange is not null)
-            new Policy.IdRangeAllocator(Policy.IdPoolConfig.FromEnvironment()).Release(stateDir);
+        ReleaseIds(store, id);
+    }
+
+    /// <summary>Frees the IDs held through the state dir; a table that cannot be read is left as it is, with a warning.</summary>
+    static void ReleaseIds(StateStore store, string id)
+    {
+        if (new Policy.IdRangeAllocator(Policy.IdPoolConfig.FromEnvironment()).Release(Path.GetFullPath(store.Dir(id))) is { } warning)
+            Cli.Log.Warn($"delete {id}: {warning}");
     }
 
     /// <summary>
@@ -149,7 +154,7 @@ public static class DeleteOperation
         Supervisor.Stop(store, id);
         Rootfs.IdmappedStaging.Remove(Path.Combine(Rootfs.IdmappedStaging.StagingRoot, CreateOperation.StagingKey(store, id)));
         store.RemoveDir(id);
-        new Policy.IdRangeAllocator(Policy.IdPoolConfig.FromEnvironment()).Release(Path.GetFullPath(stateDir));
+        ReleaseIds(store, id);
     }
 
     static void WaitStopped(ContainerRecord r)
