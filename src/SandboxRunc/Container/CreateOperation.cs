@@ -61,7 +61,7 @@ public static class CreateOperation
             if (spec.Linux is not null) spec.Linux.Seccomp = null; // from here on, the compiled program stands for it
 
             cgroup = CgroupManager.ForContainer(o.Id, spec.Linux?.CgroupsPath);
-            store.NoteCreating(o.Id, cgroup.Paths);
+            store.NoteCreating(o.Id, cgroup.Paths, ids);
             cgroup.Create();
             cgroup.Apply(spec.Linux?.Resources);
             NetworkSysctls.WriteForJoinedNetns(spec);
@@ -160,7 +160,6 @@ public static class CreateOperation
 
             store.SaveSpec(o.Id, spec);
             store.Save(record);
-            File.Delete(Path.Combine(stateDir, StateStore.CreatingFile));
             if (o.PidFile is { } pidFile) PidFile.Write(pidFile, init.Pid);
             return record;
         }
