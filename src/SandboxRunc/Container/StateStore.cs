@@ -240,6 +240,19 @@ public static class ProcStat
 
     public static ulong StartTime(int pid) => Read(pid)?.StartTime ?? 0;
 
+    /// <summary>The real uid of a process (the Uid: line of /proc/PID/status), or null when it is gone.</summary>
+    public static long? RealUid(int pid)
+    {
+        try
+        {
+            foreach (var line in File.ReadLines($"/proc/{pid}/status"))
+                if (line.StartsWith("Uid:", StringComparison.Ordinal))
+                    return long.TryParse(line[4..].Trim().Split('\t', ' ')[0], out long uid) ? uid : null;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
+        return null;
+    }
+
     public static bool IsAlive(int pid, ulong startTime)
     {
         var s = Read(pid);

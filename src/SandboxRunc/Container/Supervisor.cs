@@ -213,6 +213,17 @@ public static class Supervisor
     internal static bool IsSupervisorCommand(string[]? argv, string root, string id) =>
         argv is [_, "--root", var r, "supervise", var who] && who == id && (r == root || r == Path.GetFullPath(root));
 
+    /// <summary>(pid, root, id) of every supervisor running as host root, from the command lines in /proc.</summary>
+    public static IEnumerable<(int Pid, string Root, string Id)> AllRunning()
+    {
+        foreach (var dir in Directory.EnumerateDirectories("/proc"))
+        {
+            if (!int.TryParse(Path.GetFileName(dir), out int pid)) continue;
+            if (CommandLine(pid) is [_, "--root", var root, "supervise", var id] && root.StartsWith('/') && ProcStat.RealUid(pid) == 0)
+                yield return (pid, root, id);
+        }
+    }
+
     static string[]? CommandLine(int pid)
     {
         try { return File.ReadAllText($"/proc/{pid}/cmdline").TrimEnd('\0').Split('\0'); }

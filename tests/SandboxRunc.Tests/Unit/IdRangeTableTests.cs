@@ -268,5 +268,13 @@ public sealed class IdRangeTableTests : IDisposable
         Assert.Equal(new IdRange(100000 + R, 100000 + R, R), alloc.Allocate("b", StateDir("b")));
     }
 
+    [Fact]
+    public void HostExtentsLeaveOutTheWholeIdSpace()
+    {
+        Assert.Empty(SandboxRunc.Container.RangesOperation.HostExtents("         0          0 4294967295\n"));
+        Assert.Equal([new IdSpan(100000, 65536), new IdSpan(300000, 10)],
+            SandboxRunc.Container.RangesOperation.HostExtents("0 100000 65536\n65536 300000 10\n"));
+    }
+
     public void Dispose() => Directory.Delete(_dir, true);
 }
