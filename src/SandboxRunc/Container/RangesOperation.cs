@@ -106,7 +106,8 @@ public static class RangesOperation
             {
                 var uid = HostExtents(File.ReadAllText($"/proc/{pid}/uid_map"));
                 var gid = HostExtents(File.ReadAllText($"/proc/{pid}/gid_map"));
-                string comm = File.ReadAllText($"/proc/{pid}/comm").Trim();
+                // The name is the process's own choice (prctl): no control characters into the table and messages.
+                string comm = new(File.ReadAllText($"/proc/{pid}/comm").Trim().Select(c => char.IsControl(c) ? '?' : c).ToArray());
                 result.Add(new IdRangeTable.LiveNamespace($"pid {pid} ({comm}, {ns})", uid, gid));
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException) { seen.Remove(ns); } // exited meanwhile: another process may show it

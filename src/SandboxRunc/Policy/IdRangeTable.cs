@@ -67,8 +67,8 @@ public sealed record IdPools(SubIdEntry Uid, SubIdEntry Gid, string SubUidPath, 
 /// <summary>
 /// The range table, /run/sandbox-runc/id-ranges.json: pure functions to read it strictly, write it, and
 /// decide what may be handed out. A table that cannot be read, or that is structurally wrong, is never
-/// taken as "nothing held" (that handed a running container's range to the next one): it is a
-/// <see cref="Problem"/> that stops allocation until `sandbox-runc ranges --rebuild` rebuilds it.
+/// taken as "nothing held" (that handed a running container's range to the next one): its problem, one
+/// line, stops allocation until `sandbox-runc ranges --rebuild` rebuilds it.
 ///
 /// Format: { "holders": [ HOLDER, ... ] }, a holder being
 ///   { "index": 3, "id": "c1", "stateDir": "/run/.../c1" }                          a range of the pool
@@ -140,12 +140,12 @@ public static class IdRangeTable
         string id = "", stateDir = "", process = "";
         if (kind == HolderKind.Live)
         {
-            if (!TryString(h, "process", out process)) return (null, "\"process\" is missing or not a string");
+            if (!TryString(h, "process", out process) || process.Any(char.IsControl)) return (null, "\"process\" is missing or not a line of text");
         }
         else
         {
-            if (!TryString(h, "id", out id) || id.Length == 0) return (null, "\"id\" is missing or not a non-empty string");
-            if (!TryString(h, "stateDir", out stateDir) || !stateDir.StartsWith('/'))
+            if (!TryString(h, "id", out id) || !IsContainerId(id)) return (null, "\"id\" is missing or not a container id");
+            if (!TryString(h, "stateDir", out stateDir) || !stateDir.StartsWith('/') || stateDir.Any(char.IsControl))
                 return (null, $"\"stateDir\" of {id} is missing or not an absolute path");
         }
         string who = kind == HolderKind.Live ? "the live range" : id;
@@ -205,6 +205,12 @@ public static class IdRangeTable
         return null;
     }
 
+    static bool IsContainerId(string id)
+    {
+        try { Container.StateStore.ValidateId(id); return true; }
+        catch (Container.RuntimeException) { return false; }
+    }
+
     static bool TryKind(string s, out HolderKind kind)
     {
         kind = s switch { "pool" => HolderKind.Pool, "own" => HolderKind.Own, "shared" => HolderKind.Shared, "live" => HolderKind.Live, _ => (HolderKind)(-1) };
@@ -221,11 +227,18 @@ public static class IdRangeTable
     {
         JsonValueKind.Null => "null",
         JsonValueKind.Array => "a list",
-        JsonValueKind.String => $"the string \"{e.GetString()}\"",
-        JsonValueKind.Number => $"the number {e.GetRawText()}",
+        JsonValueKind.String => $"the string \"{Clip(e.GetString()!)}\"",
+        JsonValueKind.Number => $"the number {Clip(e.GetRawText())}",
         JsonValueKind.True or JsonValueKind.False => e.GetRawText(),
         _ => "an object",
     };
+
+    /// <summary>A value from the file, fit for a one-line message: control characters out, at most 40 characters.</summary>
+    static string Clip(string s)
+    {
+        var clean = new string(s.Select(c => char.IsControl(c) ? '?' : c).ToArray());
+        return clean.Length <= 40 ? clean : clean[..40] + "...";
+    }
 
     public static byte[] Serialize(IEnumerable<RangeHolder> holders)
     {
