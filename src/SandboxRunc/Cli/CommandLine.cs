@@ -70,6 +70,7 @@ public static class CommandLine
                 "events" => Events(store, args, rest),
                 "install" or "uninstall" => InstallCommand(command == "uninstall", args, rest),
                 "policy" => PolicyCommand(store, args, rest),
+                "ranges" => Ranges(store, args, rest),
                 "init" => throw new RuntimeException("init is started by sandbox-runc itself, not by users"),
                 _ => throw new UsageException($"unknown command \"{command}\" (see sandbox-runc --help)"),
             };
@@ -260,6 +261,14 @@ public static class CommandLine
         return PolicyCheck.Run(bundle, r.Get("id"), store.Root, Console.Out);
     }
 
+    static int Ranges(StateStore store, string[] args, int start)
+    {
+        var r = new ArgParser().Flag("rebuild").Parse(args, start);
+        if (r.Positional.Count != 0) throw new UsageException("usage: sandbox-runc ranges [--rebuild]");
+        var allocator = new Policy.IdRangeAllocator(Policy.IdPoolConfig.FromEnvironment());
+        return r.Has("rebuild") ? RangesOperation.Rebuild(store, allocator, Console.Out) : RangesOperation.List(allocator, Console.Out);
+    }
+
     static int FeaturesCommand()
     {
         Console.Out.WriteLine(JsonSerializer.Serialize(FeaturesDocument.Create(), OciJsonIndented.Default.Features));
@@ -358,6 +367,8 @@ public static class CommandLine
                         is a link to sandbox-runc, so --runtime=runc is isolated too
               uninstall undo install (same flags); default-runtime is removed only if it names sandbox-runc
               policy    policy check BUNDLE [--id ID]: run the isolation policy on a bundle, create nothing
+              ranges    list who holds which host IDs (/run/sandbox-runc/id-ranges.json); --rebuild: rebuild that
+                        table from the containers' state and the live user namespaces (when it cannot be read)
 
             global options: --root DIR (default /run/sandbox-runc), --log FILE, --log-format text|json,
                             --debug, --systemd-cgroup, --version

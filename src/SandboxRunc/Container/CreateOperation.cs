@@ -44,13 +44,15 @@ public static class CreateOperation
         string stateDir = store.CreateDir(o.Id);
         var allocator = new IdRangeAllocator(IdPoolConfig.FromEnvironment());
         IdRange? range = null;
+        RangeHolder? ids = null; // what the range table records for this container (its own, or the one it joins)
         CgroupManager? cgroup = null;
         InitLauncher.Launched? init = null;
         IdmappedStaging? staging = null;
         try
         {
             using var dirLock = store.Lock(o.Id);
-            if (decision.UserNamespace == UserNamespaceDecision.AllocateRange) range = allocator.Allocate(o.Id, stateDir);
+            ids = allocator.Reserve(o.Id, stateDir, IdClaim.Of(decision.UserNamespace, spec, sharedWith?.Range));
+            range = ids?.AllocatedRange;
             // The IDs the container's root maps to: its own range, or the one of the container whose user namespace it joins.
             IdRange? mapped = range ?? sharedWith?.Range;
             spec = IsolationPolicy.Rewrite(spec, range);
@@ -61,7 +63,7 @@ public static class CreateOperation
             if (spec.Linux is not null) spec.Linux.Seccomp = null; // from here on, the compiled program stands for it
 
             cgroup = CgroupManager.ForContainer(o.Id, spec.Linux?.CgroupsPath);
-            store.NoteCreating(o.Id, cgroup.Paths);
+            store.NoteCreating(o.Id, cgroup.Paths, ids);
             cgroup.Create();
             cgroup.Apply(spec.Linux?.Resources);
             NetworkSysctls.WriteForJoinedNetns(spec);
@@ -166,7 +168,6 @@ public static class CreateOperation
 
             store.SaveSpec(o.Id, spec);
             store.Save(record);
-            File.Delete(Path.Combine(stateDir, StateStore.CreatingFile));
             if (o.PidFile is { } pidFile) PidFile.Write(pidFile, init.Pid);
             return record;
         }
@@ -182,7 +183,7 @@ public static class CreateOperation
             Supervisor.Stop(store, o.Id);
             IdmappedStaging.Remove(staging?.Dir);
             store.RemoveDir(o.Id);
-            if (range is not null) allocator.Release(stateDir);
+            if (ids is not null && allocator.Release(stateDir) is { } warning) Cli.Log.Warn(warning);
             throw;
         }
     }

@@ -25,31 +25,38 @@ namespace SandboxRunc.Container;
 ///   container  (create, after the init said "ready")       fd = the init's seccomp listener (if vetting)
 ///   exec       (exec, after its process said "ready")      fd = that process's listener
 /// Until "container" it watches `create` (its parent) and exits if create dies; then it watches the
-/// init and exits with it. `create` records its pid; the supervisor never writes into the state dir, so
+/// init and exits with it. `create` records its pid and start time; the supervisor never writes into the state dir, so
 /// it cannot race `delete` removing it.
 /// </summary>
 public static class Supervisor
 {
     public const string PidFileName = "supervisor.pid";
+    /// <summary>The start time (field 22 of /proc/PID/stat) of the process in supervisor.pid: with the pid, it names one process for good.</summary>
+    public const string StartTimeFileName = "supervisor.starttime";
     public const string SocketDir = "/run/sandbox-runc/sv";
     /// <summary>Refused mount/umount2 calls, one JSON object per line, next to the container's state.</summary>
     public const string RefusalLogName = "refusals.log";
 
     public static string SocketPath(StateStore store, string id) => Path.Combine(SocketDir, CreateOperation.StagingKey(store, id) + ".sock");
 
-    /// <summary>Starts the supervisor of a container being created, records its pid, and returns it.</summary>
+    /// <summary>Starts the supervisor of a container being created, records its pid and start time, and returns the pid.</summary>
     public static int Start(StateStore store, string id)
     {
         Directory.CreateDirectory(SocketDir);
         Libc.chmod(SocketDir, 0x1c0 /* 0700 */);
         string socketPath = SocketPath(store, id);
         using var listening = UnixSocket.ListenSeqPacket(socketPath);
-        int pid = SpawnService(["--root", store.Root, "supervise", id], ServiceEnvironment, listening.Fd);
+        int pid = SpawnService(Arguments(Path.GetFullPath(store.Root), id), ServiceEnvironment, listening.Fd);
+        // The start time first: whoever finds the pid finds what tells it from a later process of that pid.
+        AtomicFile.Write(Path.Combine(store.Dir(id), StartTimeFileName), ProcStat.StartTime(pid).ToString());
         AtomicFile.Write(Path.Combine(store.Dir(id), PidFileName), pid.ToString());
         File.WriteAllBytes(Path.Combine(store.Dir(id), RefusalLogName), []);
         // Not waited for: the engine's subreaper reaps it when it exits.
         return pid;
     }
+
+    /// <summary>The supervisor's command line after the program name: what tells it apart from every other process.</summary>
+    static string[] Arguments(string root, string id) => ["--root", root, "supervise", id];
 
     /// <summary>
     /// A long-lived process with little to allocate: a small gen0 budget keeps its resident memory low
@@ -106,7 +113,7 @@ public static class Supervisor
         using var services = new SupervisorServices(id, store.Dir(id), store.Root);
         // Until the container exists, the one to watch is `create`: if it dies, nobody will ever come.
         if (!StartedByParent()) return 1;
-        var watch = PidFd(Libc.getppid());
+        var watch = PidFd.Open(Libc.getppid());
         if (watch is null) return 1;
         bool containerKnown = false;
         var buffer = new byte[64 * 1024];
@@ -126,7 +133,7 @@ public static class Supervisor
                         ?? throw new InvalidOperationException("empty request");
                     if (request.Kind == SupervisorRequest.Container)
                     {
-                        var initWatch = PidFd(request.Pid) ?? throw new InvalidOperationException($"container init {request.Pid} is gone");
+                        var initWatch = PidFd.Open(request.Pid) ?? throw new InvalidOperationException($"container init {request.Pid} is gone");
                         watch.Dispose();
                         watch = initWatch;
                         containerKnown = true;
@@ -145,12 +152,6 @@ public static class Supervisor
             }
         }
         finally { watch.Dispose(); }
-    }
-
-    static SafeFd? PidFd(int pid)
-    {
-        int fd = (int)Libc.syscall(Libc.SYS_pidfd_open, pid, 0, 0, 0, 0, 0);
-        return fd < 0 ? null : new SafeFd(fd);
     }
 
     /// <summary>Blocks until one of two fds is readable; returns it (the second wins a tie: exiting beats serving).</summary>
@@ -173,26 +174,65 @@ public static class Supervisor
     public static void Stop(StateStore store, string id)
     {
         try { File.Delete(SocketPath(store, id)); } catch (IOException) { }
-        string file = Path.Combine(store.Dir(id), PidFileName);
-        if (!File.Exists(file) || !int.TryParse(File.ReadAllText(file).Trim(), out int pid) || pid <= 0) return;
-        if (ProcStat.Read(pid) is { } st && st.State is not ('Z' or 'X')
-            && File.ReadAllText($"/proc/{pid}/cmdline").Contains("supervise"))
-        {
-            Libc.kill(pid, 9);
-            // It holds the FUSE connection: wait until it is gone, so that "nothing is left" holds when delete returns.
-            for (int i = 0; i < 200 && ProcStat.Read(pid) is { State: not ('Z' or 'X') }; i++) Thread.Sleep(5);
-        }
+        using var supervisor = Find(store, id);
+        // It holds the FUSE connection: wait until it is gone, so that "nothing is left" holds when delete returns.
+        if (supervisor is not null && PidFd.Signal(supervisor, 9)) PidFd.WaitExited(supervisor, 2000);
     }
 
     /// <summary>Whether the container's supervisor is running (for `state`).</summary>
     public static bool IsRunning(StateStore store, string id)
     {
-        string file = Path.Combine(store.Dir(id), PidFileName);
-        try
+        using var supervisor = Find(store, id);
+        return supervisor is not null && PidFd.Running(supervisor);
+    }
+
+    /// <summary>
+    /// The container's supervisor as a pidfd, if the process in supervisor.pid is still the one `create`
+    /// started: the start time recorded with it, and a command line naming this container's root and id.
+    /// Null when it is gone or the pid now belongs to another process (pids are reused: pid_max is often
+    /// 32768). The pidfd is opened before the checks, so the process checked is the one signalled.
+    /// </summary>
+    static SafeFd? Find(StateStore store, string id)
+    {
+        string dir = store.Dir(id);
+        if (ReadNumber(Path.Combine(dir, PidFileName)) is not { } pid || pid is <= 0 or > int.MaxValue) return null;
+        // No start time: a container created before it was recorded; the command line alone identifies it.
+        ulong? startTime = ReadNumber(Path.Combine(dir, StartTimeFileName)) is { } t ? (ulong)t : null;
+        var pidfd = PidFd.Open((int)pid);
+        if (pidfd is null || IsSupervisorOf((int)pid, startTime, store.Root, id)) return pidfd;
+        pidfd.Dispose();
+        return null;
+    }
+
+    static bool IsSupervisorOf(int pid, ulong? startTime, string root, string id) =>
+        ProcStat.Read(pid) is { } st && st.State is not ('Z' or 'X' or 'x')
+        && (startTime is null || st.StartTime == startTime)
+        && IsSupervisorCommand(CommandLine(pid), root, id);
+
+    /// <summary>Whether a command line is the one <see cref="Start"/> gives this container's supervisor (not merely one that mentions "supervise").</summary>
+    internal static bool IsSupervisorCommand(string[]? argv, string root, string id) =>
+        argv is [_, "--root", var r, "supervise", var who] && who == id && (r == root || r == Path.GetFullPath(root));
+
+    /// <summary>(pid, root, id) of every supervisor running as host root, from the command lines in /proc.</summary>
+    public static IEnumerable<(int Pid, string Root, string Id)> AllRunning()
+    {
+        foreach (var dir in Directory.EnumerateDirectories("/proc"))
         {
-            return File.Exists(file) && int.TryParse(File.ReadAllText(file).Trim(), out int pid)
-                && ProcStat.Read(pid) is { } st && st.State is not ('Z' or 'X');
+            if (!int.TryParse(Path.GetFileName(dir), out int pid)) continue;
+            if (CommandLine(pid) is [_, "--root", var root, "supervise", var id] && root.StartsWith('/') && ProcStat.RealUid(pid) == 0)
+                yield return (pid, root, id);
         }
-        catch (IOException) { return false; }
+    }
+
+    static string[]? CommandLine(int pid)
+    {
+        try { return File.ReadAllText($"/proc/{pid}/cmdline").TrimEnd('\0').Split('\0'); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return null; }
+    }
+
+    static long? ReadNumber(string file)
+    {
+        try { return long.TryParse(File.ReadAllText(file).Trim(), out long n) ? n : null; }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return null; }
     }
 }
