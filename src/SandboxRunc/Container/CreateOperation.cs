@@ -86,7 +86,7 @@ public static class CreateOperation
                 using var userns = new SafeFd(SysException.Check(Libc.open(path, Libc.O_RDONLY | Libc.O_CLOEXEC, 0), "open", path));
                 staging = IdmappedStaging.Create(StagingKey(store, o.Id), userns.Fd, mapped);
                 initRootfs = staging.StageRootfs(rootfs);
-                emulationDir = MountEmulation(store, o.Id, staging.Dir, mapped, cgroup!);
+                emulationDir = MountEmulation(store, o.Id, staging.Dir, mapped, cgroup!, userns.Fd);
                 var mounts = spec.Mounts ?? [];
                 for (int i = 0; i < mounts.Count; i++)
                 {
@@ -181,9 +181,10 @@ public static class CreateOperation
 
     /// <summary>
     /// Mounts the container's FUSE fs in its staging dir (so the init finds it and nothing else in the host's
-    /// mount namespace sees it) and hands the /dev/fuse connection to the supervisor, which serves it from now on.
+    /// mount namespace sees it) and hands the /dev/fuse connection to the supervisor, which serves it from now on,
+    /// with the container's user namespace (its capability checks are made against it, pinned by this fd).
     /// </summary>
-    static string MountEmulation(StateStore store, string id, string stagingDir, IdRange mapped, CgroupManager cgroup)
+    static string MountEmulation(StateStore store, string id, string stagingDir, IdRange mapped, CgroupManager cgroup, int userNs)
     {
         string dir = Path.Combine(stagingDir, "emu");
         Directory.CreateDirectory(dir);
@@ -200,7 +201,7 @@ public static class CreateOperation
                 StartedBoottimeNs = Emulation.HostClock.BoottimeNs(),
                 CgroupPaths = new Dictionary<string, string>(cgroup.Paths),
             },
-        }, device.Fd);
+        }, [device.Fd, userNs]);
         return dir;
     }
 
