@@ -142,6 +142,29 @@ public class EmulationRootTests(ITestOutputHelper output)
     }
 
     [RootFact]
+    public void ACallerThreadIsEnteredThroughItsOwnPidfd()
+    {
+        // The request header carries the calling thread's id; a thread that is not its process's leader is
+        // entered through a thread pidfd (PIDFD_THREAD). Here: a thread of this test process, in the host's UTS namespace.
+        int tid = (int)SandboxRunc.Interop.Libc.syscall(186 /* gettid */, 0, 0, 0, 0, 0, 0);
+        string name = "";
+        int r = 0;
+        var t = new Thread(() =>
+        {
+            int me = (int)SandboxRunc.Interop.Libc.syscall(186, 0, 0, 0, 0, 0, 0);
+            using var fs = RealFs();
+            r = fs.Read("proc/sys/kernel/hostname", new FuseCaller(me, 0, 0), out var bytes);
+            name = Encoding.ASCII.GetString(bytes);
+            tid = me;
+        });
+        t.Start();
+        t.Join();
+        Assert.NotEqual(Environment.ProcessId, tid);
+        Assert.Equal(0, r);
+        Assert.Equal(File.ReadAllText("/proc/sys/kernel/hostname"), name);
+    }
+
+    [RootFact]
     public void GoneCallerIsEacces()
     {
         using var fs = RealFs();
