@@ -22,6 +22,10 @@ internal static unsafe class HostFiles
     internal const long StreamAbove = 4096;
     internal const int MaxMirrored = 64 << 10;
 
+    /// <summary>Buffers up to this size come from the shared pool; larger ones are plain arrays, so that a
+    /// rare large host file does not leave a large buffer parked in the pool (and in the capped heap).</summary>
+    const int PooledUpTo = 64 << 10;
+
     /// <summary>Whole content of a (small, procfs-like) file: at most <paramref name="max"/> bytes, -EFBIG beyond.</summary>
     internal static int Read(string path, out byte[] content, int max = MaxText)
     {
@@ -31,6 +35,7 @@ internal static unsafe class HostFiles
         while (fd == -1 && Libc.Errno == Libc.EINTR);
         if (fd == -1) return -Libc.Errno;
         byte[] buf = ArrayPool<byte>.Shared.Rent(16384);
+        bool pooled = true;
         try
         {
             int len = 0;
@@ -39,9 +44,11 @@ internal static unsafe class HostFiles
                 if (len == buf.Length)
                 {
                     if (buf.Length > max) return -Libc.EFBIG;
-                    var bigger = ArrayPool<byte>.Shared.Rent(buf.Length * 2);
+                    int size = buf.Length * 2;
+                    var bigger = size <= PooledUpTo ? ArrayPool<byte>.Shared.Rent(size) : new byte[size];
                     Buffer.BlockCopy(buf, 0, bigger, 0, len);
-                    ArrayPool<byte>.Shared.Return(buf);
+                    if (pooled) ArrayPool<byte>.Shared.Return(buf);
+                    pooled = size <= PooledUpTo;
                     buf = bigger;
                 }
                 nint n;
@@ -60,7 +67,7 @@ internal static unsafe class HostFiles
         }
         finally
         {
-            ArrayPool<byte>.Shared.Return(buf);
+            if (pooled) ArrayPool<byte>.Shared.Return(buf);
             Libc.close(fd);
         }
     }
