@@ -100,10 +100,16 @@ public sealed class CgroupManager
         foreach (var dir in Dirs) CgroupFs.Write(dir, "cgroup.procs", pid.ToString());
     }
 
+    /// <summary>
+    /// The container's processes. v1: from a hierarchy the emulation helper does not join (it joins the memory
+    /// one only, see HelperCgroup), so that neither `ps` nor `kill --all` sees it; memory only as the last resort.
+    /// </summary>
     public IReadOnlyList<int> Pids()
     {
         string dir = Version == CgroupVersion.V2 ? _paths[""]
-            : _paths.GetValueOrDefault("pids") ?? _paths.GetValueOrDefault("memory") ?? Dirs.First();
+            : new[] { "pids", "freezer", "devices", "cpu", "cpuacct", "blkio", "cpuset" }.Select(_paths.GetValueOrDefault)
+                .FirstOrDefault(d => d is not null && d != _paths.GetValueOrDefault("memory"))
+              ?? _paths.GetValueOrDefault("memory") ?? Dirs.First();
         return CgroupFs.ReadPids(dir);
     }
 
@@ -158,6 +164,7 @@ public sealed class CgroupManager
 
     static void RemoveDir(string dir, DateTime deadline)
     {
+        bool killed = false;
         while (true)
         {
             int err = CgroupFs.Rmdir(dir);
@@ -165,6 +172,14 @@ public sealed class CgroupManager
             // EBUSY: processes are still exiting (or a child appeared); retry until the deadline.
             if (err != Libc.EBUSY || DateTime.UtcNow >= deadline)
                 throw new CgroupException($"cgroup: rmdir {dir}: {CgroupFs.ErrText(err)}", err);
+            // Whoever is still in a cgroup being destroyed goes too: the container's processes are dead by
+            // now, so this is the emulation helper charged to the memory cgroup (HelperCgroup), which would
+            // otherwise live until its supervisor is stopped, after this.
+            if (!killed)
+            {
+                foreach (int pid in CgroupFs.ReadPids(dir)) Libc.kill(pid, 9);
+                killed = true;
+            }
             Thread.Sleep(10);
         }
     }

@@ -94,7 +94,7 @@ public static class CreateOperation
                 if (mapped is not null)
                 {
                     initRootfs = staging.StageRootfs(rootfs);
-                    emulationDir = MountEmulation(store, o.Id, staging.Dir, mapped, cgroup!);
+                    emulationDir = MountEmulation(store, o.Id, staging.Dir, mapped, cgroup!, userns.Fd);
                 }
                 var mounts = spec.Mounts ?? [];
                 for (int i = 0; i < mounts.Count; i++)
@@ -190,9 +190,10 @@ public static class CreateOperation
 
     /// <summary>
     /// Mounts the container's FUSE fs in its staging dir (so the init finds it and nothing else in the host's
-    /// mount namespace sees it) and hands the /dev/fuse connection to the supervisor, which serves it from now on.
+    /// mount namespace sees it) and hands the /dev/fuse connection to the supervisor, which serves it from now on,
+    /// with the container's user namespace (its capability checks are made against it, pinned by this fd).
     /// </summary>
-    static string MountEmulation(StateStore store, string id, string stagingDir, IdRange mapped, CgroupManager cgroup)
+    static string MountEmulation(StateStore store, string id, string stagingDir, IdRange mapped, CgroupManager cgroup, int userNs)
     {
         string dir = Path.Combine(stagingDir, "emu");
         Directory.CreateDirectory(dir);
@@ -209,7 +210,7 @@ public static class CreateOperation
                 StartedBoottimeNs = Emulation.HostClock.BoottimeNs(),
                 CgroupPaths = new Dictionary<string, string>(cgroup.Paths),
             },
-        }, device.Fd);
+        }, [device.Fd, userNs]);
         return dir;
     }
 
