@@ -2,11 +2,14 @@ using System.Runtime.InteropServices;
 
 namespace SandboxRunc.Interop;
 
-// Reading a file by offset and asking an open file what it is (the emulation serves large host files by offset).
+// Reading and writing a file by offset (the emulation serves large host files by offset; the notify server writes a
+// caller's memory through /proc/PID/mem) and asking an open file what it is.
 public static unsafe partial class Libc
 {
     [LibraryImport(C, SetLastError = true)]
     public static partial nint pread(int fd, byte* buf, nint count, long offset);
+    [LibraryImport(C, SetLastError = true)]
+    public static partial nint pwrite(int fd, byte* buf, nint count, long offset);
     [LibraryImport(C, SetLastError = true)]
     public static partial int fstat(int fd, byte* buf);
 
