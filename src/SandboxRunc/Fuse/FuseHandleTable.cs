@@ -8,14 +8,21 @@ namespace SandboxRunc.Fuse;
 /// or OPENDIR (the encoded listing), so every read of one open sees one consistent value, like procfs's
 /// seq_file; or an open host file read by offset (large files, see <see cref="FuseContent"/>).
 ///
-/// Bounded: a container holds at most <see cref="MaxOpen"/> handles and <see cref="MaxSnapshotBytes"/> of
-/// snapshots at once; beyond, <see cref="Add"/> refuses (the OPEN fails with ENFILE, "too many open files
+/// Bounded: a container holds at most <see cref="MaxOpen"/> handles, <see cref="MaxSnapshotBytes"/> of
+/// snapshots and <see cref="MaxFiles"/> open host files (each an fd of this process) at once; beyond,
+/// <see cref="Add"/> refuses (the OPEN fails with ENFILE, "too many open files
 /// in system", the system here being the container's emulated files). Slots are recycled through a free
 /// list: opening and releasing allocates nothing beyond the snapshot. fh is slot index + 1 (0 is never valid).
 /// </summary>
-sealed class FuseHandleTable(int maxOpen = FuseHandleTable.DefaultMaxOpen, long maxSnapshotBytes = FuseHandleTable.DefaultMaxSnapshotBytes)
+sealed class FuseHandleTable(int maxOpen = FuseHandleTable.DefaultMaxOpen, long maxSnapshotBytes = FuseHandleTable.DefaultMaxSnapshotBytes,
+    int maxFiles = FuseHandleTable.DefaultMaxFiles)
 {
-    public const int DefaultMaxOpen = 1024;
+    /// <summary>
+    /// Handles are cheap (a slot) and real workloads hold many (every process of a big container with
+    /// /proc/stat open): what costs memory is bounded by <see cref="DefaultMaxSnapshotBytes"/>, what costs
+    /// descriptors by <see cref="DefaultMaxFiles"/> (well under the process's RLIMIT_NOFILE).
+    /// </summary>
+    public const int DefaultMaxOpen = 16384, DefaultMaxFiles = 512;
     public const long DefaultMaxSnapshotBytes = 16L << 20;
 
     public readonly record struct Handle(string Path, byte[]? Data, SafeFd? File);
@@ -23,7 +30,7 @@ sealed class FuseHandleTable(int maxOpen = FuseHandleTable.DefaultMaxOpen, long 
     readonly Lock _lock = new();
     Handle[] _slots = new Handle[64];
     int[] _free = new int[64];
-    int _freeCount, _used, _open;
+    int _freeCount, _used, _open, _files;
     long _bytes;
 
     public int MaxOpen => maxOpen;
@@ -42,7 +49,7 @@ sealed class FuseHandleTable(int maxOpen = FuseHandleTable.DefaultMaxOpen, long 
         long size = handle.Data?.Length ?? 0;
         lock (_lock)
         {
-            if (_open >= maxOpen || _bytes + size > maxSnapshotBytes) return 0;
+            if (_open >= maxOpen || _bytes + size > maxSnapshotBytes || handle.File is not null && _files >= maxFiles) return 0;
             int slot;
             if (_freeCount > 0)
                 slot = _free[--_freeCount];
@@ -58,6 +65,7 @@ sealed class FuseHandleTable(int maxOpen = FuseHandleTable.DefaultMaxOpen, long 
             _slots[slot] = handle;
             _open++;
             _bytes += size;
+            if (handle.File is not null) _files++;
             return (ulong)slot + 1;
         }
     }
@@ -86,6 +94,7 @@ sealed class FuseHandleTable(int maxOpen = FuseHandleTable.DefaultMaxOpen, long 
             _free[_freeCount++] = (int)(fh - 1);
             _open--;
             _bytes -= gone.Data?.Length ?? 0;
+            if (gone.File is not null) _files--;
         }
         gone.File?.Dispose();
     }
