@@ -25,17 +25,15 @@ public static class HelperCgroup
 
     /// <summary>The cgroup directory a helper joins, from the container's cgroup paths (controller -> dir, v2: "" -> dir),
     /// and whether it is a child to make; null when the container has no memory cgroup to join.</summary>
-    public static (string Dir, bool Make)? Target(IReadOnlyDictionary<string, string> cgroupPaths)
+    public static (string Dir, bool Make)? Target(CgroupPaths cgroupPaths)
     {
-        if (cgroupPaths.Count == 1 && cgroupPaths.TryGetValue("", out var unified) && unified.Length > 0)
-            return (unified.TrimEnd('/') + "/" + V2ChildName, true);
-        if (cgroupPaths.TryGetValue("memory", out var memory) && memory.Length > 0)
-            return (memory, false);
+        if (cgroupPaths.Unified is { Length: > 0 } unified) return (unified.TrimEnd('/') + "/" + V2ChildName, true);
+        if (cgroupPaths.Of("memory") is { Length: > 0 } memory) return (memory, false);
         return null;
     }
 
     /// <summary>Moves process <paramref name="pid"/> (all its threads) there; returns 0 or the errno (ENOENT: nothing to join).</summary>
-    public static int Join(IReadOnlyDictionary<string, string> cgroupPaths, int pid)
+    public static int Join(CgroupPaths cgroupPaths, int pid)
     {
         if (Target(cgroupPaths) is not { } target) return Libc.ENOENT;
         if (target.Make)

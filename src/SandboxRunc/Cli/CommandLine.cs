@@ -47,8 +47,7 @@ public static class CommandLine
         int rest = args.Length - g.Positional.Count + 1;
         try
         {
-            if (g.Has("systemd-cgroup"))
-                throw new RuntimeException("--systemd-cgroup: the systemd cgroup driver is not supported by sandbox-runc; use the cgroupfs driver (dockerd: native.cgroupdriver=cgroupfs)");
+            s_systemdCgroup = g.Has("systemd-cgroup");
             return command switch
             {
                 "create" => Create(store, args, rest),
@@ -92,6 +91,9 @@ public static class CommandLine
         return r.Positional[0];
     }
 
+    /// <summary>The global --systemd-cgroup: create's cgroup is a systemd scope (cgroupsPath "slice:prefix:name").</summary>
+    static bool s_systemdCgroup;
+
     static CreateOptions ParseCreate(ArgParser.Result r, string command)
     {
         string id = OneId(r, command);
@@ -99,7 +101,7 @@ public static class CommandLine
         if (r.Get("preserve-fds") is { } p && (!int.TryParse(p, out preserve) || preserve < 0))
             throw new UsageException($"--preserve-fds: \"{p}\" is not a non-negative number");
         return new CreateOptions(id, r.Get("bundle") ?? Directory.GetCurrentDirectory(), r.Get("pid-file"),
-            r.Get("console-socket"), r.Has("no-pivot"), r.Has("no-new-keyring"), preserve);
+            r.Get("console-socket"), r.Has("no-pivot"), r.Has("no-new-keyring"), preserve, s_systemdCgroup);
     }
 
     static int Create(StateStore store, string[] args, int start)

@@ -15,7 +15,8 @@ public sealed record CreateOptions(
     string? ConsoleSocket = null,
     bool NoPivot = false,
     bool NoNewKeyring = false,
-    int PreserveFds = 0);
+    int PreserveFds = 0,
+    bool SystemdCgroup = false);
 
 /// <summary>
 /// `create`, as a short story: load the spec → apply the isolation policy (admin settings + engine facts →
@@ -62,8 +63,8 @@ public static class CreateOperation
             byte[]? notifyProgram = mapped is null ? null : VettingProgram();
             if (spec.Linux is not null) spec.Linux.Seccomp = null; // from here on, the compiled program stands for it
 
-            cgroup = CgroupManager.ForContainer(o.Id, spec.Linux?.CgroupsPath);
-            store.NoteCreating(o.Id, cgroup.Paths, ids);
+            cgroup = CgroupManager.ForContainer(o.Id, spec.Linux?.CgroupsPath, o.SystemdCgroup);
+            store.NoteCreating(o.Id, cgroup, ids);
             cgroup.Create();
             cgroup.Apply(spec.Linux?.Resources);
             NetworkSysctls.WriteForJoinedNetns(spec);
@@ -119,7 +120,9 @@ public static class CreateOperation
                 Pid = init.Pid,
                 PidStartTime = ProcStat.StartTime(init.Pid),
                 Created = DateTime.UtcNow,
-                CgroupPaths = new Dictionary<string, string>(cgroup.Paths),
+                CgroupPaths = new Dictionary<string, string>(cgroup.Paths.Map),
+                CgroupDriver = cgroup.Driver.ToString(),
+                SystemdUnit = cgroup.Unit,
                 Annotations = spec.Annotations,
                 Poststart = spec.Hooks?.Poststart,
                 Poststop = spec.Hooks?.Poststop,
@@ -146,8 +149,8 @@ public static class CreateOperation
                 SeccompProgram = compiled?.Program,
                 SeccompFlags = compiled?.Flags ?? 0,
                 UserNamespace = spec.Linux?.Namespaces?.Any(n => n.Type == "user") == true,
-                CgroupMounts = cgroup.Version == CgroupVersion.V1
-                    ? cgroup.V1MountSources().Select(m => new CgroupMountSource { Name = m.MountName, HostDir = m.HostDir }).ToList()
+                CgroupMounts = cgroup is CgroupV1Manager v1
+                    ? v1.MountSources().Select(m => new CgroupMountSource { Name = m.MountName, HostDir = m.HostDir }).ToList()
                     : [],
                 MountSources = mountSources,
                 NotifyProgram = notifyProgram,
@@ -208,7 +211,7 @@ public static class CreateOperation
                 RootUid = (uint)mapped.UidBase,
                 RootGid = (uint)mapped.GidBase,
                 StartedBoottimeNs = Emulation.HostClock.BoottimeNs(),
-                CgroupPaths = new Dictionary<string, string>(cgroup.Paths),
+                CgroupPaths = new Dictionary<string, string>(cgroup.Paths.Map),
             },
         }, [device.Fd, userNs]);
         return dir;

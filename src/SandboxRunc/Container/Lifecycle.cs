@@ -57,7 +57,7 @@ public static class KillOperation
             throw new RuntimeException($"container not running: {id}");
         if (all)
         {
-            CgroupManager.FromPaths(r.CgroupPaths).KillAll(signal);
+            r.Cgroup().KillAll(signal);
             if (status != ContainerStatus.Stopped) Libc.kill(r.Pid, signal);
             return;
         }
@@ -96,7 +96,7 @@ public static class DeleteOperation
             string status = store.StatusOf(r);
             if (status is ContainerStatus.Running or ContainerStatus.Paused && !force)
                 throw new RuntimeException($"cannot delete container {id} that is not stopped: {status}");
-            var cgroup = CgroupManager.FromPaths(r.CgroupPaths);
+            var cgroup = r.Cgroup();
             if (status != ContainerStatus.Stopped)
             {
                 if (status == ContainerStatus.Paused) Cli.Log.Debug("killing a paused container");
@@ -138,7 +138,7 @@ public static class DeleteOperation
         var note = store.ReadNote(id);
         if (note is { CgroupPaths.Count: > 0 })
         {
-            var cgroup = CgroupManager.FromPaths(note.CgroupPaths);
+            var cgroup = note.Cgroup()!;
             try
             {
                 cgroup.KillAll(9);

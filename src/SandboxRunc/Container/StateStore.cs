@@ -57,18 +57,25 @@ public sealed partial class StateStore(string root)
     /// host IDs the container runs as. Noted before they are made and kept for the container's whole life.
     /// JSON, because cgroup keys hold '=' themselves ("name=systemd").
     /// </summary>
-    public sealed record CreateNote(Dictionary<string, string> CgroupPaths, Policy.RangeHolder? Ids);
+    public sealed record CreateNote(Dictionary<string, string> CgroupPaths, Policy.RangeHolder? Ids, string? CgroupDriver = null, string? SystemdUnit = null)
+    {
+        /// <summary>The manager of the noted cgroup (null when nothing was noted).</summary>
+        public Cgroups.CgroupManager? Cgroup() =>
+            CgroupPaths.Count == 0 ? null : Cgroups.CgroupManager.Of(CgroupPaths, CgroupDriver, SystemdUnit);
+    }
 
     /// <summary>Writes the <see cref="CreateNote"/> (create calls it before it makes the cgroups).</summary>
-    public void NoteCreating(string id, IReadOnlyDictionary<string, string> cgroupPaths, Policy.RangeHolder? ids)
+    public void NoteCreating(string id, Cgroups.CgroupManager cgroup, Policy.RangeHolder? ids)
     {
         using var buffer = new MemoryStream();
         using (var w = new Utf8JsonWriter(buffer))
         {
             w.WriteStartObject();
             w.WriteStartObject("cgroupPaths");
-            foreach (var (key, dir) in cgroupPaths) w.WriteString(key, dir);
+            foreach (var (key, dir) in cgroup.Paths.Map) w.WriteString(key, dir);
             w.WriteEndObject();
+            w.WriteString("cgroupDriver", cgroup.Driver.ToString());
+            if (cgroup.Unit is { } unit) w.WriteString("systemdUnit", unit);
             if (ids is not null) Policy.IdRangeTable.WriteNoted(w, "ids", ids);
             w.WriteEndObject();
         }
@@ -90,7 +97,8 @@ public sealed partial class StateStore(string root)
                     if (p.Value.ValueKind == JsonValueKind.String && p.Value.GetString() is { } v && v.StartsWith('/'))
                         paths[p.Name] = v;
             var ids = doc.RootElement.TryGetProperty("ids", out var e) ? Policy.IdRangeTable.ReadNoted(e, id, Path.GetFullPath(dir)) : null;
-            return new CreateNote(paths, ids);
+            string? Str(string key) => doc.RootElement.TryGetProperty(key, out var v) && v.ValueKind == JsonValueKind.String ? v.GetString() : null;
+            return new CreateNote(paths, ids, Str("cgroupDriver"), Str("systemdUnit"));
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or JsonException) { return null; }
     }
@@ -177,7 +185,7 @@ public sealed partial class StateStore(string root)
     {
         if (!ProcStat.IsAlive(r.Pid, r.PidStartTime)) return ContainerStatus.Stopped;
         if (File.Exists(FifoPath(r.Id))) return ContainerStatus.Created;
-        if (Cgroups.Freezer.IsFrozen(r.CgroupPaths)) return ContainerStatus.Paused;
+        if (Cgroups.Freezer.IsFrozen(Cgroups.CgroupPaths.FromMap(r.CgroupPaths))) return ContainerStatus.Paused;
         return ContainerStatus.Running;
     }
 

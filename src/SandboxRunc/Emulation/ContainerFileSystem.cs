@@ -351,11 +351,11 @@ public sealed class ContainerFileSystem : IFuseFileSystem, IDisposable
         {
             case "proc/uptime": content = Uptime(); return 0;
             case "proc/swaps": return Text(ProcText.Swaps, "swaps", out content);
-            case "proc/meminfo": return Text(h => ProcText.Meminfo(h, CgroupFacts.Memory(_view.CgroupPaths)), "meminfo", out content);
+            case "proc/meminfo": return Text(h => ProcText.Meminfo(h, CgroupFacts.Memory(_view.Cgroup)), "meminfo", out content);
             case "proc/cpuinfo": return Cpuinfo(out content);
             case "proc/stat": return Stat(out content);
-            case "proc/loadavg": return Text(h => ProcText.Loadavg(h, CgroupFacts.Tasks(_view.CgroupPaths)), "loadavg", out content);
-            case "proc/diskstats": return Text(h => ProcText.Diskstats(h, CgroupFacts.Io(_view.CgroupPaths)), "diskstats", out content);
+            case "proc/loadavg": return Text(h => ProcText.Loadavg(h, CgroupFacts.Tasks(_view.Cgroup)), "loadavg", out content);
+            case "proc/diskstats": return Text(h => ProcText.Diskstats(h, CgroupFacts.Io(_view.Cgroup)), "diskstats", out content);
             case "sys/devices/virtual/dmi/id/product_uuid": content = _productUuid; return 0;
         }
         if (IsFixedDir(path)) return -Libc.EISDIR;
@@ -521,7 +521,7 @@ public sealed class ContainerFileSystem : IFuseFileSystem, IDisposable
             if (_cpuAt == long.MinValue || now - _cpuAt > 500_000_000 || now < _cpuAt)
             {
                 _cpuCount = VisibleCpus(out _, out _).Length;
-                _cpuUsageNs = (long)Math.Min(CgroupFacts.CpuUsageNs(_view.CgroupPaths), long.MaxValue);
+                _cpuUsageNs = (long)Math.Min(CgroupFacts.CpuUsageNs(_view.Cgroup), long.MaxValue);
                 _cpuAt = now;
             }
             cpus = _cpuCount;
@@ -537,7 +537,7 @@ public sealed class ContainerFileSystem : IFuseFileSystem, IDisposable
 
     int[] VisibleCpus(out CpuFacts cpu, out List<int> hostCpus)
     {
-        cpu = CgroupFacts.Cpu(_view.CgroupPaths);
+        cpu = CgroupFacts.Cpu(_view.Cgroup);
         hostCpus = ProcText.HostCpus(HostFiles.ReadText(_view.ProcRoot + "/stat") ?? "");
         return ProcText.VisibleCpus(hostCpus, cpu.Cpuset, cpu.Quota, cpu.Period);
     }
@@ -568,7 +568,7 @@ public sealed class ContainerFileSystem : IFuseFileSystem, IDisposable
         int r = HostFiles.Read(_view.ProcRoot + "/stat", out var bytes);
         if (r != 0) return r;
         string host = Encoding.ASCII.GetString(bytes);
-        var cpu = CgroupFacts.Cpu(_view.CgroupPaths);
+        var cpu = CgroupFacts.Cpu(_view.Cgroup);
         var hostCpus = ProcText.HostCpus(host);
         var visible = ProcText.VisibleCpus(hostCpus, cpu.Cpuset, cpu.Quota, cpu.Period);
         var members = ProcText.VisibleCpus(hostCpus, cpu.Cpuset, -1, 1);   // every CPU it may run on

@@ -19,6 +19,9 @@ namespace SandboxRunc.Emulation;
 public sealed record ContainerView(string Id, long StartBoottimeNs, uint RootUid, uint RootGid,
     IReadOnlyDictionary<string, string> CgroupPaths)
 {
+    /// <summary>The container's cgroup, from <see cref="CgroupPaths"/> (its saved map).</summary>
+    public Cgroups.CgroupPaths Cgroup { get; } = Cgroups.CgroupPaths.FromMap(CgroupPaths);
+
     /// <summary>Host procfs the values are read from (a fixture dir in tests). Namespaced sysctls always use
     /// the real /proc of the entered namespaces, whatever this says.</summary>
     public string ProcRoot { get; init; } = "/proc";

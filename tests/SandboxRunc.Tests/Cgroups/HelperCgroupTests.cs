@@ -22,11 +22,11 @@ public sealed class HelperCgroupTests : IDisposable
             ["memory"] = "/sys/fs/cgroup/memory/docker/abc", ["pids"] = "/sys/fs/cgroup/pids/docker/abc",
             ["freezer"] = "/sys/fs/cgroup/freezer/docker/abc", ["cpu"] = "/sys/fs/cgroup/cpu/docker/abc",
         };
-        Assert.Equal(("/sys/fs/cgroup/memory/docker/abc", false), HelperCgroup.Target(v1));
+        Assert.Equal(("/sys/fs/cgroup/memory/docker/abc", false), HelperCgroup.Target(CgroupPaths.FromMap(v1)));
         Assert.Equal(("/sys/fs/cgroup/system.slice/docker-abc.scope/sandbox-runc-helper", true),
-            HelperCgroup.Target(new Dictionary<string, string> { [""] = "/sys/fs/cgroup/system.slice/docker-abc.scope/" }));
-        Assert.Null(HelperCgroup.Target(new Dictionary<string, string> { ["pids"] = "/sys/fs/cgroup/pids/x" }));
-        Assert.Null(HelperCgroup.Target(new Dictionary<string, string>()));
+            HelperCgroup.Target(CgroupPaths.FromMap(new Dictionary<string, string> { [""] = "/sys/fs/cgroup/system.slice/docker-abc.scope/" })));
+        Assert.Null(HelperCgroup.Target(CgroupPaths.FromMap(new Dictionary<string, string> { ["pids"] = "/sys/fs/cgroup/pids/x" })));
+        Assert.Null(HelperCgroup.Target(CgroupPaths.FromMap(new Dictionary<string, string>())));
     }
 
     [Fact]
@@ -35,10 +35,10 @@ public sealed class HelperCgroupTests : IDisposable
         string dir = _root + "/unified/ctr";
         Directory.CreateDirectory(dir);
         // A plain directory stands for cgroupfs: the child is made, and cgroup.procs must then exist to be written.
-        Assert.NotEqual(0, HelperCgroup.Join(new Dictionary<string, string> { [""] = dir }, 4242));
+        Assert.NotEqual(0, HelperCgroup.Join(CgroupPaths.FromMap(new Dictionary<string, string> { [""] = dir }), 4242));
         Assert.True(Directory.Exists(dir + "/sandbox-runc-helper"));
         File.WriteAllText(dir + "/sandbox-runc-helper/cgroup.procs", "");
-        Assert.Equal(0, HelperCgroup.Join(new Dictionary<string, string> { [""] = dir }, 4242));
+        Assert.Equal(0, HelperCgroup.Join(CgroupPaths.FromMap(new Dictionary<string, string> { [""] = dir }), 4242));
         Assert.Equal("4242", File.ReadAllText(dir + "/sandbox-runc-helper/cgroup.procs"));
     }
 }

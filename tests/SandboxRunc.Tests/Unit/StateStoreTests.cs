@@ -89,11 +89,10 @@ public sealed class StateStoreTests : IDisposable
         {
             ["name=systemd"] = "/sys/fs/cgroup/systemd/sandbox-runc-test/noted",
             ["memory"] = "/sys/fs/cgroup/memory/sandbox-runc-test/noted",
-            [""] = "/sys/fs/cgroup/unified/sandbox-runc-test/noted",
         };
         var ids = new SandboxRunc.Policy.RangeHolder(SandboxRunc.Policy.HolderKind.Own, "noted", dir, null,
             new SandboxRunc.Policy.IdSpan(900000000, 65536), new SandboxRunc.Policy.IdSpan(800000000, 131072));
-        store.NoteCreating("noted", paths, ids);
+        store.NoteCreating("noted", SandboxRunc.Cgroups.CgroupManager.Of(paths), ids);
         var note = store.ReadNote("noted")!;
         Assert.Equal(paths.OrderBy(kv => kv.Key), note.CgroupPaths.OrderBy(kv => kv.Key));
         Assert.Equal(ids, note.Ids);
