@@ -19,6 +19,9 @@ public static class Log
         _debug = debug;
     }
 
+    /// <summary>The global flags that send a helper's log lines (sandbox-runc supervise, emulate) where ours go.</summary>
+    public static string[] Arguments() => _file is null ? [] : ["--log", _file, "--log-format", _json ? "json" : "text"];
+
     public static void Error(string message) => Write("error", message, alsoStderr: true);
     public static void Warn(string message) => Write("warning", message, alsoStderr: _file is null);
     public static void Debug(string message) { if (_debug) Write("debug", message, alsoStderr: _file is null); }
@@ -27,7 +30,10 @@ public static class Log
     {
         message = message.ReplaceLineEndings(" ");
         if (alsoStderr)
-            Console.Error.WriteLine(level == "error" ? message : $"{level}: {message}");
+        {
+            try { Console.Error.WriteLine(level == "error" ? message : $"{level}: {message}"); }
+            catch (IOException) { /* stderr is gone (a closed pipe): the log file may still take it */ }
+        }
         if (_file is null) return;
         string time = DateTime.UtcNow.ToString("yyyy-MM-ddTHH:mm:ss.fffffffZ");
         string line;
@@ -48,7 +54,8 @@ public static class Log
         {
             line = $"time=\"{time}\" level={level} msg=\"{message.Replace("\"", "\\\"")}\"";
         }
+        // A log file that cannot be written (a directory, a read-only place) must not turn an error into a crash.
         try { File.AppendAllText(_file, line + "\n"); }
-        catch (IOException) { }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
     }
 }

@@ -67,7 +67,7 @@ public static class Supervisor
     {
         using var devNull = new SafeFd(SysException.Check(Libc.open("/dev/null", Libc.O_RDWR | Libc.O_CLOEXEC, 0), "open", "/dev/null"));
         string self = Environment.ProcessPath ?? throw new RuntimeException("cannot tell the path of the sandbox-runc executable");
-        return Spawn.Start(self, ["sandbox-runc", .. args], [.. env, $"{ParentVariable}={Environment.ProcessId}"],
+        return Spawn.Start(self, ["sandbox-runc", .. Cli.Log.Arguments(), .. args], [.. env, $"{ParentVariable}={Environment.ProcessId}"],
             [(0, devNull.Fd), (1, devNull.Fd), (2, devNull.Fd), (3, fd3)]);
     }
 

@@ -1,10 +1,12 @@
 using System.Text.Json;
+using System.Text.Json.Serialization.Metadata;
+using System.Text.RegularExpressions;
 using SandboxRunc.Namespaces;
 
 namespace SandboxRunc.Oci;
 
 /// <summary>A config.json that cannot be run: the message names the file and the field.</summary>
-public sealed class SpecException(string message) : Exception(message);
+public sealed class SpecException(string message) : SandboxRuncException(message);
 
 public static class SpecLoader
 {

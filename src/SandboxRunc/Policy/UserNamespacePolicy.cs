@@ -107,4 +107,4 @@ public static class UserNamespacePolicy
 }
 
 /// <summary>A refusal by the isolation policy: the message says what was refused and why.</summary>
-public sealed class PolicyException(string message) : Exception(message);
+public sealed class PolicyException(string message) : SandboxRuncException(message);

@@ -72,6 +72,6 @@ public class NsexecProtocolTests
 
     [Fact]
     public void TooManyJoinsAreRefused() =>
-        Assert.Throws<ArgumentException>(() => NsexecProtocol.EncodeBootstrap(0,
+        Assert.Throws<RuntimeException>(() => NsexecProtocol.EncodeBootstrap(0,
             Enumerable.Range(0, NsexecProtocol.MaxJoin + 1).Select(i => (NsexecProtocol.CLONE_NEWNET, "/x")).ToList(), null));
 }
