@@ -146,17 +146,10 @@ public static class ExecOperation
 
     public static Oci.Process FromFile(string path)
     {
-        byte[] json = path == "-" ? ReadStdin() : File.ReadAllBytes(path);
-        try
-        {
-            var p = JsonSerializer.Deserialize(json, OciJson.Default.Process) ?? throw new SpecException($"{path}: the process is null");
-            if (p.Args is not { Count: > 0 }) throw new SpecException($"{path}: field args must name the program to run");
-            return p;
-        }
-        catch (JsonException e)
-        {
-            throw new SpecException($"{path}: invalid JSON at line {(e.LineNumber ?? 0) + 1}: {e.Message.Split(" Path:")[0]}");
-        }
+        byte[] json = path == "-" ? ReadStdin() : UserFile.ReadAll("--process", path);
+        var p = SpecLoader.ParseDocument(json, path == "-" ? "--process stdin" : path, OciJson.Default.Process);
+        if (p.Args is not { Count: > 0 }) throw new SpecException($"{path}: field args must name the program to run");
+        return p;
     }
 
     static byte[] ReadStdin()
@@ -172,6 +165,11 @@ public static class PidFile
 {
     public static void Write(string path, int pid)
     {
-        AtomicFile.Write(path, pid.ToString());
+        if (path.Length == 0) throw new RuntimeException("--pid-file: the path cannot be empty");
+        try { AtomicFile.Write(path, pid.ToString()); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new RuntimeException($"--pid-file {path}: cannot write it: {UserFile.Reason(e)}");
+        }
     }
 }

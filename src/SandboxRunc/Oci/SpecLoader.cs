@@ -27,9 +27,25 @@ public static class SpecLoader
 
     public static Spec Parse(ReadOnlySpan<byte> json, string fileName)
     {
+        var spec = ParseDocument(json, fileName, OciJson.Default.Spec);
+        DropNullValues(spec.Annotations);
+        DropNullValues(spec.Linux?.Sysctl);
+        DropNullValues(spec.Linux?.Resources?.Unified);
+        return spec;
+    }
+
+    /// <summary>
+    /// One OCI JSON document (config.json, exec's --process file, update's --resources file): any failure is a
+    /// <see cref="SpecException"/> naming the file, the line and column, the field, and what is wrong in JSON's
+    /// words. A null where an object member is expected means "absent", as for runc (Go's encoder writes nil
+    /// slices as null); a null inside a list means nothing and is refused.
+    /// </summary>
+    public static T ParseDocument<T>(ReadOnlySpan<byte> json, string fileName, JsonTypeInfo<T> type) where T : class
+    {
+        RefuseNullListItems(json, fileName);
         try
         {
-            return JsonSerializer.Deserialize(json, OciJson.Default.Spec)
+            return JsonSerializer.Deserialize(json, type)
                 ?? throw new SpecException($"{fileName}: the document is null");
         }
         catch (JsonException e)
@@ -42,18 +58,83 @@ public static class SpecLoader
         }
     }
 
-    static string FirstSentence(string message)
+    static void DropNullValues(Dictionary<string, string>? map)
+    {
+        if (map is null) return;
+        foreach (var key in map.Where(kv => kv.Value is null).Select(kv => kv.Key).ToList()) map.Remove(key);
+    }
+
+    /// <summary>
+    /// Finds a null list item (`"args": [null]`, `"mounts": [null]`) before the document is mapped onto the
+    /// model, where it would be a null object nobody expects. Malformed JSON is left to the deserializer,
+    /// which reports it with its position.
+    /// </summary>
+    static void RefuseNullListItems(ReadOnlySpan<byte> json, string fileName)
+    {
+        var reader = new Utf8JsonReader(json, new JsonReaderOptions
+        {
+            CommentHandling = JsonCommentHandling.Skip,
+            AllowTrailingCommas = true,
+            MaxDepth = 64,
+        });
+        // One frame per open object or array: the member name or the item index the reader is at.
+        var frames = new List<(bool IsArray, string? Name, int Index)>();
+        try
+        {
+            while (reader.Read())
+            {
+                var token = reader.TokenType;
+                if (token == JsonTokenType.PropertyName)
+                {
+                    frames[^1] = (false, reader.GetString(), -1);
+                    continue;
+                }
+                if (token is JsonTokenType.EndObject or JsonTokenType.EndArray)
+                {
+                    frames.RemoveAt(frames.Count - 1);
+                    continue;
+                }
+                if (frames.Count > 0 && frames[^1].IsArray) frames[^1] = (true, null, frames[^1].Index + 1);
+                if (token == JsonTokenType.Null && frames.Count > 0 && frames[^1].IsArray)
+                {
+                    int offset = (int)reader.TokenStartIndex;
+                    int lineStart = json[..offset].LastIndexOf((byte)'\n') + 1;
+                    int line = json[..offset].Count((byte)'\n') + 1;
+                    throw new SpecException($"{fileName}: invalid JSON at line {line}, column {offset - lineStart + 1} " +
+                                            $"(field {JsonPath(frames)}): a list item cannot be null");
+                }
+                if (token is JsonTokenType.StartObject or JsonTokenType.StartArray)
+                    frames.Add((token == JsonTokenType.StartArray, null, -1));
+            }
+        }
+        catch (JsonException) { /* reported by the deserializer, with its position */ }
+    }
+
+    static string JsonPath(List<(bool IsArray, string? Name, int Index)> frames) =>
+        "$" + string.Concat(frames.Select(f => f.IsArray ? $"[{f.Index}]" : $".{f.Name}"));
+
+    /// <summary>System.Text.Json's explanation without its position suffix, naming JSON shapes rather than .NET types.</summary>
+    internal static string FirstSentence(string message)
     {
         int cut = message.IndexOf(" Path:", StringComparison.Ordinal);
-        // Name the JSON shape a user writes rather than the .NET type it maps to.
-        return (cut > 0 ? message[..cut] : message).Trim()
-            .Replace("System.Collections.Generic.List`1[System.String]", "an array of strings")
-            .Replace("System.Collections.Generic.Dictionary`2[System.String,System.String]", "an object with string values")
-            .Replace("System.UInt32", "an unsigned 32-bit number")
-            .Replace("System.Int32", "a 32-bit number")
-            .Replace("System.String", "a string")
-            .Replace("System.Boolean", "true or false");
+        string m = (cut > 0 ? message[..cut] : message).Trim();
+        m = Regex.Replace(m, @"System\.Nullable`1\[([\w.]+)\]", "$1");
+        m = m.Replace("System.Collections.Generic.List`1[System.String]", "an array of strings")
+             .Replace("System.Collections.Generic.Dictionary`2[System.String,System.String]", "an object with string values");
+        m = Regex.Replace(m, @"System\.Collections\.Generic\.List`1\[[\w.`]+\]", "an array");
+        m = Regex.Replace(m, @"System\.Collections\.Generic\.Dictionary`2\[[\w.`,]+\]", "an object");
+        m = Regex.Replace(m, @"SandboxRunc(\.\w+)+", "an object");
+        foreach (var (type, shown) in TypeWords) m = m.Replace(type, shown);
+        return m;
     }
+
+    static readonly (string Type, string Shown)[] TypeWords =
+    [
+        ("System.UInt16", "an unsigned 16-bit number"), ("System.UInt32", "an unsigned 32-bit number"),
+        ("System.UInt64", "an unsigned 64-bit number"), ("System.Int16", "a 16-bit number"), ("System.Int32", "a 32-bit number"),
+        ("System.Int64", "a 64-bit number"), ("System.Double", "a number"), ("System.Byte", "a byte (0-255)"),
+        ("System.String", "a string"), ("System.Boolean", "true or false"),
+    ];
 
     /// <summary>Checks what the runtime needs before it creates anything. Bundle may be null for pure checks.</summary>
     public static void Validate(Spec spec, string fileName, string? bundle)
