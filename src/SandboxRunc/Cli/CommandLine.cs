@@ -33,6 +33,8 @@ public static class CommandLine
         try
         {
             var g = Global.Parse(args, stopAtPositional: true);
+            if (g.Get("log-format") is { } format && format is not ("text" or "json"))
+                throw new UsageException($"--log-format: unknown format \"{format}\" (text or json)");
             Log.Configure(g.Get("log"), g.Get("log-format") ?? "text", g.Has("debug"));
             if (g.Has("version")) { PrintVersion(); return 0; }
             if (g.Positional.Count == 0 || g.Has("help")) { PrintUsage(); return g.Has("help") ? 0 : 1; }

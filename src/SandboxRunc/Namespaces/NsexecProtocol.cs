@@ -53,8 +53,9 @@ internal static class NsexecProtocol
         {
             var j = b[(20 + i * (4 + PathMax))..];
             BinaryPrimitives.WriteUInt32LittleEndian(j, joins[i].Type);
-            int n = Encoding.UTF8.GetBytes(joins[i].Path, j.Slice(4, PathMax - 1));
-            if (n >= PathMax) throw new RuntimeException($"namespace path too long: {joins[i].Path}");
+            if (Encoding.UTF8.GetByteCount(joins[i].Path) > PathMax - 1)
+                throw new RuntimeException($"namespace path too long (at most {PathMax - 1} bytes): {joins[i].Path[..Math.Min(joins[i].Path.Length, 64)]}...");
+            Encoding.UTF8.GetBytes(joins[i].Path, j.Slice(4, PathMax - 1));
         }
         return msg;
     }

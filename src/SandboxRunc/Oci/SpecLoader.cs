@@ -18,9 +18,9 @@ public static class SpecLoader
         if (!Directory.Exists(bundle))
             throw new SpecException($"bundle {bundle}: no such directory");
         string path = Path.Combine(bundle, "config.json");
-        if (!File.Exists(path))
+        if (!Path.Exists(path))
             throw new SpecException($"{path}: no such file (is {bundle} an OCI bundle?)");
-        var spec = Parse(File.ReadAllBytes(path), path);
+        var spec = Parse(Interop.UserFile.ReadAll("bundle", path), path);
         Validate(spec, path, bundle);
         return spec;
     }

@@ -31,7 +31,17 @@ internal sealed unsafe class RootfsBuilder(InitConfig config)
 
         var mounts = _spec.Mounts ?? [];
         for (int i = 0; i < mounts.Count; i++)
-            MountOne(mounts[i], config.MountSources.GetValueOrDefault(i));
+        {
+            try { MountOne(mounts[i], config.MountSources.GetValueOrDefault(i)); }
+            catch (Exception e) when (e is SysException or IOException or UnauthorizedAccessException)
+            {
+                // Name the spec's mount, not the host staging path the kernel was given.
+                var m = mounts[i];
+                string reason = e is SysException s ? System.Runtime.InteropServices.Marshal.GetPInvokeErrorMessage(s.Errno) : e.Message;
+                throw new RuntimeException($"mounts[{i}]: mount {m.Source ?? m.Type} on {m.Destination} (type {m.Type ?? "none"}" +
+                    $"{(m.Options is { Count: > 0 } opts ? ", options " + string.Join(',', opts) : "")}): {reason}");
+            }
+        }
         if (!(_spec.Mounts ?? []).Any(m => m.Destination == "/dev"))
             Directory.CreateDirectory(_rootfs + "/dev");
         CreateDevices();
@@ -52,7 +62,7 @@ internal sealed unsafe class RootfsBuilder(InitConfig config)
         if (o.Bind)
         {
             string source = stagedSource ?? m.Source ?? throw new InvalidOperationException($"mount {m.Destination}: a bind mount needs a source");
-            if (!Path.Exists(source)) throw new IOException($"mount {source} to {m.Destination}: source does not exist");
+            if (!Path.Exists(source)) throw new IOException("the source does not exist");
             CreateMountpoint(dest, isDirectory: Directory.Exists(source));
             Mount(source, dest, null, Libc.MS_BIND | (o.Recursive ? Libc.MS_REC : 0), null);
             ulong wanted = o.Flags & ~(Libc.MS_REMOUNT | Libc.MS_BIND | Libc.MS_REC);
