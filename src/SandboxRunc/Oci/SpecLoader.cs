@@ -172,6 +172,14 @@ public static class SpecLoader
             if (string.IsNullOrEmpty(m.Destination) || !m.Destination.StartsWith('/'))
                 throw new SpecException($"{fileName}: field mounts[{i}].destination must be an absolute path, not \"{m.Destination}\"");
         }
+        foreach (var (d, i) in (spec.Linux?.Devices ?? []).Select((d, i) => (d, i)))
+        {
+            // As runc: an unknown type is an error (it is not silently left out), and a FIFO ("p") is one of the types.
+            if (d.Type is not ("c" or "b" or "u" or "p"))
+                throw new SpecException($"{fileName}: field linux.devices[{i}].type: \"{d.Type}\" is not a device type (c, b, u or p)");
+            if (!d.Path.StartsWith('/'))
+                throw new SpecException($"{fileName}: field linux.devices[{i}].path must be an absolute path, not \"{d.Path}\"");
+        }
         bool hasUserNs = seen.Contains("user");
         if (!hasUserNs && (spec.Linux?.UidMappings?.Count > 0 || spec.Linux?.GidMappings?.Count > 0))
             throw new SpecException($"{fileName}: field linux.uidMappings is set but linux.namespaces has no user namespace");

@@ -99,8 +99,9 @@ public static class UserNamespacePolicy
 
     public static Spec WithSafeDevices(Spec spec)
     {
+        // A FIFO ("p") is no device at all: it reaches nothing of the host's and is kept.
         if (spec.Linux?.Devices is { } devices)
-            devices.RemoveAll(d => !SafeDevices.Any(s => (s.Type == d.Type || d.Type == "u" && s.Type == "c")
+            devices.RemoveAll(d => d.Type != "p" && !SafeDevices.Any(s => (s.Type == d.Type || d.Type == "u" && s.Type == "c")
                 && s.Major == d.Major && (s.Minor == -1 || s.Minor == d.Minor)));
         return spec;
     }

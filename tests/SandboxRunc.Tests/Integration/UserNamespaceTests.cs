@@ -186,5 +186,16 @@ public sealed class UserNamespaceTests : IDisposable
         Assert.Equal(panicBefore, File.ReadAllText("/proc/sys/kernel/panic"));
     }
 
+    /// <summary>A FIFO in linux.devices is made in the container with its mode and owner, as runc makes it (it was dropped silently).</summary>
+    [IntegrationFact]
+    public async Task FifoDeviceIsCreated()
+    {
+        using var b = new Bundle("sh", "-c", "test -p /dev/myfifo && echo is-fifo; stat -c '%A %u:%g' /dev/myfifo");
+        b.Spec.Linux!.Devices = [new Device { Type = "p", Path = "/dev/myfifo", FileMode = 0x190 /* 0620 */, Uid = 5, Gid = 7 }];
+        string output = await _rt.RunOk(b.Write(), "fifodev");
+        Assert.Contains("is-fifo", output);
+        Assert.Contains("prw--w---- 5:7", output);
+    }
+
     public void Dispose() => _rt.Dispose();
 }
