@@ -72,15 +72,20 @@ public static class ExecOperation
                 State = store.ToOci(r, status),
             };
             init.Channel.Send(new InitMessage { Kind = InitMessage.Config, Config_ = config });
-            using var listener = init.Channel.Expect(InitMessage.Ready, "preparing the process").Fd;
-            init.Channel.Dispose();
-            // The process waits on no answer: until the supervisor takes its listener, a mount it makes
-            // blocks; if the supervisor is gone, the listener closes here and such calls fail (ENOSYS).
-            if (listener is not null)
+            using (var listener = init.Channel.Expect(InitMessage.Ready, "preparing the process").Fd)
             {
-                try { Supervisor.Send(store, o.Id, new SupervisorRequest { Kind = SupervisorRequest.Exec, Pid = init.Pid }, listener.Fd); }
-                catch (RuntimeException e) { Cli.Log.Warn($"exec {o.Id}: {e.Message}: mount and umount2 will fail (ENOSYS) in this process"); }
+                // The process waits on no answer: until the supervisor takes its listener, a mount it makes
+                // blocks; if the supervisor is gone, the listener closes here and such calls fail (ENOSYS).
+                if (listener is not null)
+                {
+                    try { Supervisor.Send(store, o.Id, new SupervisorRequest { Kind = SupervisorRequest.Exec, Pid = init.Pid }, listener.Fd); }
+                    catch (RuntimeException e) { Cli.Log.Warn($"exec {o.Id}: {e.Message}: mount and umount2 will fail (ENOSYS) in this process"); }
+                }
             }
+            // The channel ends when execve closes it; an Error before that is why the program could not be started.
+            if (init.Channel.Receive() is { Kind: InitMessage.Error } failed)
+                throw new InitFailedException(failed.Text ?? "the process failed before exec");
+            init.Channel.Dispose();
         }
         catch
         {
