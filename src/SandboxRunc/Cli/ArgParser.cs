@@ -40,7 +40,8 @@ public sealed class ArgParser
         for (int i = start; i < args.Count; i++)
         {
             string a = args[i];
-            if (flagsDone || a == "-" || !a.StartsWith('-'))
+            // "-3" is no flag (none has a numeric name): a negative number is an argument (`kill ID -3` names the signal).
+            if (flagsDone || a == "-" || !a.StartsWith('-') || (a.Length > 1 && a.AsSpan(1).IndexOfAnyExceptInRange('0', '9') < 0))
             {
                 r.Positional.Add(a);
                 if (stopAtPositional) flagsDone = true;

@@ -45,6 +45,8 @@ public class CommandLineTests
         var p = new ArgParser().Flag("id", true).Parse(["check", "--id", "p1", "/b"]);
         Assert.Equal("p1", p.Get("id"));
         Assert.Equal(["check", "/b"], p.Positional);
+        // A negative number is an argument, not a flag.
+        Assert.Equal(["id", "-3"], new ArgParser().Flag("all|a").Parse(["id", "-3"]).Positional);
         // "--" ends the flags wherever it is.
         Assert.Equal(["id", "--all"], new ArgParser().Flag("all|a").Parse(["id", "--", "--all"]).Positional);
     }
