@@ -24,7 +24,14 @@ public sealed record EngineFacts(
     string StateRoot,
     ContainerImage? Image,
     IReadOnlyDictionary<string, string> Tags,
-    Func<string, StoredImage?> LookupImage);
+    Func<string, StoredImage?> LookupImage)
+{
+    /// <summary>
+    /// Whether the namespace at a path (a /proc/PID/ns link or a bind-mounted nsfs file) is owned by the host's
+    /// initial user namespace (ioctl NS_GET_USERNS); false when it is not or cannot be told.
+    /// </summary>
+    public Func<string, bool> OwnedByHostUserNamespace { get; init; } = _ => false;
+}
 
 /// <summary>
 /// The small impure step before the policy: reads /etc/docker/daemon.json (data-root, unix sockets in
@@ -71,7 +78,10 @@ public static class EngineFactsGatherer
             stateRoot,
             image,
             image is null ? new Dictionary<string, string>() : new LazyTags(() => ReadTags(Path.Combine(imageStore, "repositories.json"))),
-            id => LookupImage(imageStore, id));
+            id => LookupImage(imageStore, id))
+        {
+            OwnedByHostUserNamespace = HostFacts.Current.OwnedByHostUserNamespace,
+        };
     }
 
     static bool IsSafeId(string id) => id.Length > 0 && !id.Contains('/') && id is not ("." or "..");

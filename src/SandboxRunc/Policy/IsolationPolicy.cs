@@ -5,12 +5,45 @@ namespace SandboxRunc.Policy;
 /// <summary>Facts about the host the policy needs, gathered once per create (kept out of the pure functions).</summary>
 public sealed record HostFacts(Func<string, bool> IsHostNamespace)
 {
+    /// <summary>See <see cref="EngineFacts.OwnedByHostUserNamespace"/>: the owner asked of the kernel, compared by inode.</summary>
+    public Func<string, bool> OwnedByHostUserNamespace { get; init; } = _ => false;
+
     /// <summary>
     /// Compares the namespace behind a path (a /proc/PID/ns link or a bind-mounted nsfs file such as docker's
     /// /var/run/docker/netns/default) with PID 1's, by namespace inode. PID 1's links are read with readlink
     /// ("net:[4026531833]"), which works where stat(2) of them is refused (a PID 1 we may not ptrace).
     /// </summary>
-    public static HostFacts Current { get; } = new(IsHost);
+    public static HostFacts Current { get; } = new(IsHost) { OwnedByHostUserNamespace = IsOwnedByHostUserNamespace };
+
+    /// <summary>ioctl(NS_GET_USERNS) = _IO(0xb7, 0x1): an fd of the user namespace that owns a namespace.</summary>
+    const ulong NS_GET_USERNS = 0xb701;
+
+    static unsafe bool IsOwnedByHostUserNamespace(string path)
+    {
+        int fd = Interop.Libc.open(path, Interop.Libc.O_RDONLY | Interop.Libc.O_CLOEXEC, 0);
+        if (fd < 0) return false;
+        try
+        {
+            int owner = Interop.Libc.ioctl(fd, NS_GET_USERNS, null);
+            if (owner < 0) return false; // not a namespace, or its owner is out of our sight
+            try
+            {
+                ulong? inode = NamespaceInode($"/proc/self/fd/{owner}");
+                return inode is not null && HostUserNamespace.Value is { } host && inode == host;
+            }
+            finally { Interop.Libc.close(owner); }
+        }
+        finally { Interop.Libc.close(fd); }
+    }
+
+    /// <summary>The initial user namespace: PID 1's (or kthreadd's, see <see cref="HostInodes"/>).</summary>
+    static readonly Lazy<ulong?> HostUserNamespace = new(() =>
+    {
+        if (NamespaceInode("/proc/1/ns/user") is { } i) return i;
+        bool kthreadd = false;
+        try { kthreadd = File.ReadAllText("/proc/2/comm").Trim() == "kthreadd"; } catch (IOException) { }
+        return kthreadd ? NamespaceInode("/proc/2/ns/user") : null;
+    });
 
     static readonly string[] HostNamespaces = ["user", "net", "pid", "ipc", "uts", "mnt", "cgroup", "time"];
 
@@ -82,7 +115,7 @@ public static class IsolationPolicy
         var userNs = UserNamespacePolicy.Decide(spec, facts.IsHostNamespace);
         if (off) return new PolicyDecision(userNs, true, notes);
 
-        NamespacePolicy.Check(spec, facts.IsHostNamespace);
+        NamespacePolicy.Check(spec, facts.IsHostNamespace, facts.OwnedByHostUserNamespace);
         bool socketChecked = false;
         foreach (var m in spec.Mounts ?? [])
         {
