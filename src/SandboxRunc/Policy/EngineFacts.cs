@@ -31,6 +31,9 @@ public sealed record EngineFacts(
     /// initial user namespace (ioctl NS_GET_USERNS); false when it is not or cannot be told.
     /// </summary>
     public Func<string, bool> OwnedByHostUserNamespace { get; init; } = _ => false;
+
+    /// <summary>Whether a sysctl (linux.sysctl key) exists under the host's /proc/sys.</summary>
+    public Func<string, bool> SysctlExists { get; init; } = _ => true;
 }
 
 /// <summary>
@@ -81,6 +84,7 @@ public static class EngineFactsGatherer
             id => LookupImage(imageStore, id))
         {
             OwnedByHostUserNamespace = HostFacts.Current.OwnedByHostUserNamespace,
+            SysctlExists = key => Path.Exists("/proc/sys/" + SysctlPolicy.SysPath(key)),
         };
     }
 

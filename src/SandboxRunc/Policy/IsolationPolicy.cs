@@ -100,8 +100,8 @@ public sealed record PolicyDecision(UserNamespaceDecision UserNamespace, bool Re
 /// The isolation policy step of `create`, before anything is made: <see cref="Decide"/> is one pure function
 /// from (spec, admin settings, engine facts) to a refusal (<see cref="PolicyException"/>) or a decision, and
 /// <see cref="Rewrite"/> returns the spec to run. The facts are read by <see cref="EngineFactsGatherer"/>.
-/// Order of the checks: the opt-out, the user namespace, host namespaces, then each bind mount in spec order
-/// (the engine socket, else the restricted paths).
+/// Order of the checks: the opt-out, the user namespace, host namespaces, sysctls, then each bind mount in spec
+/// order (the engine socket, else the restricted paths).
 /// </summary>
 public static class IsolationPolicy
 {
@@ -113,9 +113,15 @@ public static class IsolationPolicy
         var notes = new List<string>();
         bool off = OptedOut(spec, settings, facts, notes);
         var userNs = UserNamespacePolicy.Decide(spec, facts.IsHostNamespace);
-        if (off) return new PolicyDecision(userNs, true, notes);
+        if (off)
+        {
+            // Not an isolation rule but runc's own: a sysctl is set in a namespace of the container, or not at all.
+            SysctlPolicy.Check(spec, facts.IsHostNamespace, facts.SysctlExists);
+            return new PolicyDecision(userNs, true, notes);
+        }
 
         NamespacePolicy.Check(spec, facts.IsHostNamespace, facts.OwnedByHostUserNamespace);
+        SysctlPolicy.Check(spec, facts.IsHostNamespace, facts.SysctlExists);
         bool socketChecked = false;
         foreach (var m in spec.Mounts ?? [])
         {
