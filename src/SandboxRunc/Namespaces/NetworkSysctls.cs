@@ -66,12 +66,14 @@ public static unsafe class Sysctl
 
     static void Fail(string key, string value, int errno)
     {
-        string where = Policy.SysctlPolicy.NamespaceOf(key.Replace('/', '.')) is { } type ? $"the container's {type} namespace" : "the container";
+        string? type = Policy.SysctlPolicy.NamespaceOf(key.Replace('/', '.'));
+        string where = type is null ? "the container" : $"the container's {type} namespace";
         string meaning = errno switch
         {
             Libc.ENOENT => "; there is no such key there (per-interface keys need the interface to exist first)",
-            Libc.EACCES or Libc.EPERM => "; it is read-only there: the key is global to the host, not one of the namespace's own. " +
-                                          "Remove it from the spec (docker: --sysctl)",
+            // A network namespace shows the host-wide net.* keys read-only.
+            Libc.EACCES or Libc.EPERM when type == "network" => "; it is read-only there: the key is global to the host, not one of " +
+                                          "the namespace's own. Remove it from the spec (docker: --sysctl)",
             Libc.EINVAL => "; the kernel refused the value",
             _ => "",
         };
