@@ -22,8 +22,39 @@ public static class SpecLoader
             throw new SpecException($"{path}: no such file (is {bundle} an OCI bundle?)");
         var spec = Parse(Interop.UserFile.ReadAll("bundle", path), path);
         Validate(spec, path, bundle);
+        CheckReachable(spec, path, bundle);
         return spec;
     }
+
+    /// <summary>
+    /// With the spec's own ID mappings, the container's root (an unprivileged host user) mounts the rootfs and
+    /// the bind sources itself, by path: a directory on the way that it may not enter (a bundle under a 0700
+    /// directory) failed create with "mount ROOTFS on ROOTFS: Permission denied". Refused here, naming the
+    /// directory and what to do. (With a range from the pool, the host stages them where that user can reach.)
+    /// </summary>
+    static void CheckReachable(Spec spec, string fileName, string bundle)
+    {
+        var linux = spec.Linux;
+        if (linux?.Namespaces?.Any(n => n.Type == "user" && string.IsNullOrEmpty(n.Path)) != true) return;
+        if (HostIdOfRoot(linux.UidMappings) is not { } uid || HostIdOfRoot(linux.GidMappings) is not { } gid) return;
+        bool Mapped(List<IdMapping>? maps, uint id) => maps?.Any(m => id >= m.HostId && id - m.HostId < m.Size) == true;
+        bool Capable(uint owner, uint group) => Mapped(linux.UidMappings, owner) && Mapped(linux.GidMappings, group);
+
+        var paths = new List<(string What, string Path)> { ("rootfs", RootfsPath(spec, bundle)) };
+        foreach (var (m, i) in (spec.Mounts ?? []).Select((m, i) => (m, i)))
+            if (m.Source is { Length: > 0 } src && src.StartsWith('/') && (m.Type == "bind" || m.Options?.Any(o => o is "bind" or "rbind") == true) && Path.Exists(src))
+                paths.Add(($"mounts[{i}].source", src));
+        foreach (var (what, p) in paths)
+        {
+            if (Interop.HostPath.FirstUnsearchable(p, uid, gid, Capable) is not { } blocked) continue;
+            throw new SpecException($"{fileName}: {what} {p}: the container's root (host uid {uid}, gid {gid}, from linux.uidMappings and " +
+                $"linux.gidMappings) cannot enter {blocked.Dir} (mode {Convert.ToString(blocked.Mode, 8).PadLeft(4, '0')}, owner {blocked.Uid}:{blocked.Gid}); " +
+                $"let it through (chmod o+x {blocked.Dir}) or move the bundle");
+        }
+    }
+
+    static uint? HostIdOfRoot(List<IdMapping>? maps) =>
+        maps?.FirstOrDefault(m => m.ContainerId == 0 && m.Size > 0) is { } m ? m.HostId : null;
 
     public static Spec Parse(ReadOnlySpan<byte> json, string fileName)
     {
