@@ -66,6 +66,7 @@ public static class CommandLine
         {
             // A bug: still one line and a clean exit, never a crash dump that an engine shows as "signal: aborted".
             Log.Error(InternalError(e));
+            Log.Debug(e.ToString());
             return 1;
         }
     }
