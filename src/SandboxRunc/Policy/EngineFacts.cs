@@ -33,7 +33,17 @@ public sealed record EngineFacts(
     Func<string, StoredImage?> LookupImage,
     IReadOnlyList<Seccomp.Notify.MountEntry> HostMounts,
     Func<string, FsPlace?> PlaceOf,
-    IReadOnlyDictionary<int, BindSource> Binds);
+    IReadOnlyDictionary<int, BindSource> Binds)
+{
+    /// <summary>
+    /// Whether the namespace at a path (a /proc/PID/ns link or a bind-mounted nsfs file) is owned by the host's
+    /// initial user namespace (ioctl NS_GET_USERNS); false when it is not or cannot be told.
+    /// </summary>
+    public Func<string, bool> OwnedByHostUserNamespace { get; init; } = _ => false;
+
+    /// <summary>Whether a sysctl (linux.sysctl key) exists under the host's /proc/sys.</summary>
+    public Func<string, bool> SysctlExists { get; init; } = _ => true;
+}
 
 /// <summary>
 /// The small impure step before the policy: reads /etc/docker/daemon.json (data-root, unix sockets in
@@ -97,7 +107,11 @@ public static class EngineFactsGatherer
             id => LookupImage(imageStore, id),
             table,
             PlaceOf,
-            binds);
+            binds)
+        {
+            OwnedByHostUserNamespace = HostFacts.Current.OwnedByHostUserNamespace,
+            SysctlExists = key => Path.Exists("/proc/sys/" + SysctlPolicy.SysPath(key)),
+        };
     }
 
     /// <summary>The spec's bind sources described over a given mount table and realpath (tests: a fake host).</summary>

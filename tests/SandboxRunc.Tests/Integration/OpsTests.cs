@@ -164,7 +164,7 @@ public sealed class OpsTests : IDisposable
 
         var json = await _rt.RunWith(c => c.WithStandardInputPipe(PipeSource.FromString("{not json")), "update", "-r", "-", "oupdbad");
         Assert.NotEqual(0, json.ExitCode);
-        Assert.Contains("invalid resources JSON", json.Stderr);
+        Assert.Contains("--resources stdin: invalid JSON", json.Stderr);
 
         var weight = await _rt.Run("update", "--blkio-weight", "5", "oupdbad");
         Assert.NotEqual(0, weight.ExitCode);
