@@ -166,7 +166,7 @@ public sealed class FuseMountRootTests : IDisposable
         var stuck = Enumerable.Range(0, 3).Select(_ => Process.Start("cat", P(DictionaryFileSystem.SlowPath))).ToList();
         // The content is produced at LOOKUP (a file's size is its content's length), and the kernel lets
         // one LOOKUP of a name run at a time: one reader is in the implementation, the others wait behind it.
-        Assert.True(await _fs.SlowEntered.WaitAsync(TimeSpan.FromSeconds(5)), "the slow read never reached the implementation");
+        Assert.True(await _fs.SlowEntered.WaitAsync(Patience.Condition), "the slow read never reached the implementation");
 
         // A reader holds a call; the other reader thread (or a fresh one) must serve everybody else.
         Assert.Equal("hello from fuse\n", Run("cat", P("hello")).Out);
@@ -199,13 +199,13 @@ public sealed class FuseMountRootTests : IDisposable
         Assert.Equal("hello from fuse\n", Run("cat", P("hello")).Out);
         Assert.Equal(3, _server!.ThreadCount);
         _mount!.Unmount();
-        Assert.True(_server.Wait(TimeSpan.FromSeconds(5)), "server threads still running after unmount");
+        Assert.True(_server.Wait(Patience.Condition), "server threads still running after unmount");
         Assert.Equal(0, _server.ThreadCount);
         Assert.True(_server.IsStopped);
         Assert.DoesNotContain(File.ReadAllLines("/proc/self/mountinfo"), l => l.Contains(_dir));
     }
 
-    static bool WaitFor(Func<bool> condition, int timeoutMs = 5000)
+    static bool WaitFor(Func<bool> condition, int timeoutMs = 60000)
     {
         for (var end = DateTime.UtcNow.AddMilliseconds(timeoutMs); DateTime.UtcNow < end; Thread.Sleep(10))
             if (condition()) return true;
