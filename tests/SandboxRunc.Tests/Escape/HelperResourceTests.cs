@@ -142,7 +142,7 @@ public sealed class HelperResourceTests : IDisposable
         int supervisor = await Helpers.Supervisor(_docker, name);
         long LogBytes() => Directory.GetFiles(stateDir, "refusals.log*").Sum(f => new FileInfo(f).Length);
         // 23 000 trapped calls: on a loaded machine each can take milliseconds, hence a bound of its own.
-        var run = _docker.Run(TimeSpan.FromSeconds(240), "exec", name, "sh", "-c", "/probe umount /proc 20000; /probe umount /proc 3000 4000");
+        var run = _docker.Run(TimeSpan.FromSeconds(200), "exec", name, "sh", "-c", "/probe umount /proc 20000; /probe umount /proc 3000 4000");
         long maxLog = 0, maxRss = 0;
         while (!run.IsCompleted)
         {
