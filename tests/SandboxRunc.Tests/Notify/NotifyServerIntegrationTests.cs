@@ -13,7 +13,6 @@ namespace SandboxRunc.Tests.Notify;
 /// own user + mount namespace, installs <see cref="NotifyFilter.Program"/> with NEW_LISTENER, hands
 /// us the listener, and runs mount scenarios that the kernel alone would all allow.
 /// </summary>
-[System.Runtime.Versioning.SupportedOSPlatform("linux")]
 public class NotifyServerIntegrationTests(ITestOutputHelper output)
 {
     [RootFact]
