@@ -52,7 +52,7 @@ public sealed class FuseMountRootTests : IDisposable
         using var p = Process.Start(psi)!;
         var stdout = p.StandardOutput.ReadToEndAsync();
         var stderr = p.StandardError.ReadToEndAsync();
-        if (!p.WaitForExit(15000))
+        if (!p.WaitForExit(Patience.Command))
         {
             p.Kill();
             Assert.Fail($"{file} {string.Join(' ', args)} hung");
@@ -149,12 +149,12 @@ public sealed class FuseMountRootTests : IDisposable
         var threads = Enumerable.Range(0, 8).Select(_ => new Thread(() =>
         {
             byte* buffer = stackalloc byte[256];
-            for (int i = 0; i < 10_000; i++)
+            for (int i = 0; i < 2_000; i++)   // enough to overlap; throughput is bench.sh's
                 try { if (ReadWithSyscalls(path, buffer, 256) != "42\n") Interlocked.Increment(ref errors); }
                 catch (SysException) { Interlocked.Increment(ref errors); }
         })).ToList();
         threads.ForEach(t => t.Start());
-        foreach (var t in threads) Assert.True(t.Join(TimeSpan.FromSeconds(60)), "a reader hung");
+        foreach (var t in threads) Assert.True(t.Join(Patience.Command), "a reader hung");
         Assert.Equal(0, errors);
         Assert.Equal(0, WaitFor(() => _server!.OpenHandleCount == 0) ? 0 : _server!.OpenHandleCount);
     }
@@ -188,7 +188,7 @@ public sealed class FuseMountRootTests : IDisposable
         var (exit, _, err) = Run("cat", P(DictionaryFileSystem.SlowPath));
         Assert.NotEqual(0, exit);
         Assert.Contains("timed out", err);
-        Assert.True(await _fs.SlowEntered.WaitAsync(0));
+        Assert.True(await _fs.SlowEntered.WaitAsync(Patience.Condition)); // on a loaded machine the watchdog can answer before the handler runs
         Assert.Equal("hello from fuse\n", Run("cat", P("hello")).Out);
     }
 
