@@ -34,13 +34,10 @@ public sealed class UserNamespaceTests : IDisposable
         Assert.Equal($"0 {gidBase} 65536", state.Gid);
 
         // What the container itself printed.
-        string seen = "";
-        for (int i = 0; i < 100 && !seen.Contains("--\n"); i++, await Task.Delay(20))
-            seen = File.ReadAllText(Directory.GetFiles(_rt.StateRoot, "out-*.out").Single());
-        var parts = (seen + "\n").Split("--\n");
+        string seen = await Eventually.Holds(() => File.ReadAllText(Directory.GetFiles(_rt.StateRoot, "out-*.out").Single()),
+            s => s.Split("--\n") is [_, var gid] && gid.EndsWith('\n'), "the container to print its uid_map, --, and its gid_map");
+        var parts = seen.Split("--\n");
         Assert.Equal((uidBase, 65536L), UserNs.ParseMap(parts[0]));
-        for (int i = 0; i < 100 && parts[1].Trim().Length == 0; i++, await Task.Delay(20))
-            parts = File.ReadAllText(Directory.GetFiles(_rt.StateRoot, "out-*.out").Single()).Split("--\n");
         Assert.Equal((gidBase, 65536L), UserNs.ParseMap(parts[1]));
     }
 
@@ -55,8 +52,7 @@ public sealed class UserNamespaceTests : IDisposable
         Assert.Equal([uidBase, uidBase, uidBase, uidBase], UserNs.HostUids(pid));
         Assert.NotEqual(0, uidBase);
 
-        string id = "";
-        for (int i = 0; i < 100 && !id.Contains('\n'); i++, await Task.Delay(20)) id = created.ContainerOutput;
+        string id = await Eventually.Holds(() => created.ContainerOutput, o => o.Contains('\n'), "the container to print `id`");
         Assert.StartsWith("uid=0(root) gid=0(root)", id);
         // `ps` on the host says the same as /proc/PID/status.
         var ps = await CliWrap.Buffered.BufferedCommandExtensions.ExecuteBufferedAsync(
