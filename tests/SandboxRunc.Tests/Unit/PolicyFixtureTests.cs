@@ -121,6 +121,7 @@ public class PolicyFixtureTests
         {
             OwnedByHostUserNamespace = hostOwned.Contains,
             SysctlExists = key => !missingSysctls.Contains(key),
+            Rootfs = doc["rootfs"]?.GetValue<string>() is { } rootfs ? (rootfs, Real(rootfs), PlaceOf(rootfs)) : null,
         };
     }
 
