@@ -156,7 +156,7 @@ public static class MountPolicy
         {
             string r = facts.RealPath(path);
             if (IsAtOrBelow(real, r) || place is not null && facts.PlaceOf(path) is { } p && p.Contains(place))
-                throw Refused($"is inside {path}");
+                throw Refused(real == r ? $"is {path}" : $"is inside {path}");
         }
         foreach (var path in RootfsForbidden.Concat(EnginePaths(facts)).Concat(SystemPaths).Concat(settings.RestrictedMounts))
         {
