@@ -133,7 +133,7 @@ internal sealed unsafe class IdmappedStaging
             Cli.Log.Warn($"bind mount {shownPath}: not ID-mapped ({why}); its files keep their host owners, shown as nobody inside the container");
         }
         if (TryClone(source.Fd, target, recursive, idmap: false) is { } failed)
-            throw new InvalidOperationException($"bind mount {shownPath}: {failed}");
+            throw new RuntimeException($"bind mount {shownPath}: {failed} (a source the kernel will not copy, e.g. a path in another mount namespace such as /proc/PID/root/...)");
         return target;
     }
 
