@@ -19,6 +19,8 @@ public sealed record ContainerImage(string? Name, string? Id, IReadOnlyDictionar
 /// <param name="PlaceOf">the place (filesystem and path in it) a host path resolves to; null if it does not exist.</param>
 /// <param name="Binds">each bind mount of the spec (by its index in spec.mounts) as what its source is on the host;
 /// a bind missing here could not be opened.</param>
+/// <param name="Bundle">the bundle directory the engine gave (dockerd's BuildKit steps have theirs in
+/// &lt;data-root&gt;/buildkit/executor/), or null when unknown.</param>
 public sealed record EngineFacts(
     string ContainerId,
     Func<string, bool> IsHostNamespace,
@@ -33,7 +35,8 @@ public sealed record EngineFacts(
     Func<string, StoredImage?> LookupImage,
     IReadOnlyList<Seccomp.Notify.MountEntry> HostMounts,
     Func<string, FsPlace?> PlaceOf,
-    IReadOnlyDictionary<int, BindSource> Binds);
+    IReadOnlyDictionary<int, BindSource> Binds,
+    string? Bundle = null);
 
 /// <summary>
 /// The small impure step before the policy: reads /etc/docker/daemon.json (data-root, unix sockets in
@@ -97,7 +100,8 @@ public static class EngineFactsGatherer
             id => LookupImage(imageStore, id),
             table,
             PlaceOf,
-            binds);
+            binds,
+            bundle);
     }
 
     /// <summary>The spec's bind sources described over a given mount table and realpath (tests: a fake host).</summary>

@@ -29,6 +29,9 @@ public sealed record BindSource(string Given, string Real, FsPlace Self, IReadOn
 {
     /// <summary>Every place visible through the source, its layers' included.</summary>
     public IEnumerable<FsPlace> AllShown() => Shows.Concat(Layers.SelectMany(l => l.AllShown()));
+
+    /// <summary>The overlay layers behind the source, theirs included.</summary>
+    public IEnumerable<BindSource> AllLayers() => Layers.SelectMany(l => l.AllLayers().Prepend(l));
 }
 
 /// <summary>

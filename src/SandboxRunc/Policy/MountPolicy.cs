@@ -30,8 +30,12 @@ public sealed record BindVerdict(int Index, string Source, bool Idmap, string? N
 /// directories there (not something bound over them): containers/ID/{hostname,hosts,resolv.conf,mounts/shm}
 /// of any container, anything under containers/&lt;this id&gt;/mounts/, and named volumes' volumes/NAME/_data.
 ///
-/// What is allowed is ID-mapped only inside the file-sharing allow list and docker's own mounts (and for a
-/// container that opted out of the restrictions); elsewhere (a bind of /usr or /etc/localtime) it is a plain
+/// A step of dockerd's BuildKit (its bundle in &lt;data-root&gt;/buildkit/executor/) may also bind BuildKit's own places
+/// there (<see cref="IsBuildKitsOwn"/>), and an overlay is judged by its layers too: another container's
+/// overlay2/ID/merged is docker's state.
+///
+/// What is allowed is ID-mapped only inside the file-sharing allow list, docker's own mounts and a BuildKit step's
+/// binds (and for a container that opted out of the restrictions); elsewhere (a bind of /usr or /etc/localtime) it is a plain
 /// bind, where the container's root is the unprivileged host user it really is: it reads what any host user
 /// may read and writes nothing of host root's. Other mount types (tmpfs, proc, ...) are not host paths and are
 /// not judged here.
@@ -80,7 +84,11 @@ public static class MountPolicy
             throw Restricted();
 
         var dataRoot = facts.PlaceOf(facts.DockerRoot);
-        bool dockerOwn = dataRoot is not null && IsDockersOwn(source.Self, dataRoot, facts.ContainerId);
+        bool buildKit = dataRoot is not null && IsBuildKitStep(facts, dataRoot);
+        bool Own(FsPlace p) => dataRoot is not null && (IsDockersOwn(p, dataRoot, facts.ContainerId) || buildKit && IsBuildKitsOwn(p, dataRoot));
+        // An overlay is what its layers are: another container's rootfs (overlay2/ID/merged) is docker's state.
+        var layers = source.AllLayers().ToList();
+        bool dockerOwn = Own(source.Self) || source.Self.FsType == "overlay" && layers.Count > 0 && layers.All(l => Own(l.Self));
         bool allowListed = settings.FileSharingAllowList.Select(facts.PlaceOf).Any(a => a is not null && a.Contains(source.Self));
 
         var root = facts.PlaceOf("/");
@@ -93,6 +101,7 @@ public static class MountPolicy
             if (facts.PlaceOf(path) is { } place)
             {
                 if (place.Contains(source.Self) && !(dockerOwn && isDataRoot)) throw Restricted();
+                if (layers.Any(l => place.Contains(l.Self) && !(isDataRoot && Own(l.Self)))) throw Restricted();
                 if (everything.Any(s => s.Contains(place))) throw Restricted();
             }
             else if (PathsOverlap(facts.RealPath(path), source.Real, below: true, above: true)) throw Restricted();
@@ -107,7 +116,9 @@ public static class MountPolicy
             else if (PathsOverlap(facts.RealPath(path), source.Real, below: true, above: !allowListed)) throw Restricted();
         }
 
-        bool idmap = dockerOwn || allowListed;
+        // A BuildKit step's own binds (snapshots, a secret's tmpfs) are owned by the step's root as under runc; anything
+        // else a step binds is judged like any container's bind, so a host path is never ID-mapped because of the bundle.
+        bool idmap = dockerOwn || allowListed || buildKit && IsBuildKitsTmpfs(source.Self, facts);
         return new BindVerdict(index, source.Given, idmap, idmap ? null
             : $"bind {source.Given}: not ID-mapped (outside the file-sharing allow list): host owners stay, and the container's root is an unprivileged host user there");
     }
@@ -129,6 +140,50 @@ public static class MountPolicy
             return id == containerId && parts.Length >= 4 && parts[2] == "mounts";
         }
         return parts is ["volumes", var name, "_data", ..] && name.Length > 0;
+    }
+
+    /// <summary>
+    /// A step of dockerd's embedded BuildKit: dockerd runs `runc run --bundle &lt;data-root&gt;/buildkit/executor/ID`
+    /// itself (the binary "runc" of its PATH), a bundle no CLI user can name. Its binds are BuildKit's own: a
+    /// Dockerfile picks snapshots (RUN --mount=type=cache, bind from a stage or the context, secrets), never host paths.
+    /// </summary>
+    static bool IsBuildKitStep(EngineFacts facts, FsPlace dataRoot) =>
+        facts.Bundle is { Length: > 0 } bundle && facts.PlaceOf(bundle) is { } place
+        && RelativeParts(place, dataRoot) is ["buildkit", "executor", var id] && id.Length > 0;
+
+    /// <summary>
+    /// What BuildKit binds into a step from the data root, by place: its resolv.conf and hosts files
+    /// (buildkit/executor/), snapshots (overlay2/ID/diff, a stage's overlay2/ID/merged and, as that overlay's
+    /// layers, overlay2/ID/work), and its temp dirs (tmp/buildkit-*: secrets, ssh sockets, mounted snapshots).
+    /// </summary>
+    static bool IsBuildKitsOwn(FsPlace self, FsPlace dataRoot) => RelativeParts(self, dataRoot) switch
+    {
+        ["buildkit", "executor", var file] => file == "resolv.conf" || file.StartsWith("hosts.", StringComparison.Ordinal),
+        ["overlay2", var id, "diff" or "work" or "merged", ..] => id.Length > 0 && id != "l",
+        ["tmp", var dir, ..] => dir.StartsWith("buildkit-", StringComparison.Ordinal),
+        _ => false,
+    };
+
+    /// <summary>
+    /// A tmpfs that dockerd mounted in its own temp dir for a step (&lt;data-root&gt;/tmp/buildkit-secrets*: a secret's
+    /// file): judged by the filesystem the source is on and where the host's mount table has it mounted. No host user
+    /// can mount anything in the data root, which is root's.
+    /// </summary>
+    static bool IsBuildKitsTmpfs(FsPlace self, EngineFacts facts)
+    {
+        if (self.FsType != "tmpfs") return false;
+        string tmp = facts.DockerRoot.TrimEnd('/') + "/tmp/";
+        var mounts = facts.HostMounts.Where(m => m.Major == self.Major && m.Minor == self.Minor).ToList();
+        return mounts.Count > 0 && mounts.All(m => m.MountPoint.StartsWith(tmp, StringComparison.Ordinal)
+            && m.MountPoint[tmp.Length..] is var dir && dir.StartsWith("buildkit-", StringComparison.Ordinal) && !dir.Contains('/'));
+    }
+
+    /// <summary>The path components of a place below the data root (null when it is not inside).</summary>
+    static string[]? RelativeParts(FsPlace self, FsPlace dataRoot)
+    {
+        if (!dataRoot.Contains(self)) return null;
+        string rest = dataRoot.Path == "/" ? self.Path.TrimStart('/') : self.Path[dataRoot.Path.Length..].TrimStart('/');
+        return rest.Length == 0 ? [] : rest.Split('/');
     }
 
     /// <summary>For restricted paths that do not exist on this host: path rules over realpaths.</summary>
