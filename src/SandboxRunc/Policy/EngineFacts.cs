@@ -36,7 +36,17 @@ public sealed record EngineFacts(
     IReadOnlyList<Seccomp.Notify.MountEntry> HostMounts,
     Func<string, FsPlace?> PlaceOf,
     IReadOnlyDictionary<int, BindSource> Binds,
-    string? Bundle = null);
+    string? Bundle = null)
+{
+    /// <summary>
+    /// Whether the namespace at a path (a /proc/PID/ns link or a bind-mounted nsfs file) is owned by the host's
+    /// initial user namespace (ioctl NS_GET_USERNS); false when it is not or cannot be told.
+    /// </summary>
+    public Func<string, bool> OwnedByHostUserNamespace { get; init; } = _ => false;
+
+    /// <summary>Whether a sysctl (linux.sysctl key) exists under the host's /proc/sys.</summary>
+    public Func<string, bool> SysctlExists { get; init; } = _ => true;
+}
 
 /// <summary>
 /// The small impure step before the policy: reads /etc/docker/daemon.json (data-root, unix sockets in
@@ -101,7 +111,11 @@ public static class EngineFactsGatherer
             table,
             PlaceOf,
             binds,
-            bundle);
+            bundle)
+        {
+            OwnedByHostUserNamespace = HostFacts.Current.OwnedByHostUserNamespace,
+            SysctlExists = key => Path.Exists("/proc/sys/" + SysctlPolicy.SysPath(key)),
+        };
     }
 
     /// <summary>The spec's bind sources described over a given mount table and realpath (tests: a fake host).</summary>
