@@ -113,7 +113,8 @@ public static class EngineProbe
 
         if (OnPath("docker") is not null && DockerdRunning(EngineConfig.DefaultDockerPidFile))
         {
-            if (Run("docker", "ps", "-q", "--no-trunc") is not { Exit: 0 } ps) notes.Add($"docker ps failed: {Run("docker", "ps")?.Err.Trim()}");
+            var ps = Run("docker", "ps", "-q", "--no-trunc");
+            if (ps is not { Exit: 0 }) notes.Add($"docker ps failed: {ps?.Err.Trim()}");
             else if (Lines(ps.Out) is { Count: > 0 } ids)
             {
                 if (Run("docker", ["inspect", .. ids]) is { Exit: 0 } inspect && Parse(inspect.Out) is JsonArray array)
