@@ -70,11 +70,29 @@ public sealed class CheckDockerTests : IDisposable
         // An isolated container is running, so the data root can be ID-mapped here.
         Assert.Equal("ok", Mark(Check(report, "ID-mapped mounts " + dataRoot)));
 
+        Assert.Equal(File.ReadAllText("/proc/sys/kernel/seccomp/actions_avail").Split(' ').Contains("user_notif") ? "ok" : "missing",
+            Mark(Check(report, "seccomp user notify")));
+        bool apparmor = File.Exists("/sys/module/apparmor/parameters/enabled") && File.ReadAllText("/sys/module/apparmor/parameters/enabled").Trim() == "Y";
+        Assert.Equal(apparmor ? "enabled" : "not enabled", Check(report, "AppArmor").GetProperty("found").GetString());
+        Assert.Equal(File.Exists("/sys/fs/selinux/enforce"), Check(report, "SELinux").GetProperty("found").GetString() != "not enabled");
+
         // Engines, as docker info tells it.
         string runtimes = (await Sh("docker", "info", "--format", "{{json .Runtimes}}")).Out;
         Assert.Equal(runtimes.Contains($"\"{DockerCli.Runtime}\"") ? "ok" : "missing", Mark(Check(report, "dockerd knows it")));
         string defaultRuntime = (await Sh("docker", "info", "--format", "{{.DefaultRuntime}}")).Out.Trim();
         Assert.Equal(defaultRuntime == DockerCli.Runtime ? "ok" : "advice", Mark(Check(report, "dockerd default")));
+
+        // The lock: the first runc in the running dockerd's PATH is this runtime (or not).
+        int dockerd = int.Parse(File.ReadAllText("/var/run/docker.pid").Trim());
+        string path = File.ReadAllText($"/proc/{dockerd}/environ").Split('\0').First(e => e.StartsWith("PATH="))[5..];
+        string? runc = path.Split(':').Select(d => Path.Combine(d, "runc")).FirstOrDefault(File.Exists);
+        bool locked = runc is not null && (await Sh("readlink", "-f", runc)).Out.Trim() == (await Sh("readlink", "-f", Repo.Binary)).Out.Trim();
+        Assert.Equal(locked ? "ok" : "advice", Mark(Check(report, "dockerd lock")));
+        string containerdConfig = File.Exists("/etc/containerd/config.toml") ? File.ReadAllText("/etc/containerd/config.toml") : "";
+        if (File.Exists("/usr/bin/containerd"))
+            Assert.Equal(containerdConfig.Contains(".runtimes.sandbox-runc]") ? "ok" : "advice", Mark(Check(report, "containerd knows it")));
+        Assert.Equal(File.Exists("/etc/sandbox-runc/admin-settings.json") && Environment.GetEnvironmentVariable("SANDBOX_RUNC_ADMIN_SETTINGS") is null or "",
+            Check(report, "admin settings").GetProperty("found").GetString()!.EndsWith(" parses"));
 
         // Containers: every docker container running before and after check is listed; each judged by what its init is.
         var listed = report.GetProperty("containers").EnumerateArray().ToDictionary(c => c.GetProperty("id").GetString()!);
