@@ -30,6 +30,9 @@ public static class CheckOperation
 
     public static int Run(string format, TextWriter output)
     {
+        // As another user every probe fails for want of privilege, and the advice would send the admin after the wrong cause.
+        if (!Environment.IsPrivilegedProcess)
+            throw new RuntimeException("check must run as root: it tries what create does (a user namespace, ID-mapped mounts) and asks every engine for its containers");
         var report = Gather(EngineConfig.SelfPath());
         output.Write(format == "json" ? JsonSerializer.Serialize(report, CheckJson.Default.CheckReport) + "\n" : report.Table());
         return report.ExitStatus;

@@ -114,7 +114,7 @@ public static class EngineProbe
         if (OnPath("docker") is not null && DockerdRunning(EngineConfig.DefaultDockerPidFile))
         {
             var ps = Run("docker", "ps", "-q", "--no-trunc");
-            if (ps is not { Exit: 0 }) notes.Add($"docker ps failed: {ps?.Err.Trim()}");
+            if (ps is not { Exit: 0 }) notes.Add($"docker ps failed: {string.Join("; ", Lines(ps?.Err ?? "cannot run docker"))}");
             else if (Lines(ps.Out) is { Count: > 0 } ids)
             {
                 if (Run("docker", ["inspect", .. ids]) is { Exit: 0 } inspect && Parse(inspect.Out) is JsonArray array)
