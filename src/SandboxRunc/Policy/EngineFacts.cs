@@ -46,6 +46,9 @@ public sealed record EngineFacts(
 
     /// <summary>Whether a sysctl (linux.sysctl key) exists under the host's /proc/sys.</summary>
     public Func<string, bool> SysctlExists { get; init; } = _ => true;
+
+    /// <summary>The spec's root.path as given, resolved on the host, and its place (null: not judged, e.g. it does not exist).</summary>
+    public (string Given, string Real, FsPlace? Place)? Rootfs { get; init; }
 }
 
 /// <summary>
@@ -115,6 +118,8 @@ public static class EngineFactsGatherer
         {
             OwnedByHostUserNamespace = HostFacts.Current.OwnedByHostUserNamespace,
             SysctlExists = key => Path.Exists("/proc/sys/" + SysctlPolicy.SysPath(key)),
+            Rootfs = spec.Root?.Path is { Length: > 0 } rootfs
+                ? (rootfs, HostPath.Resolve(Path.Combine(bundle, rootfs)), PlaceOf(Path.Combine(bundle, rootfs))) : null,
         };
     }
 

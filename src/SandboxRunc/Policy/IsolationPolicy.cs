@@ -130,6 +130,7 @@ public static class IsolationPolicy
         }
 
         NamespacePolicy.Check(spec, facts.IsHostNamespace, facts.OwnedByHostUserNamespace);
+        if (facts.Rootfs is var (given, real, place)) MountPolicy.JudgeRootfs(given, real, place, settings, facts);
         SysctlPolicy.Check(spec, facts.IsHostNamespace, facts.SysctlExists);
         bool socketChecked = false;
         var mounts = spec.Mounts ?? [];

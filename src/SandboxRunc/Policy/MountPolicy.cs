@@ -30,16 +30,17 @@ public sealed record BindVerdict(int Index, string Source, bool Idmap, string? N
 /// directories there (not something bound over them): containers/ID/{hostname,hosts,resolv.conf,mounts/shm}
 /// of any container, anything under containers/&lt;this id&gt;/mounts/, and named volumes' volumes/NAME/_data.
 ///
-/// A step of dockerd's BuildKit (its bundle in &lt;data-root&gt;/buildkit/executor/) may also bind BuildKit's own places
-/// there (<see cref="IsBuildKitsOwn"/>), and an overlay is judged by its layers too: another container's
-/// overlay2/ID/merged is docker's state.
-///
-/// What is allowed is ID-mapped only inside the file-sharing allow list, docker's own mounts and a BuildKit step's
-/// binds (and for a container that opted out of the restrictions); elsewhere (a bind of /usr or /etc/localtime) it is a plain
+/// What is allowed is ID-mapped only inside the file-sharing allow list and docker's own mounts (and for a
+/// container that opted out of the restrictions); elsewhere (a bind of /usr or /etc/localtime) it is a plain
 /// bind, where the container's root is the unprivileged host user it really is: it reads what any host user
 /// may read and writes nothing of host root's. Other mount types (tmpfs, proc, ...) are not host paths and are
 /// not judged here.
 /// </summary>
+/// <remarks>
+/// A step of dockerd's BuildKit (its bundle in &lt;data-root&gt;/buildkit/executor/) may also bind BuildKit's own places
+/// there (snapshots, its resolv.conf and hosts, its temp dirs and a secret's tmpfs mounted in them), ID-mapped so
+/// the step's root owns them as under runc; anything else a step binds is judged as any container's bind.
+/// </remarks>
 public static class MountPolicy
 {
     public static bool IsBind(Mount m) =>
@@ -84,44 +85,105 @@ public static class MountPolicy
             throw Restricted();
 
         var dataRoot = facts.PlaceOf(facts.DockerRoot);
+        string dataRootReal = facts.RealPath(facts.DockerRoot);
+        // Docker's own directory by what it is (its data root's filesystem, not something bound over it) ...
+        bool dockerOwn = dataRoot is not null && IsDockersOwn(source.Self, dataRoot, facts.ContainerId)
+                         && IsAtOrBelow(source.Real, dataRootReal);
+        // ... or by where it sits (a volume driver's mount at volumes/NAME/_data), what it is judged below.
+        bool dockerOwnPath = IsAtOrBelow(source.Real, dataRootReal)
+                             && IsDockersOwnRest(Rest(source.Real, dataRootReal), facts.ContainerId);
+        // A step of dockerd's BuildKit binds BuildKit's own places in the data root (snapshots, its resolv.conf and
+        // hosts, its temp dirs): by what they are (the data root's filesystem) and where they sit, as docker's own.
         bool buildKit = dataRoot is not null && IsBuildKitStep(facts, dataRoot);
-        bool Own(FsPlace p) => dataRoot is not null && (IsDockersOwn(p, dataRoot, facts.ContainerId) || buildKit && IsBuildKitsOwn(p, dataRoot));
-        // An overlay is what its layers are: another container's rootfs (overlay2/ID/merged) is docker's state.
-        var layers = source.AllLayers().ToList();
-        bool dockerOwn = Own(source.Self) || source.Self.FsType == "overlay" && layers.Count > 0 && layers.All(l => Own(l.Self));
-        bool allowListed = settings.FileSharingAllowList.Select(facts.PlaceOf).Any(a => a is not null && a.Contains(source.Self));
+        bool BuildKitsOwn(BindSource b) => buildKit && IsAtOrBelow(b.Real, dataRootReal) && IsBuildKitsOwnRest(Rest(b.Real, dataRootReal))
+            && (dataRoot!.Contains(b.Self) ? IsBuildKitsOwnRest(Rest(b.Self.Path, dataRoot.Path))
+                : b.Self.FsType == "overlay" ? b.Layers.Count > 0 && b.Layers.All(BuildKitsOwn)
+                : IsBuildKitsTmpfs(b.Self, facts));
+        bool buildKitOwn = BuildKitsOwn(source);
+        // The source and its layers, not the mounts below it: those are judged where they sit.
+        var buildKitPaths = new HashSet<string>(new[] { source.Real }.Concat(source.Layers.SelectMany(l => l.HostPaths())), StringComparer.Ordinal);
+        var allowPlaces = settings.FileSharingAllowList.Select(facts.PlaceOf).OfType<FsPlace>().ToList();
+        var allowPaths = settings.FileSharingAllowList.Select(facts.RealPath).ToList();
+        bool allowListed = allowPlaces.Any(a => a.Contains(source.Self));
 
         var root = facts.PlaceOf("/");
         var etc = facts.PlaceOf("/etc");
         if (root is not null && Same(root, source.Self) || etc is not null && Same(etc, source.Self)) throw Restricted();
 
+        // Where the source and what it shows sit on the host, as well as what they are: a filesystem mounted
+        // inside a restricted directory (a tmpfs under /run/sandbox-runc, another container's overlay under the
+        // data root, /dev/shm) is inside it though its device is another.
+        var hostPaths = source.HostPaths().ToList();
         foreach (var path in EnginePaths(facts))
         {
             bool isDataRoot = path == facts.DockerRoot;
+            string real = facts.RealPath(path);
+            foreach (var at in hostPaths)
+                if (IsAtOrBelow(at, real) && !(isDataRoot && (dockerOwnPath && at == source.Real || buildKitOwn && buildKitPaths.Contains(at)))) throw Restricted();
             if (facts.PlaceOf(path) is { } place)
             {
-                if (place.Contains(source.Self) && !(dockerOwn && isDataRoot)) throw Restricted();
-                if (layers.Any(l => place.Contains(l.Self) && !(isDataRoot && Own(l.Self)))) throw Restricted();
+                if (place.Contains(source.Self) && !((dockerOwn || buildKitOwn) && isDataRoot)) throw Restricted();
                 if (everything.Any(s => s.Contains(place))) throw Restricted();
+                foreach (var layer in source.Layers)
+                    if (layer.AllShown().Any(l => place.Contains(l)) && !(isDataRoot && buildKitOwn)) throw Restricted();
             }
-            else if (PathsOverlap(facts.RealPath(path), source.Real, below: true, above: true)) throw Restricted();
+            else if (PathsOverlap(real, source.Real, below: true, above: true)) throw Restricted();
         }
         foreach (var path in SystemPaths.Concat(settings.RestrictedMounts))
         {
+            string real = facts.RealPath(path);
+            if (hostPaths.Any(at => IsAtOrBelow(at, real))) throw Restricted();
             if (facts.PlaceOf(path) is { } place)
             {
                 if (place.Contains(source.Self)) throw Restricted();
                 if (!allowListed && everything.Any(s => s.Contains(place))) throw Restricted();
             }
-            else if (PathsOverlap(facts.RealPath(path), source.Real, below: true, above: !allowListed)) throw Restricted();
+            else if (PathsOverlap(real, source.Real, below: true, above: !allowListed)) throw Restricted();
         }
 
-        // A BuildKit step's own binds (snapshots, a secret's tmpfs) are owned by the step's root as under runc; anything
-        // else a step binds is judged like any container's bind, so a host path is never ID-mapped because of the bundle.
-        bool idmap = dockerOwn || allowListed || buildKit && IsBuildKitsTmpfs(source.Self, facts);
+        // ID-mapped only when all it shows is in the allow list: a mount below it that is a part of a
+        // filesystem found elsewhere (/etc/ssh bound under /tmp) keeps its host owners, and so does a file
+        // with other names.
+        bool InAllowList(FsPlace p) => allowPlaces.Any(a => a.Contains(p))
+            || HostPlaces.CanonicalPath(p, facts.HostMounts) is { } c && allowPaths.Any(a => IsAtOrBelow(c, a));
+        // A BuildKit step's own binds are owned by the step's root as under runc; anything else a step binds is judged
+        // like any container's bind, so a host path is never ID-mapped because of the bundle.
+        bool idmap = !source.HardLinked && (dockerOwn || buildKitOwn || allowListed && source.Below.All(b => InAllowList(b.Place)));
         return new BindVerdict(index, source.Given, idmap, idmap ? null
+            : source.HardLinked ? $"bind {source.Given}: not ID-mapped (a file with other names on the host): host owners stay, and the container's root is an unprivileged host user there"
             : $"bind {source.Given}: not ID-mapped (outside the file-sharing allow list): host owners stay, and the container's root is an unprivileged host user there");
     }
+
+    /// <summary>Host directories a container's root filesystem may not be, lie in or contain: its root would own them.</summary>
+    static readonly string[] RootfsForbidden = ["/etc", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/boot", "/proc", "/sys", "/dev"];
+
+    /// <summary>
+    /// The rootfs is ID-mapped as a whole (container root owns it as host root owns it under runc): refused when
+    /// it is the host's root, lies in a system directory or the runtime's own state, or contains any directory
+    /// this policy protects (a rootfs of /var holds docker's data root). An engine's rootfs (docker's
+    /// overlay2/ID/merged, containerd's task rootfs) lies in the engine's storage and contains nothing.
+    /// </summary>
+    public static void JudgeRootfs(string given, string real, FsPlace? place, AdminSettings settings, EngineFacts facts)
+    {
+        PolicyException Refused(string what) => new($"can't use {given} as the container's root filesystem: it {what}, and the container's root would own it as host root (ID-mapped)");
+        if (real == "/" || place is not null && facts.PlaceOf("/") is { } hostRoot && Same(hostRoot, place)) throw Refused("is the host's /");
+        var inside = RootfsForbidden.Concat(["/etc/docker", "/etc/sandbox-runc", "/run/sandbox-runc", facts.StateRoot]);
+        if (facts.RuntimeBinary is { Length: > 0 } bin) inside = inside.Append(bin);
+        foreach (var path in inside)
+        {
+            string r = facts.RealPath(path);
+            if (IsAtOrBelow(real, r) || place is not null && facts.PlaceOf(path) is { } p && p.Contains(place))
+                throw Refused($"is inside {path}");
+        }
+        foreach (var path in RootfsForbidden.Concat(EnginePaths(facts)).Concat(SystemPaths).Concat(settings.RestrictedMounts))
+        {
+            string r = facts.RealPath(path);
+            if (Under(r, real) || place is not null && facts.PlaceOf(path) is { } p && place.Contains(p) && !Same(p, place))
+                throw Refused($"contains {path}");
+        }
+    }
+
+    static bool IsAtOrBelow(string path, string dir) => Seccomp.Notify.MountRules.IsAtOrBelow(path, dir);
 
     static string Article(string word) => word.Length > 0 && "aeiou".Contains(word[0]) ? "an" : "a";
 
@@ -131,32 +193,25 @@ public static class MountPolicy
     static bool IsDockersOwn(FsPlace self, FsPlace dataRoot, string containerId)
     {
         if (!dataRoot.Contains(self)) return false;
-        string rest = dataRoot.Path == "/" ? self.Path.TrimStart('/') : self.Path[dataRoot.Path.Length..].TrimStart('/');
-        var parts = rest.Split('/');
-        if (parts is ["containers", var id, ..] && id.Length > 0)
-        {
-            // --network=container:x binds x's hostname, hosts and resolv.conf; --ipc=container:x binds x's shm.
-            if (parts is [_, _, "hostname" or "hosts" or "resolv.conf"] || parts is [_, _, "mounts", "shm"]) return true;
-            return id == containerId && parts.Length >= 4 && parts[2] == "mounts";
-        }
-        return parts is ["volumes", var name, "_data", ..] && name.Length > 0;
+        return IsDockersOwnRest(Rest(self.Path, dataRoot.Path), containerId);
     }
 
     /// <summary>
     /// A step of dockerd's embedded BuildKit: dockerd runs `runc run --bundle &lt;data-root&gt;/buildkit/executor/ID`
-    /// itself (the binary "runc" of its PATH), a bundle no CLI user can name. Its binds are BuildKit's own: a
-    /// Dockerfile picks snapshots (RUN --mount=type=cache, bind from a stage or the context, secrets), never host paths.
+    /// itself (the binary "runc" of its PATH), a bundle no CLI user can name. A Dockerfile picks snapshots for its
+    /// binds (RUN --mount=type=cache, bind from a stage or the context, secrets), never host paths.
     /// </summary>
     static bool IsBuildKitStep(EngineFacts facts, FsPlace dataRoot) =>
-        facts.Bundle is { Length: > 0 } bundle && facts.PlaceOf(bundle) is { } place
-        && RelativeParts(place, dataRoot) is ["buildkit", "executor", var id] && id.Length > 0;
+        facts.Bundle is { Length: > 0 } bundle && facts.PlaceOf(bundle) is { } place && dataRoot.Contains(place)
+        && Rest(place.Path, dataRoot.Path).Split('/') is ["buildkit", "executor", var id] && id.Length > 0;
 
     /// <summary>
-    /// What BuildKit binds into a step from the data root, by place: its resolv.conf and hosts files
-    /// (buildkit/executor/), snapshots (overlay2/ID/diff, a stage's overlay2/ID/merged and, as that overlay's
-    /// layers, overlay2/ID/work), and its temp dirs (tmp/buildkit-*: secrets, ssh sockets, mounted snapshots).
+    /// What BuildKit binds into a step from the data root, by path below it: its resolv.conf and hosts files
+    /// (buildkit/executor/), snapshots (overlay2/ID/diff, a stage's overlay2/ID/merged and, as that overlay's layers,
+    /// overlay2/ID/work) and its temp dirs (tmp/buildkit-*: secrets, ssh sockets, mounted snapshots). Not overlay2/l
+    /// (the links to every layer) and nothing else of docker's state.
     /// </summary>
-    static bool IsBuildKitsOwn(FsPlace self, FsPlace dataRoot) => RelativeParts(self, dataRoot) switch
+    static bool IsBuildKitsOwnRest(string rest) => rest.Split('/') switch
     {
         ["buildkit", "executor", var file] => file == "resolv.conf" || file.StartsWith("hosts.", StringComparison.Ordinal),
         ["overlay2", var id, "diff" or "work" or "merged", ..] => id.Length > 0 && id != "l",
@@ -172,18 +227,26 @@ public static class MountPolicy
     static bool IsBuildKitsTmpfs(FsPlace self, EngineFacts facts)
     {
         if (self.FsType != "tmpfs") return false;
-        string tmp = facts.DockerRoot.TrimEnd('/') + "/tmp/";
+        string tmp = facts.RealPath(facts.DockerRoot).TrimEnd('/') + "/tmp/";
         var mounts = facts.HostMounts.Where(m => m.Major == self.Major && m.Minor == self.Minor).ToList();
         return mounts.Count > 0 && mounts.All(m => m.MountPoint.StartsWith(tmp, StringComparison.Ordinal)
             && m.MountPoint[tmp.Length..] is var dir && dir.StartsWith("buildkit-", StringComparison.Ordinal) && !dir.Contains('/'));
     }
 
-    /// <summary>The path components of a place below the data root (null when it is not inside).</summary>
-    static string[]? RelativeParts(FsPlace self, FsPlace dataRoot)
+    /// <summary>The part of <paramref name="path"/> below <paramref name="dir"/> (path at or below dir), without a leading '/'.</summary>
+    static string Rest(string path, string dir) => (dir == "/" ? path : path[dir.TrimEnd('/').Length..]).TrimStart('/');
+
+    /// <summary>Docker's own directories, by their path relative to the data root.</summary>
+    static bool IsDockersOwnRest(string rest, string containerId)
     {
-        if (!dataRoot.Contains(self)) return null;
-        string rest = dataRoot.Path == "/" ? self.Path.TrimStart('/') : self.Path[dataRoot.Path.Length..].TrimStart('/');
-        return rest.Length == 0 ? [] : rest.Split('/');
+        var parts = rest.Split('/');
+        if (parts is ["containers", var id, ..] && id.Length > 0)
+        {
+            // --network=container:x binds x's hostname, hosts and resolv.conf; --ipc=container:x binds x's shm.
+            if (parts is [_, _, "hostname" or "hosts" or "resolv.conf"] || parts is [_, _, "mounts", "shm"]) return true;
+            return id == containerId && parts.Length >= 4 && parts[2] == "mounts";
+        }
+        return parts is ["volumes", var name, "_data", ..] && name.Length > 0;
     }
 
     /// <summary>For restricted paths that do not exist on this host: path rules over realpaths.</summary>

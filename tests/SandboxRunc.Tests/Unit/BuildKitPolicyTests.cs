@@ -10,7 +10,7 @@ namespace SandboxRunc.Tests.Unit;
 /// <summary>
 /// How a BuildKit step's binds are made (the refusals are in spec-fixtures/policy/buildkit-*): every bind of a
 /// step is ID-mapped, so the step's root owns its cache mounts, secrets and context as under runc; the same
-/// secret's tmpfs in an ordinary container stays a plain bind.
+/// secret's tmpfs in an ordinary container is refused.
 /// </summary>
 public class BuildKitPolicyTests
 {
@@ -56,9 +56,10 @@ public class BuildKitPolicyTests
     }
 
     [Fact]
-    public void SecretTmpfs_OutsideAStep_IsAPlainBind()
+    public void SecretTmpfs_OutsideAStep_IsRefused()
     {
-        var decision = Decide("buildkit-bind-secret-outside-a-step", doc => doc["mounts"]!.AsArray().Add(SecretTmpfs));
-        Assert.False(Assert.Single(decision.Binds.Values).Idmap);
+        // A tmpfs mounted inside the data root is inside it, whatever its device: only a BuildKit step may bind it.
+        var e = Assert.Throws<PolicyException>(() => Decide("buildkit-bind-secret-outside-a-step", doc => doc["mounts"]!.AsArray().Add(SecretTmpfs)));
+        Assert.Contains("because it's configured as a restricted host mount", e.Message);
     }
 }

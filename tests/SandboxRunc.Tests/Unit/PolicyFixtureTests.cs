@@ -122,6 +122,7 @@ public class PolicyFixtureTests
         {
             OwnedByHostUserNamespace = hostOwned.Contains,
             SysctlExists = key => !missingSysctls.Contains(key),
+            Rootfs = doc["rootfs"]?.GetValue<string>() is { } rootfs ? (rootfs, Real(rootfs), PlaceOf(rootfs)) : null,
         };
     }
 
