@@ -92,6 +92,7 @@ public static class CommandLine
         "install" or "uninstall" => InstallCommand(command == "uninstall", args, rest),
         "policy" => PolicyCommand(store, args, rest),
         "ranges" => Ranges(store, args, rest),
+        "check" => CheckCommand(args, rest),
         "init" => throw new RuntimeException("init is started by sandbox-runc itself, not by users"),
         _ => throw new UsageException($"unknown command \"{command}\" (see sandbox-runc --help)"),
     };
@@ -303,6 +304,15 @@ public static class CommandLine
         return r.Has("rebuild") ? RangesOperation.Rebuild(store, allocator, Console.Out) : RangesOperation.List(allocator, Console.Out);
     }
 
+    static int CheckCommand(string[] args, int start)
+    {
+        var r = new ArgParser().Flag("format|f", true).Parse(args, start);
+        if (r.Positional.Count != 0) throw new UsageException("usage: sandbox-runc check [--format table|json]");
+        string format = r.Get("format") ?? "table";
+        if (format is not ("table" or "json")) throw new UsageException($"invalid format option \"{format}\" (table or json)");
+        return Doctor.CheckOperation.Run(format, Console.Out);
+    }
+
     static int FeaturesCommand(string[] args, int start)
     {
         if (new ArgParser().Parse(args, start).Positional.Count != 0) throw new UsageException("\"features\" takes no arguments");
@@ -404,6 +414,10 @@ public static class CommandLine
                         is a link to sandbox-runc, so --runtime=runc is isolated too
               uninstall undo install (same flags); default-runtime is removed only if it names sandbox-runc
               policy    policy check BUNDLE [--id ID]: run the isolation policy on a bundle, create nothing
+              check     a doctor: host features (user namespaces, ID-mapped mounts, seccomp notify, /dev/fuse, cgroups,
+                        ID ranges), engines (dockerd/containerd/podman know it, default, lock, admin settings) and
+                        every running container not under isolation; --format table|json; exit 1 when isolation
+                        is not in force
               ranges    list who holds which host IDs (/run/sandbox-runc/id-ranges.json); --rebuild: rebuild that
                         table from the containers' state and the live user namespaces (when it cannot be read)
 

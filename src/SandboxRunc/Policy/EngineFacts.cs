@@ -19,6 +19,8 @@ public sealed record ContainerImage(string? Name, string? Id, IReadOnlyDictionar
 /// <param name="PlaceOf">the place (filesystem and path in it) a host path resolves to; null if it does not exist.</param>
 /// <param name="Binds">each bind mount of the spec (by its index in spec.mounts) as what its source is on the host;
 /// a bind missing here could not be opened.</param>
+/// <param name="Bundle">the bundle directory the engine gave (dockerd's BuildKit steps have theirs in
+/// &lt;data-root&gt;/buildkit/executor/), or null when unknown.</param>
 public sealed record EngineFacts(
     string ContainerId,
     Func<string, bool> IsHostNamespace,
@@ -33,7 +35,8 @@ public sealed record EngineFacts(
     Func<string, StoredImage?> LookupImage,
     IReadOnlyList<Seccomp.Notify.MountEntry> HostMounts,
     Func<string, FsPlace?> PlaceOf,
-    IReadOnlyDictionary<int, BindSource> Binds)
+    IReadOnlyDictionary<int, BindSource> Binds,
+    string? Bundle = null)
 {
     /// <summary>
     /// Whether the namespace at a path (a /proc/PID/ns link or a bind-mounted nsfs file) is owned by the host's
@@ -110,7 +113,8 @@ public static class EngineFactsGatherer
             id => LookupImage(imageStore, id),
             table,
             PlaceOf,
-            binds)
+            binds,
+            bundle)
         {
             OwnedByHostUserNamespace = HostFacts.Current.OwnedByHostUserNamespace,
             SysctlExists = key => Path.Exists("/proc/sys/" + SysctlPolicy.SysPath(key)),

@@ -36,6 +36,11 @@ public sealed record BindVerdict(int Index, string Source, bool Idmap, string? N
 /// may read and writes nothing of host root's. Other mount types (tmpfs, proc, ...) are not host paths and are
 /// not judged here.
 /// </summary>
+/// <remarks>
+/// A step of dockerd's BuildKit (its bundle in &lt;data-root&gt;/buildkit/executor/) may also bind BuildKit's own places
+/// there (snapshots, its resolv.conf and hosts, its temp dirs and a secret's tmpfs mounted in them), ID-mapped so
+/// the step's root owns them as under runc; anything else a step binds is judged as any container's bind.
+/// </remarks>
 public static class MountPolicy
 {
     public static bool IsBind(Mount m) =>
@@ -87,6 +92,16 @@ public static class MountPolicy
         // ... or by where it sits (a volume driver's mount at volumes/NAME/_data), what it is judged below.
         bool dockerOwnPath = IsAtOrBelow(source.Real, dataRootReal)
                              && IsDockersOwnRest(Rest(source.Real, dataRootReal), facts.ContainerId);
+        // A step of dockerd's BuildKit binds BuildKit's own places in the data root (snapshots, its resolv.conf and
+        // hosts, its temp dirs): by what they are (the data root's filesystem) and where they sit, as docker's own.
+        bool buildKit = dataRoot is not null && IsBuildKitStep(facts, dataRoot);
+        bool BuildKitsOwn(BindSource b) => buildKit && IsAtOrBelow(b.Real, dataRootReal) && IsBuildKitsOwnRest(Rest(b.Real, dataRootReal))
+            && (dataRoot!.Contains(b.Self) ? IsBuildKitsOwnRest(Rest(b.Self.Path, dataRoot.Path))
+                : b.Self.FsType == "overlay" ? b.Layers.Count > 0 && b.Layers.All(BuildKitsOwn)
+                : IsBuildKitsTmpfs(b.Self, facts));
+        bool buildKitOwn = BuildKitsOwn(source);
+        // The source and its layers, not the mounts below it: those are judged where they sit.
+        var buildKitPaths = new HashSet<string>(new[] { source.Real }.Concat(source.Layers.SelectMany(l => l.HostPaths())), StringComparer.Ordinal);
         var allowPlaces = settings.FileSharingAllowList.Select(facts.PlaceOf).OfType<FsPlace>().ToList();
         var allowPaths = settings.FileSharingAllowList.Select(facts.RealPath).ToList();
         bool allowListed = allowPlaces.Any(a => a.Contains(source.Self));
@@ -104,13 +119,13 @@ public static class MountPolicy
             bool isDataRoot = path == facts.DockerRoot;
             string real = facts.RealPath(path);
             foreach (var at in hostPaths)
-                if (IsAtOrBelow(at, real) && !(isDataRoot && dockerOwnPath && at == source.Real)) throw Restricted();
+                if (IsAtOrBelow(at, real) && !(isDataRoot && (dockerOwnPath && at == source.Real || buildKitOwn && buildKitPaths.Contains(at)))) throw Restricted();
             if (facts.PlaceOf(path) is { } place)
             {
-                if (place.Contains(source.Self) && !(dockerOwn && isDataRoot)) throw Restricted();
+                if (place.Contains(source.Self) && !((dockerOwn || buildKitOwn) && isDataRoot)) throw Restricted();
                 if (everything.Any(s => s.Contains(place))) throw Restricted();
                 foreach (var layer in source.Layers)
-                    if (layer.AllShown().Any(l => place.Contains(l))) throw Restricted();
+                    if (layer.AllShown().Any(l => place.Contains(l)) && !(isDataRoot && buildKitOwn)) throw Restricted();
             }
             else if (PathsOverlap(real, source.Real, below: true, above: true)) throw Restricted();
         }
@@ -131,7 +146,9 @@ public static class MountPolicy
         // with other names.
         bool InAllowList(FsPlace p) => allowPlaces.Any(a => a.Contains(p))
             || HostPlaces.CanonicalPath(p, facts.HostMounts) is { } c && allowPaths.Any(a => IsAtOrBelow(c, a));
-        bool idmap = !source.HardLinked && (dockerOwn || allowListed && source.Below.All(b => InAllowList(b.Place)));
+        // A BuildKit step's own binds are owned by the step's root as under runc; anything else a step binds is judged
+        // like any container's bind, so a host path is never ID-mapped because of the bundle.
+        bool idmap = !source.HardLinked && (dockerOwn || buildKitOwn || allowListed && source.Below.All(b => InAllowList(b.Place)));
         return new BindVerdict(index, source.Given, idmap, idmap ? null
             : source.HardLinked ? $"bind {source.Given}: not ID-mapped (a file with other names on the host): host owners stay, and the container's root is an unprivileged host user there"
             : $"bind {source.Given}: not ID-mapped (outside the file-sharing allow list): host owners stay, and the container's root is an unprivileged host user there");
@@ -177,6 +194,43 @@ public static class MountPolicy
     {
         if (!dataRoot.Contains(self)) return false;
         return IsDockersOwnRest(Rest(self.Path, dataRoot.Path), containerId);
+    }
+
+    /// <summary>
+    /// A step of dockerd's embedded BuildKit: dockerd runs `runc run --bundle &lt;data-root&gt;/buildkit/executor/ID`
+    /// itself (the binary "runc" of its PATH), a bundle no CLI user can name. A Dockerfile picks snapshots for its
+    /// binds (RUN --mount=type=cache, bind from a stage or the context, secrets), never host paths.
+    /// </summary>
+    static bool IsBuildKitStep(EngineFacts facts, FsPlace dataRoot) =>
+        facts.Bundle is { Length: > 0 } bundle && facts.PlaceOf(bundle) is { } place && dataRoot.Contains(place)
+        && Rest(place.Path, dataRoot.Path).Split('/') is ["buildkit", "executor", var id] && id.Length > 0;
+
+    /// <summary>
+    /// What BuildKit binds into a step from the data root, by path below it: its resolv.conf and hosts files
+    /// (buildkit/executor/), snapshots (overlay2/ID/diff, a stage's overlay2/ID/merged and, as that overlay's layers,
+    /// overlay2/ID/work) and its temp dirs (tmp/buildkit-*: secrets, ssh sockets, mounted snapshots). Not overlay2/l
+    /// (the links to every layer) and nothing else of docker's state.
+    /// </summary>
+    static bool IsBuildKitsOwnRest(string rest) => rest.Split('/') switch
+    {
+        ["buildkit", "executor", var file] => file == "resolv.conf" || file.StartsWith("hosts.", StringComparison.Ordinal),
+        ["overlay2", var id, "diff" or "work" or "merged", ..] => id.Length > 0 && id != "l",
+        ["tmp", var dir, ..] => dir.StartsWith("buildkit-", StringComparison.Ordinal),
+        _ => false,
+    };
+
+    /// <summary>
+    /// A tmpfs that dockerd mounted in its own temp dir for a step (&lt;data-root&gt;/tmp/buildkit-secrets*: a secret's
+    /// file): judged by the filesystem the source is on and where the host's mount table has it mounted. No host user
+    /// can mount anything in the data root, which is root's.
+    /// </summary>
+    static bool IsBuildKitsTmpfs(FsPlace self, EngineFacts facts)
+    {
+        if (self.FsType != "tmpfs") return false;
+        string tmp = facts.RealPath(facts.DockerRoot).TrimEnd('/') + "/tmp/";
+        var mounts = facts.HostMounts.Where(m => m.Major == self.Major && m.Minor == self.Minor).ToList();
+        return mounts.Count > 0 && mounts.All(m => m.MountPoint.StartsWith(tmp, StringComparison.Ordinal)
+            && m.MountPoint[tmp.Length..] is var dir && dir.StartsWith("buildkit-", StringComparison.Ordinal) && !dir.Contains('/'));
     }
 
     /// <summary>The part of <paramref name="path"/> below <paramref name="dir"/> (path at or below dir), without a leading '/'.</summary>

@@ -11,7 +11,7 @@ namespace SandboxRunc.Tests.Unit;
 
 /// <summary>
 /// The isolation policy as a table: spec-fixtures/policy/NAME.json holds a small spec and the facts
-/// (container id, image name/ID/label, tag store, image parents and layers, symlinks, same-inode paths,
+/// (container id, bundle dir, image name/ID/label, tag store, image parents and layers, symlinks, same-inode paths,
 /// host namespace paths, paths of namespaces owned by the host's user namespace (hostOwnedNamespaces), sysctls
 /// the host lacks (sysctlsMissing), a settings file from settings/ with its owner and mode); NAME.expect holds
 /// "allowed" or the exact refusal on its first line, and lines the `policy check` report must contain
@@ -117,7 +117,8 @@ public class PolicyFixtureTests
             Real, Identify,
             ["/run/docker.sock"], "/var/lib/docker", "/usr/local/bin/sandbox-runc", "/run/sandbox-runc",
             image, tags, id => images.GetValueOrDefault(id),
-            table, PlaceOf, EngineFactsGatherer.DescribeBinds(spec, Real, p => Identify(p), table))
+            table, PlaceOf, EngineFactsGatherer.DescribeBinds(spec, Real, p => Identify(p), table),
+            doc["bundle"]?.GetValue<string>())
         {
             OwnedByHostUserNamespace = hostOwned.Contains,
             SysctlExists = key => !missingSysctls.Contains(key),
