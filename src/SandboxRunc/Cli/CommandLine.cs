@@ -56,6 +56,7 @@ public static class CommandLine
                 "exec" => Exec(store, args, rest),
                 "supervise" => Supervisor.Run(store, OneId(new ArgParser().Parse(args, rest), "supervise")),
                 "emulate" => EmulationServer.Run(OneId(new ArgParser().Parse(args, rest), "emulate")),
+                "socket-proxy" => SocketProxy.SocketProxyService.Run(OneId(new ArgParser().Parse(args, rest), "socket-proxy")),
                 "state" => State(store, args, rest),
                 "kill" => Kill(store, args, rest),
                 "delete" => Delete(store, args, rest),
