@@ -33,13 +33,20 @@ public static class HelperCgroup
     }
 
     /// <summary>Moves process <paramref name="pid"/> (all its threads) there; returns 0 or the errno (ENOENT: nothing to join).</summary>
-    public static int Join(CgroupPaths cgroupPaths, int pid)
+    /// <param name="wait">how long the container's own cgroup may take to appear: with the systemd driver systemd
+    /// makes it when the init's first stage is placed, which may come after the helper started. The helper
+    /// never makes it (a directory made before systemd's would not be the unit's).</param>
+    public static int Join(CgroupPaths cgroupPaths, int pid, TimeSpan wait = default)
     {
         if (Target(cgroupPaths) is not { } target) return Libc.ENOENT;
+        string container = Path.GetDirectoryName(target.Dir)!;
+        var deadline = DateTime.UtcNow + wait;
+        while (target.Make && !Directory.Exists(container) && DateTime.UtcNow < deadline) Thread.Sleep(20);
         if (target.Make)
         {
-            try { Directory.CreateDirectory(target.Dir); }
-            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return Libc.EACCES; }
+            if (!Directory.Exists(container)) return Libc.ENOENT;
+            // Only the leaf: never the container's cgroup itself (see wait).
+            if (Libc.mkdir(target.Dir, 0x1ed /* 0755 */) != 0 && Libc.Errno != Libc.EEXIST) return Libc.Errno;
         }
         return CgroupFs.TryWrite(Path.Combine(target.Dir, "cgroup.procs"), pid.ToString());
     }

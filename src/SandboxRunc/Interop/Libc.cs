@@ -38,6 +38,8 @@ public static unsafe partial class Libc
     [LibraryImport(C, SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     public static partial int chown(string path, uint uid, uint gid);
     [LibraryImport(C, SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int mkdir(string path, uint mode);
+    [LibraryImport(C, SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     public static partial int chmod(string path, uint mode);
     [LibraryImport(C, SetLastError = true)]
     public static partial int fchown(int fd, uint uid, uint gid);
