@@ -37,7 +37,7 @@ public enum RouteKind
 public sealed record DockerRoute(string Method, string Pattern, string[] Owners, string[] NeededBy, RouteKind Kind = RouteKind.Plain,
     bool Hijack = false, string? Refusal = null)
 {
-    internal string[] Segments { get; } = Pattern.Trim('/').Split('/');
+    internal string[] Segments { get; } = DockerApiRoutes.SegmentsOf(Pattern);
 
     public override string ToString() => $"{Method} {Pattern}";
 }
@@ -202,17 +202,14 @@ public static class DockerApiRoutes
     /// </summary>
     public static DockerRoute? Match(string method, string path)
     {
-        var (_, rest) = SplitVersion(path);
-        var segments = rest.Trim('/').Split('/');
-        bool trailingSlash = rest.Length > 1 && rest.EndsWith('/');
+        var segments = SegmentsOf(SplitVersion(path).Path);
         foreach (var route in All)
-        {
-            if (route.Method != method) continue;
-            if (trailingSlash != (route.Pattern.Length > 1 && route.Pattern.EndsWith('/'))) continue;
-            if (Matches(route.Segments, segments)) return route;
-        }
+            if (route.Method == method && Matches(route.Segments, segments)) return route;
         return null;
     }
+
+    /// <summary>"/images/x/json" → [images, x, json]; a trailing slash is an empty last segment ("/networks/" → [networks, ""]).</summary>
+    internal static string[] SegmentsOf(string path) => (path.StartsWith('/') ? path[1..] : path).Split('/');
 
     /// <summary>"/v1.41/containers/json" → ("1.41", "/containers/json"); a path without a version prefix → (null, path).
     /// The prefix is dockerd's: "/v" then digits and dots.</summary>
@@ -230,7 +227,10 @@ public static class DockerApiRoutes
 
     static bool Matches(string[] pattern, string[] path)
     {
-        // A pattern has at most one {x*}: literal segments before it, one or more path segments for it, literals after.
+        // A pattern has at most one {x*}: literal segments before it, one or more path segments for it, literals
+        // after. It stands for dockerd's {x:.*}, which also takes a trailing slash when it ends the pattern
+        // ("DELETE /images/x/" removes the image "x/"), so a last {x*} may end in an empty segment; an empty one
+        // elsewhere cannot reach here (DecodePath refuses "//").
         int star = Array.FindIndex(pattern, p => p.EndsWith("*}", StringComparison.Ordinal));
         if (star < 0)
         {
@@ -245,8 +245,9 @@ public static class DockerApiRoutes
             if (!SegmentMatches(pattern[i], path[i])) return false;
         for (int i = 0; i < after; i++)
             if (!SegmentMatches(pattern[^(i + 1)], path[^(i + 1)])) return false;
-        for (int i = star; i < path.Length - after; i++)
-            if (path[i].Length == 0) return false;
+        int end = path.Length - after;
+        for (int i = star; i < end; i++)
+            if (path[i].Length == 0 && !(after == 0 && i == end - 1 && i > star)) return false;
         return true;
     }
 
@@ -256,7 +257,7 @@ public static class DockerApiRoutes
     /// <summary>The value of the pattern's {name} (or {name*}) in a path the route matched; null if there is none.</summary>
     public static string? Parameter(DockerRoute route, string path, string name)
     {
-        var segments = SplitVersion(path).Path.Trim('/').Split('/');
+        var segments = SegmentsOf(SplitVersion(path).Path);
         var pattern = route.Segments;
         int at = Array.FindIndex(pattern, p => p == "{" + name + "}" || p == "{" + name + "*}");
         if (at < 0) return null;
