@@ -98,17 +98,19 @@ public static class SocketRequestPolicy
     /// A JSON request body as dockerd will read it. dockerd (Go's encoding/json) matches field names without regard
     /// to case and lets the last of two equal names win, so {"hostconfig": ...} is its HostConfig: the fields this
     /// policy reads are renamed to their canonical spelling, and an object with two names equal but for case is
-    /// refused. The proxy forwards the object it judged, re-serialized, never the bytes it was sent.
+    /// refused, as is an object with a name twice. The proxy forwards the object it judged, re-serialized, never the
+    /// bytes it was sent.
     /// </summary>
     public static JsonObject ParseObject(byte[] body, string what)
     {
         JsonObject? root;
         try
         {
-            root = JsonNode.Parse(body.Length == 0 ? "{}"u8 : body, documentOptions: new JsonDocumentOptions { MaxDepth = 64 }) as JsonObject;
+            // A name twice in one object (anywhere: Go would take the last one) is refused, not judged by the first.
+            root = JsonNode.Parse(body.Length == 0 ? "{}"u8 : body,
+                documentOptions: new JsonDocumentOptions { MaxDepth = 64, AllowDuplicateProperties = false }) as JsonObject;
         }
-        catch (JsonException e) { throw new PolicyException($"{what}: the body is not valid JSON ({e.Message.Split(" Path:")[0]})"); }
-        catch (ArgumentException) { throw new PolicyException($"{what}: the body has a field name twice"); }
+        catch (JsonException e) { throw new PolicyException($"{what}: the body is not valid JSON ({e.Message.Split(" Path:")[0].Split(" LineNumber:")[0]})"); }
         if (root is null) throw new PolicyException($"{what}: the body is not a JSON object");
         Canonicalize(root, what);
         return root;
@@ -207,11 +209,29 @@ public static class SocketRequestPolicy
         return labels;
     }
 
-    /// <summary>The request with HostConfig.Runtime set to this runtime, whatever it asked for (runc, another one, none).</summary>
-    public static byte[] WithRuntime(JsonObject body, string runtime)
+    /// <summary>
+    /// A container created from inside an isolated container is isolated too: a create whose labels ask
+    /// io.sandbox-runc.isolation=off is refused (whatever the admin settings allow on the host: the socket must not
+    /// be a way out of the isolation its user is in).
+    /// </summary>
+    public static void CheckCreate(JsonObject body)
+    {
+        if (CreateLabels(body).TryGetValue(ContainerSettings.IsolationKey, out var isolation) && isolation != "on")
+            throw new PolicyException($"{ContainerSettings.IsolationKey}={isolation} refused for a container created through a mounted docker socket: " +
+                                      "containers created from inside an isolated container are isolated too");
+    }
+
+    /// <summary>
+    /// The request as forwarded: HostConfig.Runtime set to this runtime, whatever it asked for (runc, another one,
+    /// none), and the label io.sandbox-runc.isolation=on, which wins over an image's label of that name (dockerd
+    /// merges the request's labels over the image's), so an image cannot opt its container out either.
+    /// </summary>
+    public static byte[] Isolated(JsonObject body, string runtime)
     {
         if (body["HostConfig"] is not JsonObject host) body["HostConfig"] = host = [];
         host["Runtime"] = runtime;
+        if (body["Labels"] is not JsonObject labels) body["Labels"] = labels = [];
+        labels[ContainerSettings.IsolationKey] = "on";
         return Serialize(body);
     }
 

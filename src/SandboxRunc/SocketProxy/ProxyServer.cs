@@ -135,7 +135,7 @@ public sealed class ProxyServer(Socket listener, ProxyOptions options, ProxyLimi
             {
                 HttpRequestHead? head;
                 try { head = await reader.ReadHeadAsync(stop); }
-                catch (HttpProtocolException e)
+                catch (ClientProtocolException e)
                 {
                     await WriteErrorAsync(client, e.Status, e.Message, close: true, http11: true);
                     await CloseGracefullyAsync(client);
@@ -185,8 +185,9 @@ public sealed class ProxyServer(Socket listener, ProxyOptions options, ProxyLimi
                 {
                     await ContinueAsync(client, head);
                     var json = SocketRequestPolicy.ParseObject(await body.ReadAllAsync(_limits.MaxJsonBody), "container create");
+                    SocketRequestPolicy.CheckCreate(json);
                     options.JudgeCreate(SocketRequestPolicy.CreateSpec(json), json, settings);
-                    content = Json(SocketRequestPolicy.WithRuntime(json, options.Runtime), head);
+                    content = Json(SocketRequestPolicy.Isolated(json, options.Runtime), head);
                     break;
                 }
                 case RouteKind.ContainerUpdate:
@@ -216,7 +217,7 @@ public sealed class ProxyServer(Socket listener, ProxyOptions options, ProxyLimi
             options.OnRequest?.Invoke(head.Method, head.Target, route, e.Message);
             return await RefuseAsync(client, body, head, 403, e.Message);
         }
-        catch (HttpProtocolException e)
+        catch (ClientProtocolException e)
         {
             options.OnRequest?.Invoke(head.Method, head.Target, route, e.Message);
             return await RefuseAsync(client, body, head, e.Status, e.Message);
@@ -305,11 +306,13 @@ public sealed class ProxyServer(Socket listener, ProxyOptions options, ProxyLimi
         if (info is null) return head.Target; // no such container: the engine answers the request with its 404
         string id = (info["Id"] as JsonValue)?.GetValue<string>() ?? "";
         CheckRuntime(info, name, route.Owners[0]);
-        // Replace the container segment of the raw target (a container name holds no '/', so segments line up).
+        // Replace the container segment of the raw target (a container name holds no '/', so segments line up):
+        // the route's {id} segment, after the leading empty one and the version prefix, if any.
         var raw = head.RawPath.Split('/');
         var decoded = path.Split('/');
-        int at = Array.IndexOf(decoded, name);
-        if (id.Length == 0 || raw.Length != decoded.Length || at < 0) throw new PolicyException($"request path \"{head.RawPath}\" is not a plain container path");
+        int at = 1 + (DockerApiRoutes.SplitVersion(path).Version is null ? 0 : 1) + Array.IndexOf(route.Segments, "{id}");
+        if (id.Length == 0 || raw.Length != decoded.Length || at >= decoded.Length || decoded[at] != name)
+            throw new PolicyException($"request path \"{head.RawPath}\" is not a plain container path");
         raw[at] = id;
         return string.Join('/', raw) + (head.Query.Length > 0 ? "?" + head.Query : "");
     }
