@@ -5,7 +5,7 @@ using System.Text;
 namespace SandboxRunc.SocketProxy;
 
 /// <summary>A request the proxy cannot read: answered with this status and message, then the connection is closed.</summary>
-public sealed class HttpProtocolException(int status, string message) : Exception(message)
+public sealed class ClientProtocolException(int status, string message) : Exception(message)
 {
     public int Status { get; } = status;
 }
@@ -47,11 +47,11 @@ public sealed record HttpRequestHead(string Method, string Target, bool Http11, 
         if (parts.Length != 3) throw Bad($"malformed request line \"{Clip(lines[0])}\"");
         string method = parts[0], target = parts[1], version = parts[2];
         if (method.Length == 0 || method.Length > 16 || !method.All(char.IsAsciiLetterUpper)) throw Bad($"malformed method \"{Clip(method)}\"");
-        if (version is not ("HTTP/1.1" or "HTTP/1.0")) throw new HttpProtocolException(505, $"HTTP version \"{Clip(version)}\" is not supported");
+        if (version is not ("HTTP/1.1" or "HTTP/1.0")) throw new ClientProtocolException(505, $"HTTP version \"{Clip(version)}\" is not supported");
         if (!target.StartsWith('/') || !target.All(c => c > ' ' && c < 0x7f)) throw Bad($"malformed request target \"{Clip(target)}\"");
         bool http11 = version == "HTTP/1.1";
 
-        if (lines.Length - 1 > MaxHeaders) throw new HttpProtocolException(431, $"more than {MaxHeaders} header fields");
+        if (lines.Length - 1 > MaxHeaders) throw new ClientProtocolException(431, $"more than {MaxHeaders} header fields");
         var headers = new List<KeyValuePair<string, string>>(lines.Length - 1);
         for (int i = 1; i < lines.Length; i++)
         {
@@ -80,7 +80,7 @@ public sealed record HttpRequestHead(string Method, string Target, bool Http11, 
         {
             if (cl is not null) throw Bad("both Transfer-Encoding and Content-Length");
             if (!http11 || !te.Equals("chunked", StringComparison.OrdinalIgnoreCase))
-                throw new HttpProtocolException(501, $"transfer coding \"{Clip(te)}\" is not supported (only chunked)");
+                throw new ClientProtocolException(501, $"transfer coding \"{Clip(te)}\" is not supported (only chunked)");
             framing = BodyFraming.Chunked;
         }
         else if (cl is not null)
@@ -102,7 +102,7 @@ public sealed record HttpRequestHead(string Method, string Target, bool Http11, 
 
     static string Clip(string s) => s.Length > 80 ? s[..80] + "..." : s;
 
-    static HttpProtocolException Bad(string why) => new(400, why);
+    static ClientProtocolException Bad(string why) => new(400, why);
 }
 
 /// <summary>
@@ -141,18 +141,18 @@ public sealed class ClientReader(Socket socket, ProxyLimits limits)
             }
             scanned = window.Length;
             if (scanned >= limits.MaxHeadBytes)
-                throw new HttpProtocolException(431, $"the request head is longer than {limits.MaxHeadBytes} bytes");
+                throw new ClientProtocolException(431, $"the request head is longer than {limits.MaxHeadBytes} bytes");
             int n;
             try { n = await FillAsync(deadline.Token); }
             catch (OperationCanceledException) when (!stop.IsCancellationRequested)
             {
                 if (scanned == 0) return null; // idle keep-alive connection: closed quietly
-                throw new HttpProtocolException(408, $"the request head did not arrive within {limits.HeadTimeout.TotalSeconds:0} s");
+                throw new ClientProtocolException(408, $"the request head did not arrive within {limits.HeadTimeout.TotalSeconds:0} s");
             }
             if (n == 0)
             {
                 if (_end - _start == 0) return null;
-                throw new HttpProtocolException(400, "the connection closed in the middle of a request head");
+                throw new ClientProtocolException(400, "the connection closed in the middle of a request head");
             }
         }
     }
@@ -240,7 +240,7 @@ public sealed class RequestBodyStream(ClientReader reader, HttpRequestHead head,
     public async Task<byte[]> ReadAllAsync(int max)
     {
         if (head.Framing == BodyFraming.Length && head.ContentLength > max)
-            throw new HttpProtocolException(413, $"the request body ({head.ContentLength} bytes) is larger than {max} bytes");
+            throw new ClientProtocolException(413, $"the request body ({head.ContentLength} bytes) is larger than {max} bytes");
         using var all = new MemoryStream();
         var chunk = ArrayPool<byte>.Shared.Rent(16384);
         try
@@ -248,7 +248,7 @@ public sealed class RequestBodyStream(ClientReader reader, HttpRequestHead head,
             int n;
             while ((n = await ReadAsync(chunk.AsMemory(0, 16384))) > 0)
             {
-                if (all.Length + n > max) throw new HttpProtocolException(413, $"the request body is larger than {max} bytes");
+                if (all.Length + n > max) throw new ClientProtocolException(413, $"the request body is larger than {max} bytes");
                 all.Write(chunk, 0, n);
             }
         }
