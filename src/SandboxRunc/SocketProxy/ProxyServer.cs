@@ -361,7 +361,7 @@ public sealed class ProxyServer(Socket listener, ProxyOptions options, ProxyLimi
             }
             else keep = false;
         }
-        await WriteErrorAsync(client, status, message, close: !keep, head.Http11);
+        await WriteErrorAsync(client, status, message, close: !keep, head.Http11, noBody: head.Method == "HEAD");
         if (!keep) await CloseGracefullyAsync(client);
         return keep;
     }
@@ -529,8 +529,9 @@ public sealed class ProxyServer(Socket listener, ProxyOptions options, ProxyLimi
         }
     }
 
-    /// <summary>A JSON error the docker CLI shows as "Error response from daemon: MESSAGE".</summary>
-    async Task WriteErrorAsync(Socket client, int status, string message, bool close, bool http11)
+    /// <summary>A JSON error the docker CLI shows as "Error response from daemon: MESSAGE" (its head alone to a HEAD
+    /// request: a body there would be read as the next response, as Go's client reports).</summary>
+    async Task WriteErrorAsync(Socket client, int status, string message, bool close, bool http11, bool noBody = false)
     {
         var body = new MemoryStream();
         using (var w = new Utf8JsonWriter(body))
@@ -548,7 +549,7 @@ public sealed class ProxyServer(Socket listener, ProxyOptions options, ProxyLimi
         string headText = $"{(http11 ? "HTTP/1.1" : "HTTP/1.0")} {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {body.Length}\r\n" +
                           (close ? "Connection: close\r\n" : http11 ? "" : "Connection: keep-alive\r\n") + "\r\n";
         await SendAsync(client, Encoding.ASCII.GetBytes(headText));
-        await SendAsync(client, body.ToArray());
+        if (!noBody) await SendAsync(client, body.ToArray());
     }
 
     /// <summary>Ends a connection whose client may still be sending (a refused upload): half-close, then read and drop
