@@ -4,9 +4,12 @@ using Xunit;
 namespace SandboxRunc.Tests.SocketProxy;
 
 /// <summary>
-/// The route table route by route, against the requests the docker CLI makes (Debian's docker.io 20.10, API 1.41;
-/// captured through the proxy from the real CLI, see SocketProxyEngineTests.CliRequests_MatchTheRouteTable): the
-/// method and target as sent, with and without the /vX.YY prefix, and the commands that own the route.
+/// The route table route by route, against the requests the docker CLI makes (Debian's docker.io 20.10, API 1.41):
+/// the method and target as sent, with and without the /vX.YY prefix, and the commands that own the route. The
+/// list follows the CLI's requests; those of ps, run, logs, exec, cp, inspect, top, stats, diff, pause, update,
+/// rename, stop, rm, images, volume ls, network ls, system df, version and info were checked against the ones
+/// captured through the proxy from the real client (SocketProxyEngineTests.CliRequests_MatchTheRouteTable asserts
+/// that each of those matches a route).
 /// </summary>
 public class DockerApiRoutesTests
 {
