@@ -73,9 +73,17 @@ public class Http1Tests
 
     static readonly TimeSpan Hang = TimeSpan.FromSeconds(30);
 
+    /// <summary>Small byte limits, roomy timeouts (a loaded machine must not turn a 431 or 413 into a 408).</summary>
     static ProxyLimits Small => new()
     {
         MaxHeadBytes = 4096,
+        HeadTimeout = TimeSpan.FromSeconds(30),
+        IdleTimeout = TimeSpan.FromSeconds(30),
+    };
+
+    /// <summary>Short timeouts, for the tests of a client that stops sending.</summary>
+    static ProxyLimits Impatient => Small with
+    {
         HeadTimeout = TimeSpan.FromMilliseconds(300),
         IdleTimeout = TimeSpan.FromMilliseconds(300),
     };
@@ -141,13 +149,13 @@ public class Http1Tests
         using (server)
         {
             await client.SendAsync("GET /_ping HTTP/1.1\r\nHost"u8.ToArray());
-            var e = await Assert.ThrowsAsync<ClientProtocolException>(() => new ClientReader(server, Small).ReadHeadAsync(CancellationToken.None).WaitAsync(Hang));
+            var e = await Assert.ThrowsAsync<ClientProtocolException>(() => new ClientReader(server, Impatient).ReadHeadAsync(CancellationToken.None).WaitAsync(Hang));
             Assert.Equal(408, e.Status);
         }
         (client, server) = Pair();
         using (client)
         using (server)
-            Assert.Null(await new ClientReader(server, Small).ReadHeadAsync(CancellationToken.None).WaitAsync(Hang));
+            Assert.Null(await new ClientReader(server, Impatient).ReadHeadAsync(CancellationToken.None).WaitAsync(Hang));
     }
 
     [Fact]
@@ -158,7 +166,7 @@ public class Http1Tests
         using (server)
         {
             await client.SendAsync("POST /containers/create HTTP/1.1\r\nContent-Length: 100\r\n\r\n{\"Im"u8.ToArray());
-            var reader = new ClientReader(server, Small);
+            var reader = new ClientReader(server, Impatient);
             var head = (await reader.ReadHeadAsync(CancellationToken.None).WaitAsync(Hang))!;
             var body = new RequestBodyStream(reader, head, CancellationToken.None);
             var e = await Assert.ThrowsAsync<IOException>(() => body.ReadAllAsync(1024).WaitAsync(Hang));
