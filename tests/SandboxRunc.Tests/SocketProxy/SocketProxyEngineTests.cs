@@ -192,6 +192,33 @@ public sealed class SocketProxyEngineTests : IDisposable
     }
 
     [EngineFact]
+    public async Task Terminals_ExecAndRunWithATty_ThroughAPty()
+    {
+        CommandList("deny", "push", "build", "volume*");
+        var (sock, _) = Proxy();
+        string sleeper = Name("tty");
+        await Ok(sock, "run", "-d", "--name", sleeper, Image, "sleep", "60");
+        // util-linux's script gives the client a pty, as a user's terminal would (exec -it, run -it: a tty hijack plus resizes).
+        async Task<string> InPty(string command)
+        {
+            var r = await CliWrap.Cli.Wrap("script").WithArguments(["-qec", command, "/dev/null"])
+                .WithEnvironmentVariables(e => e.Set("DOCKER_CONFIG", _dir))
+                .WithStandardInputPipe(PipeSource.FromString(""))
+                .WithValidation(CommandResultValidation.None).ExecuteBufferedAsync(new CancellationTokenSource(Hang).Token);
+            _output.WriteLine($"{command}: exit {r.ExitCode}\n{r.StandardOutput}{r.StandardError}");
+            Assert.True(r.ExitCode == 0, $"{command}: exit {r.ExitCode}\n{r.StandardOutput}{r.StandardError}");
+            return r.StandardOutput;
+        }
+        string client = $"{EngineFactAttribute.Client} -H unix://{sock}";
+        var exec = await InPty($"{client} exec -it {sleeper} sh -c 'echo tty-ok; tty'");
+        Assert.Contains("tty-ok", exec);
+        Assert.Contains("/dev/pts/", exec);
+        var run = await InPty($"{client} run -it --rm {Image} sh -c 'echo run-ok; tty'");
+        Assert.Contains("run-ok", run);
+        Assert.Contains("/dev/pts/", run);
+    }
+
+    [EngineFact]
     public async Task AllowList_PsWorks_ImagesIsBlocked()
     {
         CommandList("allow", "ps", "container*");
