@@ -64,20 +64,19 @@ public sealed class ProxyOptions
 public sealed class ProxyServer(Socket listener, ProxyOptions options, ProxyLimits? limits = null)
 {
     readonly ProxyLimits _limits = limits ?? new ProxyLimits();
-    readonly SocketsHttpHandler _handler = NewHandler(options.EngineSocket, null, (limits ?? new ProxyLimits()).MaxConnections);
+    readonly SocketsHttpHandler _handler = NewHandler(options.EngineSocket, (limits ?? new ProxyLimits()).MaxConnections);
     int _active;
 
     /// <summary>Connections being served now.</summary>
     public int Active => Volatile.Read(ref _active);
 
-    static SocketsHttpHandler NewHandler(string engineSocket, HijackSlot? slot, int maxConnections) => new()
+    static SocketsHttpHandler NewHandler(string engineSocket, int maxConnections) => new()
     {
         ConnectCallback = async (_, token) =>
         {
             var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
             try { await socket.ConnectAsync(new UnixDomainSocketEndPoint(engineSocket), token); }
             catch { socket.Dispose(); throw; }
-            if (slot is not null) slot.Socket = socket;
             return new NetworkStream(socket, ownsSocket: true);
         },
         UseProxy = false,
@@ -89,9 +88,6 @@ public sealed class ProxyServer(Socket listener, ProxyOptions options, ProxyLimi
         ConnectTimeout = TimeSpan.FromSeconds(10),
         MaxResponseHeadersLength = 256, // KiB
     };
-
-    /// <summary>The engine-side connection of one hijacked request, for its half-close.</summary>
-    sealed class HijackSlot { public Socket? Socket; }
 
     /// <summary>Accepts and serves connections until <paramref name="stop"/>.</summary>
     public async Task RunAsync(CancellationToken stop)
@@ -224,6 +220,9 @@ public sealed class ProxyServer(Socket listener, ProxyOptions options, ProxyLimi
         }
         options.OnRequest?.Invoke(head.Method, head.Target, route, null);
 
+        if (route?.Hijack == true)
+            return await HijackAsync(reader, head, body, target, stop);
+
         if (content is null && head.Framing != BodyFraming.None)
         {
             await ContinueAsync(client, head);
@@ -233,9 +232,6 @@ public sealed class ProxyServer(Socket listener, ProxyOptions options, ProxyLimi
         else if (content is null && head.Method is "POST" or "PUT")
             content = new ByteArrayContent([]);
         using var request = EngineRequest(head, target, content);
-
-        if (route?.Hijack == true)
-            return await HijackAsync(reader, head, body, request, stop);
 
         HttpResponseMessage response;
         try { response = await invoker.SendAsync(request, stop); }
@@ -423,65 +419,118 @@ public sealed class ProxyServer(Socket listener, ProxyOptions options, ProxyLimi
     /// asked: a client that did not ask gets dockerd's own non-upgrade answer, "200 OK" and the raw stream), then the
     /// bytes are copied both ways. The end of one direction is passed on as a half-close (shutdown of writing), so
     /// `docker exec -i c cat &lt; file` ends when the file does, and the client sees the output's end.
+    ///
+    /// The engine side is a connection of its own on which the request is written here, not by SocketsHttpHandler:
+    /// that client joins repeated header fields into one line ("a, b"), and BuildKit's session names each method
+    /// it serves in an X-Docker-Expose-Session-Grpc-Method field of its own (joined, dockerd finds none and the build
+    /// fails with "no local sources enabled"). The request is still written from the parsed fields (each checked free
+    /// of control characters), with its own framing: never the client's bytes.
     /// </summary>
-    async Task<bool> HijackAsync(ClientReader reader, HttpRequestHead head, RequestBodyStream body, HttpRequestMessage request, CancellationToken stop)
+    async Task<bool> HijackAsync(ClientReader reader, HttpRequestHead head, RequestBodyStream body, string target, CancellationToken stop)
     {
         var client = reader.Socket;
-        var slot = new HijackSlot();
-        using var handler = NewHandler(options.EngineSocket, slot, 1);
-        using var invoker = new HttpMessageInvoker(handler, disposeHandler: false);
-        request.Headers.Connection.Add("Upgrade");
-        request.Headers.TryAddWithoutValidation("Upgrade", head.Upgrade ?? "tcp");
-        HttpResponseMessage response;
-        try { response = await invoker.SendAsync(request, stop); }
-        catch (HttpRequestException e)
+        // The bodies of these requests are small JSON (exec start's), read whole like create's.
+        await ContinueAsync(client, head);
+        byte[] payload = await body.ReadAllAsync(_limits.MaxJsonBody);
+
+        var sb = new StringBuilder(1024);
+        sb.Append(head.Method).Append(' ').Append(target).Append(" HTTP/1.1\r\nHost: docker\r\n");
+        foreach (var (name, value) in head.Headers)
+            if (!HopByHop.Contains(name)) sb.Append(name).Append(": ").Append(value).Append("\r\n");
+        sb.Append("Connection: Upgrade\r\nUpgrade: ").Append(head.Upgrade ?? "tcp").Append("\r\n");
+        if (payload.Length > 0 || head.Method is "POST" or "PUT") sb.Append("Content-Length: ").Append(payload.Length).Append("\r\n");
+        sb.Append("\r\n");
+
+        using var engine = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        byte[] responseHead;
+        ReadOnlyMemory<byte> early;
+        int status;
+        try
+        {
+            using (var connect = CancellationTokenSource.CreateLinkedTokenSource(stop))
+            {
+                connect.CancelAfter(TimeSpan.FromSeconds(10));
+                await engine.ConnectAsync(new UnixDomainSocketEndPoint(options.EngineSocket), connect.Token);
+            }
+            await SendAsync(engine, Encoding.Latin1.GetBytes(sb.ToString()), stop);
+            if (payload.Length > 0) await SendAsync(engine, payload, stop);
+            (responseHead, early, status) = await ReadEngineHeadAsync(engine, stop);
+        }
+        catch (Exception e) when (e is SocketException or IOException || e is OperationCanceledException && !stop.IsCancellationRequested)
         {
             await WriteErrorAsync(client, 502, $"sandbox-runc socket proxy: the docker engine did not answer ({e.Message})", close: true, head.Http11);
             return false;
         }
-        using (response)
+
+        if (status != 101)
         {
-            if (response.StatusCode != HttpStatusCode.SwitchingProtocols)
-                return await RelayResponseAsync(client, head, response, stop) && head.KeepAlive && body.Done;
-
-            var sb = new StringBuilder(256);
-            if (head.Upgrade is not null)
-            {
-                sb.Append("HTTP/1.1 101 ").Append(response.ReasonPhrase ?? "Switching Protocols").Append("\r\n");
-                AppendHeaders(sb, response.Headers, skipHopByHop: false);
-                AppendHeaders(sb, response.Content.Headers, skipHopByHop: false);
-            }
-            else
-            {
-                // dockerd's answer to a hijack without Upgrade: 200 and the raw stream until the connection closes.
-                sb.Append(head.Http11 ? "HTTP/1.1 200 OK\r\n" : "HTTP/1.0 200 OK\r\n");
-                AppendHeaders(sb, response.Headers, skipHopByHop: true);
-                AppendHeaders(sb, response.Content.Headers, skipHopByHop: true);
-            }
-            sb.Append("\r\n");
-            await SendAsync(client, Encoding.Latin1.GetBytes(sb.ToString()));
-
-            await using var engine = await response.Content.ReadAsStreamAsync(stop);
-            using var done = CancellationTokenSource.CreateLinkedTokenSource(stop);
-            var toEngine = PumpToEngineAsync(reader, engine, slot, done.Token);
-            var toClient = PumpToClientAsync(engine, client, done.Token);
-            // Output ended: a client that keeps its side open after it is not waited for long.
-            var first = await Task.WhenAny(toEngine, toClient);
-            if (first == toClient && !toEngine.IsCompleted) done.CancelAfter(TimeSpan.FromSeconds(5));
-            if (first.IsFaulted) done.Cancel();
-            try { await Task.WhenAll(toEngine, toClient); }
-            catch (Exception e) when (IsConnectionError(e)) { }
+            // An error (no such container, not running, ...): the engine's whole answer, then both connections end
+            // (the engine, told by the half-close that no more is coming, closes after answering).
+            engine.Shutdown(SocketShutdown.Send);
+            await SendAsync(client, responseHead, stop);
+            if (early.Length > 0) await SendAsync(client, early, stop);
+            await PumpToClientAsync(engine, client, stop);
             return false;
+        }
+
+        if (head.Upgrade is not null) await SendAsync(client, responseHead, stop);
+        else
+        {
+            // dockerd's answer to a hijack without Upgrade: 200 and the raw stream until the connection closes.
+            var ok = new StringBuilder(head.Http11 ? "HTTP/1.1 200 OK\r\n" : "HTTP/1.0 200 OK\r\n");
+            foreach (var line in Encoding.Latin1.GetString(responseHead).Split("\r\n").Skip(1))
+                if (line.Length > 0 && line.IndexOf(':') is > 0 and var colon && !HopByHop.Contains(line[..colon])) ok.Append(line).Append("\r\n");
+            await SendAsync(client, Encoding.Latin1.GetBytes(ok.Append("\r\n").ToString()), stop);
+        }
+        if (early.Length > 0) await SendAsync(client, early, stop);
+
+        using var done = CancellationTokenSource.CreateLinkedTokenSource(stop);
+        var toEngine = PumpToEngineAsync(reader, engine, done.Token);
+        var toClient = PumpToClientAsync(engine, client, done.Token);
+        // Output ended: a client that keeps its side open after it is not waited for long.
+        var first = await Task.WhenAny(toEngine, toClient);
+        if (first == toClient && !toEngine.IsCompleted) done.CancelAfter(TimeSpan.FromSeconds(5));
+        if (first.IsFaulted) done.Cancel();
+        try { await Task.WhenAll(toEngine, toClient); }
+        catch (Exception e) when (IsConnectionError(e)) { }
+        return false;
+    }
+
+    /// <summary>The engine's response head to a hijack request (status line to the empty line, at most 64 KiB, within
+    /// the head timeout), the bytes that came after it, and its status code.</summary>
+    async Task<(byte[] Head, ReadOnlyMemory<byte> Early, int Status)> ReadEngineHeadAsync(Socket engine, CancellationToken stop)
+    {
+        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(stop);
+        deadline.CancelAfter(_limits.HeadTimeout);
+        var buffer = new byte[64 * 1024];
+        int filled = 0;
+        while (true)
+        {
+            int n = await engine.ReceiveAsync(buffer.AsMemory(filled), SocketFlags.None, deadline.Token);
+            if (n == 0) throw new IOException("the engine closed the connection before answering");
+            int from = Math.Max(0, filled - 3);
+            filled += n;
+            int end = buffer.AsSpan(from, filled - from).IndexOf("\r\n\r\n"u8);
+            if (end >= 0)
+            {
+                end += from + 4;
+                string statusLine = Encoding.Latin1.GetString(buffer, 0, Math.Min(end, 64));
+                var parts = statusLine.Split(' ', 3);
+                if (parts.Length < 2 || !parts[0].StartsWith("HTTP/1.", StringComparison.Ordinal) || !int.TryParse(parts[1], out int status))
+                    throw new IOException("the engine's answer is not HTTP/1.x");
+                return (buffer[..end], buffer.AsMemory(end, filled - end), status);
+            }
+            if (filled == buffer.Length) throw new IOException("the engine's response head is longer than 64 KiB");
         }
     }
 
     /// <summary>Client to engine: what the client sent after the request head first, then the socket; its end becomes the engine's half-close.</summary>
-    async Task PumpToEngineAsync(ClientReader reader, Stream engine, HijackSlot slot, CancellationToken token)
+    async Task PumpToEngineAsync(ClientReader reader, Socket engine, CancellationToken token)
     {
         var pending = reader.Buffered;
         if (pending.Length > 0)
         {
-            await WithStallTimeoutAsync(t => engine.WriteAsync(pending, t), token);
+            await SendAsync(engine, pending, token);
             reader.Consume(pending.Length);
         }
         var buffer = ArrayPool<byte>.Shared.Rent(32 * 1024);
@@ -489,32 +538,24 @@ public sealed class ProxyServer(Socket listener, ProxyOptions options, ProxyLimi
         {
             int n;
             while ((n = await reader.Socket.ReceiveAsync(buffer.AsMemory(0, 32 * 1024), SocketFlags.None, token)) > 0)
-                await WithStallTimeoutAsync(t => engine.WriteAsync(buffer.AsMemory(0, n), t), token);
-            await engine.FlushAsync(token);
-            slot.Socket?.Shutdown(SocketShutdown.Send);
+                await SendAsync(engine, buffer.AsMemory(0, n), token);
+            engine.Shutdown(SocketShutdown.Send);
         }
         finally { ArrayPool<byte>.Shared.Return(buffer); }
     }
 
     /// <summary>Engine to client: the output; its end becomes the client's half-close.</summary>
-    async Task PumpToClientAsync(Stream engine, Socket client, CancellationToken token)
+    async Task PumpToClientAsync(Socket engine, Socket client, CancellationToken token)
     {
         var buffer = ArrayPool<byte>.Shared.Rent(32 * 1024);
         try
         {
             int n;
-            while ((n = await engine.ReadAsync(buffer.AsMemory(0, 32 * 1024), token)) > 0)
+            while ((n = await engine.ReceiveAsync(buffer.AsMemory(0, 32 * 1024), SocketFlags.None, token)) > 0)
                 await SendAsync(client, buffer.AsMemory(0, n), token);
             client.Shutdown(SocketShutdown.Send);
         }
         finally { ArrayPool<byte>.Shared.Return(buffer); }
-    }
-
-    async Task WithStallTimeoutAsync(Func<CancellationToken, ValueTask> write, CancellationToken token)
-    {
-        using var stall = CancellationTokenSource.CreateLinkedTokenSource(token);
-        stall.CancelAfter(_limits.WriteStallTimeout);
-        await write(stall.Token);
     }
 
     /// <summary>Sends everything, failing if the reader takes nothing for <see cref="ProxyLimits.WriteStallTimeout"/>.</summary>

@@ -219,6 +219,46 @@ public sealed class SocketProxyEngineTests : IDisposable
     }
 
     [EngineFact]
+    public async Task Build_Allowed_StreamsItsContext_AndTheHostNetworkIsRefused()
+    {
+        CommandList("deny", "push");
+        var (sock, _) = Proxy();
+        string tag = Name("build");
+        string dockerfile = $"FROM {Image}\nRUN echo built > /built\n";
+        try
+        {
+            var host = await Docker(sock, dockerfile, "build", "--network=host", "-t", tag, "-");
+            Assert.NotEqual(0, host.ExitCode);
+            Assert.Contains("docker build --network=host is refused", host.Stderr);
+            var build = await Docker(sock, dockerfile, "build", "-t", tag, "-");
+            Assert.True(build.ExitCode == 0, build.ToString());
+            Assert.Equal("built", (await Ok(sock, "run", "--rm", tag, "cat", "/built")).Stdout.Trim());
+        }
+        finally { await Docker(null, null, "rmi", "-f", tag); }
+    }
+
+    [EngineFact]
+    public async Task BuildKit_SessionAndGrpcHijacks_GoThrough()
+    {
+        CommandList("deny", "push");
+        var (sock, _) = Proxy();
+        string tag = Name("buildkit");
+        try
+        {
+            var r = await CliWrap.Cli.Wrap(EngineFactAttribute.Client).WithArguments(["-H", "unix://" + sock, "build", "--progress=plain", "-t", tag, "-"])
+                .WithEnvironmentVariables(e => e.Set("DOCKER_CONFIG", _dir).Set("DOCKER_BUILDKIT", "1"))
+                .WithStandardInputPipe(PipeSource.FromString($"FROM {Image}\nRUN echo built > /built\n"))
+                .WithValidation(CommandResultValidation.None).ExecuteBufferedAsync(new CancellationTokenSource(Hang).Token);
+            _output.WriteLine($"exit {r.ExitCode}\n{r.StandardOutput}\n{r.StandardError}");
+            lock (Requests) foreach (var q in Requests) _output.WriteLine($"{q.Method} {q.Target} -> {q.Route} {q.Refusal}");
+            Assert.True(r.ExitCode == 0, r.StandardError);
+            Assert.Contains(Requests, q => q.Target.EndsWith("/session"));
+            Assert.Equal("built", (await Ok(sock, "run", "--rm", tag, "cat", "/built")).Stdout.Trim());
+        }
+        finally { await Docker(null, null, "rmi", "-f", tag); }
+    }
+
+    [EngineFact]
     public async Task AllowList_PsWorks_ImagesIsBlocked()
     {
         CommandList("allow", "ps", "container*");
