@@ -431,7 +431,14 @@ public sealed class ProxyServer(Socket listener, ProxyOptions options, ProxyLimi
         var client = reader.Socket;
         // The bodies of these requests are small JSON (exec start's), read whole like create's.
         await ContinueAsync(client, head);
-        byte[] payload = await body.ReadAllAsync(_limits.MaxJsonBody);
+        byte[] payload;
+        try { payload = await body.ReadAllAsync(_limits.MaxJsonBody); }
+        catch (ClientProtocolException e)
+        {
+            await WriteErrorAsync(client, e.Status, e.Message, close: true, head.Http11);
+            await CloseGracefullyAsync(client);
+            return false;
+        }
 
         var sb = new StringBuilder(1024);
         sb.Append(head.Method).Append(' ').Append(target).Append(" HTTP/1.1\r\nHost: docker\r\n");
