@@ -3,7 +3,7 @@
 // it as-is and callers can still branch on errno when they need to (EBUSY on rmdir, ENOENT, ...).
 namespace SandboxRunc.Cgroups;
 
-public sealed class CgroupException : Exception
+public sealed class CgroupException : SandboxRuncException
 {
     /// <summary>The errno behind the failure, or 0 when it is not a system-call failure.</summary>
     public int Errno { get; }

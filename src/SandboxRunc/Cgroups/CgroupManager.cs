@@ -33,7 +33,9 @@ public abstract class CgroupManager
         string procSelf = File.ReadAllText("/proc/self/cgroup");
         var mounts = CgroupLayout.ParseMountInfo(mountInfo);
         bool unified = CgroupLayout.IsUnified(mounts);
-        if (systemd || SystemdLayout.IsSystemdPath(cgroupsPath))
+        // The driver is what the engine asked for, never guessed from the path's shape: without
+        // --systemd-cgroup, a "slice:prefix:name" path is refused by CgroupLayout, naming the flag.
+        if (systemd)
         {
             var unit = SystemdLayout.Parse(cgroupsPath, containerId);
             if (unified) return new SystemdCgroupManager(CgroupPaths.V2(SystemdLayout.UnifiedDir(unit)), unit);

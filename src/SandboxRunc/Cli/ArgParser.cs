@@ -1,10 +1,13 @@
 namespace SandboxRunc.Cli;
 
-public sealed class UsageException(string message) : Exception(message);
+/// <summary>A command line that cannot be understood (unknown flag, missing argument, a value that is not a number).</summary>
+public sealed class UsageException(string message) : SandboxRuncException(message);
 
 /// <summary>
-/// runc's command-line grammar (urfave/cli v1): flags before positional arguments, `-f`, `--flag`,
-/// `-flag`, `--flag=value` and `--flag value` all accepted; `--` ends the flags.
+/// runc's command-line grammar (urfave/cli v1): `-f`, `--flag`, `-flag`, `--flag=value` and `--flag value`
+/// all accepted; `--` ends the flags. As urfave/cli reorders a command's arguments, flags may come after
+/// positional arguments (`kill ID KILL --all`, `policy check --id X BUNDLE`), except where the command's
+/// own arguments may look like flags (`exec ID CMD -x`, `ps ID -ef`, and the global flags before the command).
 /// </summary>
 public sealed class ArgParser
 {
@@ -29,15 +32,16 @@ public sealed class ArgParser
         public bool Has(string name) => Switches.Contains(name);
     }
 
-    /// <summary>Parses flags up to the first positional argument; with stopAtPositional false, flags may follow positionals.</summary>
-    public Result Parse(IReadOnlyList<string> args, int start = 0, bool stopAtPositional = true)
+    /// <summary>Parses flags anywhere; with <paramref name="stopAtPositional"/>, only up to the first positional argument.</summary>
+    public Result Parse(IReadOnlyList<string> args, int start = 0, bool stopAtPositional = false)
     {
         var r = new Result();
         bool flagsDone = false;
         for (int i = start; i < args.Count; i++)
         {
             string a = args[i];
-            if (flagsDone || a == "-" || !a.StartsWith('-'))
+            // "-3" is no flag (none has a numeric name): a negative number is an argument (`kill ID -3` names the signal).
+            if (flagsDone || a == "-" || !a.StartsWith('-') || (a.Length > 1 && a.AsSpan(1).IndexOfAnyExceptInRange('0', '9') < 0))
             {
                 r.Positional.Add(a);
                 if (stopAtPositional) flagsDone = true;

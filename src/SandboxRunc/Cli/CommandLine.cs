@@ -28,61 +28,93 @@ public static class CommandLine
 
     public static int Run(string[] args)
     {
-        ArgParser.Result g;
+        AppDomain.CurrentDomain.UnhandledException += (_, e) => ExitOnUnhandled(e.ExceptionObject);
+        string command = "";
         try
         {
-            g = Global.Parse(args);
+            var g = Global.Parse(args, stopAtPositional: true);
+            if (g.Get("log-format") is { } format && format is not ("text" or "json"))
+                throw new UsageException($"--log-format: unknown format \"{format}\" (text or json)");
+            Log.Configure(g.Get("log"), g.Get("log-format") ?? "text", g.Has("debug"));
+            if (g.Has("version")) { PrintVersion(); return 0; }
+            if (g.Positional.Count == 0 || g.Has("help")) { PrintUsage(); return g.Has("help") ? 0 : 1; }
+            command = g.Positional[0];
+            s_systemdCgroup = g.Has("systemd-cgroup");
+            if (g.Get("root") is "") throw new UsageException("--root: the state directory cannot be empty");
+            var store = new StateStore(g.Get("root") ?? DefaultRoot);
+            return Dispatch(command, store, args, args.Length - g.Positional.Count + 1);
         }
         catch (UsageException e)
         {
-            Console.Error.WriteLine($"sandbox-runc: {e.Message}");
+            // runc's exec exits 1 for its usage errors too: only a failure to run the process is "exec failed".
+            Log.Error(command == "" ? $"sandbox-runc: {e.Message}" : e.Message);
             return 1;
         }
-        Log.Configure(g.Get("log"), g.Get("log-format") ?? "text", g.Has("debug"));
-        if (g.Has("version")) { PrintVersion(); return 0; }
-        if (g.Positional.Count == 0 || g.Has("help")) { PrintUsage(); return g.Has("help") ? 0 : 1; }
-
-        var store = new StateStore(g.Get("root") ?? DefaultRoot);
-        string command = g.Positional[0];
-        int rest = args.Length - g.Positional.Count + 1;
-        try
+        catch (SandboxRuncException e)
         {
-            s_systemdCgroup = g.Has("systemd-cgroup");
-            return command switch
+            // exec: as runc's, "exec failed: ..." and 255 (docker shows it after "OCI runtime exec failed:").
+            if (command == "exec")
             {
-                "create" => Create(store, args, rest),
-                "run" => RunCommand(store, args, rest),
-                "start" => Start(store, args, rest),
-                "exec" => Exec(store, args, rest),
-                "supervise" => Supervisor.Run(store, OneId(new ArgParser().Parse(args, rest), "supervise")),
-                "emulate" => EmulationServer.Run(OneId(new ArgParser().Parse(args, rest), "emulate")),
-                "socket-proxy" => SocketProxy.SocketProxyService.Run(OneId(new ArgParser().Parse(args, rest), "socket-proxy")),
-                "state" => State(store, args, rest),
-                "kill" => Kill(store, args, rest),
-                "delete" => Delete(store, args, rest),
-                "list" or "ls" => List(store, args, rest),
-                "spec" => SpecCommand(args, rest),
-                "features" => FeaturesCommand(),
-                "pause" => Pause(store, args, rest),
-                "resume" => Resume(store, args, rest),
-                "ps" => Ps(store, args, rest),
-                "update" => Update(store, args, rest),
-                "events" => Events(store, args, rest),
-                "install" or "uninstall" => InstallCommand(command == "uninstall", args, rest),
-                "policy" => PolicyCommand(store, args, rest),
-                "ranges" => Ranges(store, args, rest),
-                "init" => throw new RuntimeException("init is started by sandbox-runc itself, not by users"),
-                _ => throw new UsageException($"unknown command \"{command}\" (see sandbox-runc --help)"),
-            };
-        }
-        catch (Exception e) when (e is RuntimeException or UsageException or SpecException or SysException
-                                     or InitFailedException or Hooks.HookException or IOException
-                                     or UnauthorizedAccessException or Seccomp.SeccompException or Cgroups.CgroupException
-                                     or Policy.PolicyException or InvalidOperationException)
-        {
+                Log.Error($"exec failed: {e.Message}");
+                return 255;
+            }
             Log.Error(e.Message);
             return 1;
         }
+        catch (Exception e)
+        {
+            // A bug: still one line and a clean exit, never a crash dump that an engine shows as "signal: aborted".
+            Log.Error(InternalError(e));
+            Log.Debug(e.ToString());
+            return 1;
+        }
+    }
+
+    static int Dispatch(string command, StateStore store, string[] args, int rest) => command switch
+    {
+        "create" => Create(store, args, rest),
+        "run" => RunCommand(store, args, rest),
+        "start" => Start(store, args, rest),
+        "exec" => Exec(store, args, rest),
+        "supervise" => Supervisor.Run(store, OneId(new ArgParser().Parse(args, rest), Helper(command))),
+        "emulate" => EmulationServer.Run(OneId(new ArgParser().Parse(args, rest), Helper(command))),
+        "socket-proxy" => SocketProxy.SocketProxyService.Run(OneId(new ArgParser().Parse(args, rest), Helper(command))),
+        "state" => State(store, args, rest),
+        "kill" => Kill(store, args, rest),
+        "delete" => Delete(store, args, rest),
+        "list" or "ls" => List(store, args, rest),
+        "spec" => SpecCommand(args, rest),
+        "features" => FeaturesCommand(args, rest),
+        "pause" => Pause(store, args, rest),
+        "resume" => Resume(store, args, rest),
+        "ps" => Ps(store, args, rest),
+        "update" => Update(store, args, rest),
+        "events" => Events(store, args, rest),
+        "install" or "uninstall" => InstallCommand(command == "uninstall", args, rest),
+        "policy" => PolicyCommand(store, args, rest),
+        "ranges" => Ranges(store, args, rest),
+        "init" => throw new RuntimeException("init is started by sandbox-runc itself, not by users"),
+        _ => throw new UsageException($"unknown command \"{command}\" (see sandbox-runc --help)"),
+    };
+
+    /// <summary>The per-container helpers are started by create (and the supervisor) only: by hand they would serve nobody.</summary>
+    static string Helper(string command) => Supervisor.StartedByParent() ? command
+        : throw new RuntimeException($"{command} is started by sandbox-runc itself for each container, not by users");
+
+    static string InternalError(object? e) => e is Exception x
+        ? $"sandbox-runc: internal error: {x.GetType().Name}: {x.Message}"
+        : $"sandbox-runc: internal error: {e}";
+
+    /// <summary>
+    /// An exception nobody caught on some thread (a notify worker or FUSE thread of a helper, a thread of
+    /// create): one logged line and exit 1, instead of the runtime's abort (SIGABRT, a core, a stack dump on
+    /// stderr). Helpers fail closed when they exit: the kernel answers trapped syscalls with ENOSYS and FUSE
+    /// reads with ENOTCONN.
+    /// </summary>
+    static void ExitOnUnhandled(object? exception)
+    {
+        try { Log.Error(InternalError(exception)); } catch { /* nothing left to tell it to */ }
+        Environment.Exit(1);
     }
 
     static string OneId(ArgParser.Result r, string command)
@@ -101,9 +133,13 @@ public static class CommandLine
         int preserve = 0;
         if (r.Get("preserve-fds") is { } p && (!int.TryParse(p, out preserve) || preserve < 0))
             throw new UsageException($"--preserve-fds: \"{p}\" is not a non-negative number");
-        return new CreateOptions(id, r.Get("bundle") ?? Directory.GetCurrentDirectory(), r.Get("pid-file"),
-            r.Get("console-socket"), r.Has("no-pivot"), r.Has("no-new-keyring"), preserve, s_systemdCgroup);
+        // As runc's: an empty --bundle is the current directory, an empty --pid-file or --console-socket none.
+        return new CreateOptions(id, Given(r, "bundle") ?? Directory.GetCurrentDirectory(), Given(r, "pid-file"),
+            Given(r, "console-socket"), r.Has("no-pivot"), r.Has("no-new-keyring"), preserve, s_systemdCgroup);
     }
+
+    /// <summary>A flag's value, or null when it is missing or empty.</summary>
+    static string? Given(ArgParser.Result r, string flag) => r.Get(flag) is { Length: > 0 } v ? v : null;
 
     static int Create(StateStore store, string[] args, int start)
     {
@@ -146,35 +182,26 @@ public static class CommandLine
         .Flag("no-new-privs").Flag("preserve-fds", true).Flag("apparmor", true).Flag("process-label", true)
         .Flag("ignore-paused").Flag("cgroup", true);
 
-    /// <summary>`exec`: errors say "exec failed: ..." and exit 255, as runc's (docker shows them after "OCI runtime exec failed:").</summary>
+    /// <summary>`exec`: errors other than usage ones say "exec failed: ..." and exit 255, as runc's (see <see cref="Run"/>).</summary>
     static int Exec(StateStore store, string[] args, int start)
     {
-        var r = ExecFlags.Parse(args, start);
+        var r = ExecFlags.Parse(args, start, stopAtPositional: true);
         if (r.Positional.Count < 1) throw new UsageException("\"exec\" requires the container id and, without --process, a command");
         string id = r.Positional[0];
         int preserve = 0;
         if (r.Get("preserve-fds") is { } pf && (!int.TryParse(pf, out preserve) || preserve < 0))
             throw new UsageException($"--preserve-fds: \"{pf}\" is not a non-negative number");
-        try
-        {
-            var process = r.Get("process") is { } file
-                ? ExecOperation.FromFile(file)
-                : ExecOperation.FromFlags(store.LoadSpec(id).Process ?? new Oci.Process(), r.Positional.Skip(1).ToList(), r.Get("cwd"),
-                    r.All("env"), r.Has("tty"), r.Get("user"), r.All("cap"), r.Has("no-new-privs"), r.All("additional-gids"), r.Get("apparmor"));
-            bool detach = r.Has("detach");
-            using var terminal = r.Get("console-socket") is null && !detach && process.Terminal ? new ForegroundTerminal() : null;
-            int pid = ExecOperation.Start(store, new ExecOptions(id, process, detach, r.Get("pid-file"),
-                terminal?.SocketPath ?? r.Get("console-socket"), preserve));
-            if (detach) return 0;
-            terminal?.Attach();
-            return WaitForwardingSignals(pid);
-        }
-        catch (Exception e) when (e is RuntimeException or SpecException or SysException or InitFailedException
-                                     or IOException or InvalidOperationException or Seccomp.SeccompException)
-        {
-            Log.Error($"exec failed: {e.Message}");
-            return 255;
-        }
+        var process = Given(r, "process") is { } file
+            ? ExecOperation.FromFile(file)
+            : ExecOperation.FromFlags(store.LoadSpec(id).Process ?? new Oci.Process(), r.Positional.Skip(1).ToList(), r.Get("cwd"),
+                r.All("env"), r.Has("tty"), r.Get("user"), r.All("cap"), r.Has("no-new-privs"), r.All("additional-gids"), r.Get("apparmor"));
+        bool detach = r.Has("detach");
+        using var terminal = Given(r, "console-socket") is null && !detach && process.Terminal ? new ForegroundTerminal() : null;
+        int pid = ExecOperation.Start(store, new ExecOptions(id, process, detach, Given(r, "pid-file"),
+            terminal?.SocketPath ?? Given(r, "console-socket"), preserve));
+        if (detach) return 0;
+        terminal?.Attach();
+        return WaitForwardingSignals(pid);
     }
 
     /// <summary>Waits for a child of ours (an init or exec'd process cloned with CLONE_PARENT), passing on the usual signals.</summary>
@@ -249,17 +276,22 @@ public static class CommandLine
     static int SpecCommand(string[] args, int start)
     {
         var r = new ArgParser().Flag("bundle|b", true).Flag("rootless").Parse(args, start);
-        string bundle = r.Get("bundle") ?? Directory.GetCurrentDirectory();
+        if (r.Positional.Count != 0) throw new UsageException("\"spec\" takes no arguments (the bundle is --bundle DIR)");
+        string bundle = Given(r, "bundle") ?? Directory.GetCurrentDirectory();
         string path = Path.Combine(bundle, "config.json");
         if (File.Exists(path)) throw new RuntimeException($"File {path} exists. Remove it first");
-        File.WriteAllText(path, JsonSerializer.Serialize(DefaultSpec.Create(), OciJsonIndented.Default.Spec) + "\n");
+        try { File.WriteAllText(path, JsonSerializer.Serialize(DefaultSpec.Create(), OciJsonIndented.Default.Spec) + "\n"); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new RuntimeException($"spec: cannot write {path}: {Interop.UserFile.Reason(e)}");
+        }
         return 0;
     }
 
     static int PolicyCommand(StateStore store, string[] args, int start)
     {
         var r = new ArgParser().Flag("id", true).Parse(args, start);
-        if (r.Positional is not ["check", var bundle])
+        if (r.Positional is not ["check", { Length: > 0 } bundle] || r.Get("id") is "")
             throw new UsageException("usage: sandbox-runc policy check BUNDLE [--id ID]");
         return PolicyCheck.Run(bundle, r.Get("id"), store.Root, Console.Out);
     }
@@ -272,8 +304,9 @@ public static class CommandLine
         return r.Has("rebuild") ? RangesOperation.Rebuild(store, allocator, Console.Out) : RangesOperation.List(allocator, Console.Out);
     }
 
-    static int FeaturesCommand()
+    static int FeaturesCommand(string[] args, int start)
     {
+        if (new ArgParser().Parse(args, start).Positional.Count != 0) throw new UsageException("\"features\" takes no arguments");
         Console.Out.WriteLine(JsonSerializer.Serialize(FeaturesDocument.Create(), OciJsonIndented.Default.Features));
         return 0;
     }
@@ -292,7 +325,7 @@ public static class CommandLine
 
     static int Ps(StateStore store, string[] args, int start)
     {
-        var r = new ArgParser().Flag("format|f", true).Parse(args, start);
+        var r = new ArgParser().Flag("format|f", true).Parse(args, start, stopAtPositional: true);
         if (r.Positional.Count < 1) throw new UsageException("\"ps\" requires at least 1 argument: the container id, then ps options");
         string format = r.Get("format") ?? "table";
         if (format is not ("table" or "json")) throw new UsageException($"invalid format option \"{format}\" (table or json)");
@@ -324,6 +357,8 @@ public static class CommandLine
         var r = new ArgParser().Flag("default").Flag("lock").Flag("containerd").Flag("no-docker").Flag("no-reload")
             .Flag("docker-config", true).Flag("containerd-config", true).Flag("path", true).Parse(args, start);
         if (r.Positional.Count != 0) throw new UsageException($"\"{(uninstall ? "uninstall" : "install")}\" takes no arguments");
+        foreach (var flag in new[] { "path", "docker-config", "containerd-config" })
+            if (r.Get(flag) is "") throw new UsageException($"--{flag}: the path cannot be empty");
         string binary = r.Get("path") is { } p ? Interop.HostPath.Resolve(p) : Install.EngineConfig.SelfPath();
         if (!uninstall && !File.Exists(binary)) throw new UsageException($"--path: {binary} does not exist");
         return Install.EngineConfig.Run(new Install.EngineConfigOptions(uninstall, binary, r.Has("default"), !r.Has("no-docker"),

@@ -31,7 +31,10 @@ public static class Log
     {
         message = message.ReplaceLineEndings(" ");
         if (alsoStderr)
-            Console.Error.WriteLine(level == "error" ? message : $"{level}: {message}");
+        {
+            try { Console.Error.WriteLine(level == "error" ? message : $"{level}: {message}"); }
+            catch (IOException) { /* stderr is gone (a closed pipe): the log file may still take it */ }
+        }
         if (_file is null) return;
         string time = DateTime.UtcNow.ToString("yyyy-MM-ddTHH:mm:ss.fffffffZ");
         string line;
@@ -52,7 +55,8 @@ public static class Log
         {
             line = $"time=\"{time}\" level={level} msg=\"{message.Replace("\"", "\\\"")}\"";
         }
+        // A log file that cannot be written (a directory, a read-only place) must not turn an error into a crash.
         try { File.AppendAllText(_file, line + "\n"); }
-        catch (IOException) { }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
     }
 }

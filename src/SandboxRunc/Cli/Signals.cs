@@ -28,12 +28,12 @@ public static class Signals
         if (name.StartsWith("RTMIN", StringComparison.Ordinal))
         {
             int off = name.Length == 5 ? 0 : int.TryParse(name[5..], out var o) ? o : -1;
-            if (off >= 0 && RtMin + off <= RtMax) return RtMin + off;
+            if (off >= 0 && off <= RtMax - RtMin) return RtMin + off;
         }
         if (name.StartsWith("RTMAX", StringComparison.Ordinal))
         {
             int off = name.Length == 5 ? 0 : int.TryParse(name[5..], out var o) ? o : 1;
-            if (off <= 0 && RtMax + off >= RtMin) return RtMax + off;
+            if (off <= 0 && off >= RtMin - RtMax) return RtMax + off;
         }
         throw new UsageException($"unknown signal \"{text}\"");
     }

@@ -81,7 +81,7 @@ public static class Durations
     {
         string v = value.Trim();
         if (double.TryParse(v, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out double secs))
-            return TimeSpan.FromSeconds(secs);
+            return Seconds(flag, value, secs);
         var m = System.Text.RegularExpressions.Regex.Match(v, @"^(?:(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h))+$");
         if (!m.Success) throw new Cli.UsageException($"invalid value \"{value}\" for flag --{flag}: not a duration (e.g. 5s, 500ms)");
         double total = 0;
@@ -93,6 +93,11 @@ public static class Durations
                 "ns" => n / 1e9, "us" or "µs" => n / 1e6, "ms" => n / 1e3, "s" => n, "m" => n * 60, _ => n * 3600,
             };
         }
-        return TimeSpan.FromSeconds(total);
+        return Seconds(flag, value, total);
     }
+
+    static TimeSpan Seconds(string flag, string value, double seconds) =>
+        double.IsFinite(seconds) && Math.Abs(seconds) < TimeSpan.MaxValue.TotalSeconds / 2
+            ? TimeSpan.FromSeconds(seconds)
+            : throw new Cli.UsageException($"invalid value \"{value}\" for flag --{flag}: {(double.IsNaN(seconds) ? "not a duration" : "too large")}");
 }

@@ -72,15 +72,20 @@ public static class ExecOperation
                 State = store.ToOci(r, status),
             };
             init.Channel.Send(new InitMessage { Kind = InitMessage.Config, Config_ = config });
-            using var listener = init.Channel.Expect(InitMessage.Ready, "preparing the process").Fd;
-            init.Channel.Dispose();
-            // The process waits on no answer: until the supervisor takes its listener, a mount it makes
-            // blocks; if the supervisor is gone, the listener closes here and such calls fail (ENOSYS).
-            if (listener is not null)
+            using (var listener = init.Channel.Expect(InitMessage.Ready, "preparing the process").Fd)
             {
-                try { Supervisor.Send(store, o.Id, new SupervisorRequest { Kind = SupervisorRequest.Exec, Pid = init.Pid }, listener.Fd); }
-                catch (RuntimeException e) { Cli.Log.Warn($"exec {o.Id}: {e.Message}: mount and umount2 will fail (ENOSYS) in this process"); }
+                // The process waits on no answer: until the supervisor takes its listener, a mount it makes
+                // blocks; if the supervisor is gone, the listener closes here and such calls fail (ENOSYS).
+                if (listener is not null)
+                {
+                    try { Supervisor.Send(store, o.Id, new SupervisorRequest { Kind = SupervisorRequest.Exec, Pid = init.Pid }, listener.Fd); }
+                    catch (RuntimeException e) { Cli.Log.Warn($"exec {o.Id}: {e.Message}: mount and umount2 will fail (ENOSYS) in this process"); }
+                }
             }
+            // The channel ends when execve closes it; an Error before that is why the program could not be started.
+            if (init.Channel.Receive() is { Kind: InitMessage.Error } failed)
+                throw new InitFailedException(failed.Text ?? "the process failed before exec");
+            init.Channel.Dispose();
         }
         catch
         {
@@ -146,17 +151,10 @@ public static class ExecOperation
 
     public static Oci.Process FromFile(string path)
     {
-        byte[] json = path == "-" ? ReadStdin() : File.ReadAllBytes(path);
-        try
-        {
-            var p = JsonSerializer.Deserialize(json, OciJson.Default.Process) ?? throw new SpecException($"{path}: the process is null");
-            if (p.Args is not { Count: > 0 }) throw new SpecException($"{path}: field args must name the program to run");
-            return p;
-        }
-        catch (JsonException e)
-        {
-            throw new SpecException($"{path}: invalid JSON at line {(e.LineNumber ?? 0) + 1}: {e.Message.Split(" Path:")[0]}");
-        }
+        byte[] json = path == "-" ? ReadStdin() : UserFile.ReadAll("--process", path);
+        var p = SpecLoader.ParseDocument(json, path == "-" ? "--process stdin" : path, OciJson.Default.Process);
+        if (p.Args is not { Count: > 0 }) throw new SpecException($"{path}: field args must name the program to run");
+        return p;
     }
 
     static byte[] ReadStdin()
@@ -172,6 +170,11 @@ public static class PidFile
 {
     public static void Write(string path, int pid)
     {
-        AtomicFile.Write(path, pid.ToString());
+        if (path.Length == 0) throw new RuntimeException("--pid-file: the path cannot be empty");
+        try { AtomicFile.Write(path, pid.ToString()); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new RuntimeException($"--pid-file {path}: cannot write it: {UserFile.Reason(e)}");
+        }
     }
 }

@@ -5,7 +5,10 @@ using SandboxRunc.Oci;
 
 namespace SandboxRunc.Container;
 
-/// <summary>start: let a created container's init exec its program (it blocks on the exec fifo until we read it).</summary>
+/// <summary>
+/// start: let a created container's init exec its program (it blocks on the exec fifo until we read it), and
+/// fail with its reason when it cannot (see <see cref="ReadExecFifo"/>).
+/// </summary>
 public static unsafe class StartOperation
 {
     public static void Run(StateStore store, string id)
@@ -20,21 +23,14 @@ public static unsafe class StartOperation
 
         string fifo = store.FifoPath(id);
         int fd = SysException.Check(Libc.open(fifo, Libc.O_RDONLY | Libc.O_NONBLOCK | Libc.O_CLOEXEC, 0), "open", fifo);
-        using var handle = new SafeFd(fd);
-        // The init holds the write side open (blocked in open) until we are here; it then writes one byte and execs.
-        byte b;
-        while (true)
+        string? failure;
+        using (new SafeFd(fd))
         {
-            if (UnixSocket.WaitReadable(fd, 100))
-            {
-                nint n = Libc.read(fd, &b, 1);
-                if (n == 1) break;
-                if (n < 0 && Libc.Errno is Libc.EAGAIN or Libc.EINTR) continue;
-            }
-            if (!ProcStat.IsAlive(r.Pid, r.PidStartTime))
-                throw new RuntimeException($"cannot start container {id}: its init exited before start");
+            try { failure = ReadExecFifo(fd, r, id); }
+            finally { File.Delete(fifo); }
         }
-        File.Delete(fifo);
+        if (failure is not null)
+            throw new RuntimeException($"cannot start container {id}: {failure}");
         try
         {
             HookRunner.Run("poststart", r.Poststart, store.ToOci(r, ContainerStatus.Running));
@@ -44,6 +40,45 @@ public static unsafe class StartOperation
             // The OCI spec: a failing poststart hook is a warning; the container keeps running.
             Cli.Log.Warn(e.Message);
         }
+    }
+
+    const int MaxReason = 4096;
+
+    /// <summary>
+    /// The init holds the fifo's write side open (blocked in open) until we are here; it then writes one byte
+    /// and keeps it open until its execve closes it (close-on-exec), so the end of the stream means the
+    /// program runs (or ran: /bin/true may be gone already). Text after the byte is why the init could not
+    /// exec it: returned, null when there is none. The init must not hold us for ever: if it dies, the
+    /// stream ends; before the byte, a dead init is an error.
+    /// </summary>
+    static string? ReadExecFifo(int fd, ContainerRecord r, string id)
+    {
+        byte* buffer = stackalloc byte[512];
+        var text = new List<byte>();
+        bool started = false;
+        while (true)
+        {
+            if (UnixSocket.WaitReadable(fd, 100))
+            {
+                nint n = Libc.read(fd, buffer, 512);
+                if (n > 0)
+                {
+                    int skip = started ? 0 : 1;
+                    started = true;
+                    for (int i = skip; i < n && text.Count < MaxReason; i++) text.Add(buffer[i]);
+                    continue;
+                }
+                if (n == 0 && started) break;
+                if (n < 0 && Libc.Errno is not (Libc.EAGAIN or Libc.EINTR))
+                    throw new SysException("read", "exec fifo", Libc.Errno);
+            }
+            if (!ProcStat.IsAlive(r.Pid, r.PidStartTime))
+            {
+                if (!started) throw new RuntimeException($"cannot start container {id}: its init exited before start");
+                break;
+            }
+        }
+        return text.Count > 0 ? System.Text.Encoding.UTF8.GetString(text.ToArray()).Trim() : null;
     }
 }
 

@@ -5,9 +5,6 @@ using SandboxRunc.Oci;
 
 namespace SandboxRunc.Container;
 
-/// <summary>A refusal or failure of a lifecycle command, shown to the user as is.</summary>
-public sealed class RuntimeException(string message) : Exception(message);
-
 /// <summary>
 /// The runtime's state directory (--root): one directory per container with state.json (written
 /// atomically) and, until `start`, the exec fifo. Commands on one container serialise on an flock
@@ -36,18 +33,17 @@ public sealed partial class StateStore(string root)
     public string CreateDir(string id)
     {
         ValidateId(id);
-        Directory.CreateDirectory(Root, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
         string dir = Dir(id);
         try
         {
-            Directory.CreateDirectory(Root);
+            Directory.CreateDirectory(Root, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
             if (Directory.Exists(dir)) throw new RuntimeException($"container with id exists: {id}");
             var info = Directory.CreateDirectory(dir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
             return info.FullName;
         }
-        catch (IOException e)
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            throw new RuntimeException($"create state dir {dir}: {e.Message}");
+            throw new RuntimeException($"create state dir {dir}: {Interop.UserFile.Reason(e)}");
         }
     }
 

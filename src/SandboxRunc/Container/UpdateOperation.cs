@@ -29,21 +29,18 @@ public static partial class UpdateOperation
     /// <summary>Reads an OCI LinuxResources document ("-" = stdin).</summary>
     public static Resources ReadResources(string file)
     {
-        string what = file == "-" ? "stdin" : file;
-        try
+        byte[] json;
+        if (file == "-")
         {
-            using Stream s = file == "-" ? Console.OpenStandardInput() : File.OpenRead(file);
-            return JsonSerializer.Deserialize(s, OciJson.Default.Resources)
-                ?? throw new RuntimeException($"--resources {what}: empty document");
+            using var ms = new MemoryStream();
+            Console.OpenStandardInput().CopyTo(ms);
+            json = ms.ToArray();
         }
-        catch (JsonException e)
-        {
-            throw new RuntimeException($"--resources {what}: invalid resources JSON: {e.Message}");
-        }
-        catch (FileNotFoundException)
-        {
-            throw new RuntimeException($"--resources {what}: no such file");
-        }
+        else json = Interop.UserFile.ReadAll("--resources", file);
+        var r = SpecLoader.ParseDocument(json, file == "-" ? "--resources stdin" : $"--resources {file}", OciJson.Default.Resources);
+        if (r.Unified is { } u)
+            foreach (var key in u.Where(kv => kv.Value is null).Select(kv => kv.Key).ToList()) u.Remove(key);
+        return r;
     }
 
     /// <summary>

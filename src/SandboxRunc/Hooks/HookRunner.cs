@@ -55,4 +55,4 @@ public static unsafe class HookRunner
     }
 }
 
-public sealed class HookException(string message) : Exception(message);
+public sealed class HookException(string message) : SandboxRuncException(message);

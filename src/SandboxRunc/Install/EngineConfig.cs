@@ -100,19 +100,31 @@ public static partial class EngineConfig
 
     static string? ReadOrNull(string path)
     {
+        if (Directory.Exists(path)) throw new RuntimeException($"{path}: is a directory, not a configuration file");
         try { return File.ReadAllText(path); }
         catch (FileNotFoundException) { return null; }
         catch (DirectoryNotFoundException) { return null; }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new RuntimeException($"{path}: cannot read it: {Interop.UserFile.Reason(e)}");
+        }
     }
 
     /// <summary>Temp file in the same directory, fsync, rename over the target, fsync the directory.</summary>
     public static void WriteAtomic(string path, string text)
     {
-        Directory.CreateDirectory(Path.GetDirectoryName(path) ?? "/");
-        bool existed = File.Exists(path);
-        Interop.AtomicFile.Write(path, text, durable: true);
-        if (!existed)
-            File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.OtherRead);
+        try
+        {
+            Directory.CreateDirectory(Path.GetDirectoryName(path) ?? "/");
+            bool existed = File.Exists(path);
+            Interop.AtomicFile.Write(path, text, durable: true);
+            if (!existed)
+                File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.OtherRead);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new RuntimeException($"{path}: cannot write it: {Interop.UserFile.Reason(e)}");
+        }
     }
 
     /// <summary>SIGHUP to the dockerd named by its pid file; says what happened.</summary>

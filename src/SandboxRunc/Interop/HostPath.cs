@@ -38,6 +38,42 @@ public static unsafe partial class HostPath
         return r == null ? null : Marshal.PtrToStringUTF8((nint)r);
     }
 
+    /// <summary>
+    /// The first directory on the way to <paramref name="path"/> (each ancestor, then the path itself) that a
+    /// process with fsuid <paramref name="uid"/>, fsgid <paramref name="gid"/> and no capabilities cannot
+    /// search, with its owner and mode; null when there is none. The kernel answers (modes and ACLs alike): a
+    /// thread of ours takes those ids (setfsuid is per thread, and drops the file capabilities) and looks up
+    /// "DIR/.", which needs search permission on DIR. <paramref name="capable"/>(owner uid, gid) says whether the
+    /// process may enter a directory anyway (root of a user namespace, in one whose owner ids are both mapped
+    /// there): past such a directory the thread cannot tell, and nothing more is said.
+    /// </summary>
+    public static (string Dir, uint Uid, uint Gid, uint Mode)? FirstUnsearchable(string path, uint uid, uint gid, Func<uint, uint, bool> capable)
+    {
+        var dirs = new List<string> { "/" };
+        foreach (var part in Path.GetFullPath(path).Split('/', StringSplitOptions.RemoveEmptyEntries))
+            dirs.Add(dirs[^1] == "/" ? "/" + part : dirs[^1] + "/" + part);
+        var blocked = new bool[dirs.Count];
+        var t = new Thread(() =>
+        {
+            Libc.syscall(Libc.SYS_setfsgid, gid, 0, 0, 0, 0, 0);
+            Libc.syscall(Libc.SYS_setfsuid, uid, 0, 0, 0, 0, 0);
+            byte* st = stackalloc byte[Libc.StatSize];
+            for (int i = 0; i < dirs.Count; i++)
+                blocked[i] = Libc.stat(dirs[i] == "/" ? "/." : dirs[i] + "/.", st) != 0 && Libc.Errno == Libc.EACCES;
+        });
+        t.Start();
+        t.Join();
+        byte* buf = stackalloc byte[Libc.StatSize];
+        for (int i = 0; i < dirs.Count; i++)
+        {
+            if (!blocked[i]) continue;
+            if (Libc.stat(dirs[i], buf) != 0) return null;
+            uint owner = *(uint*)(buf + 28), group = *(uint*)(buf + 32), mode = *(uint*)(buf + 24) & 0xfff;
+            return capable(owner, group) ? null : (dirs[i], owner, group, mode);
+        }
+        return null;
+    }
+
     /// <summary>The owner uid and permission bits of a file (following symlinks), or null if it cannot be stat'ed.</summary>
     public static (uint Uid, uint Mode)? OwnerAndMode(string path)
     {

@@ -6,7 +6,7 @@ namespace SandboxRunc.Interop;
 /// The one error idiom of the interop layer: a failed system call, named with the call, the path
 /// or object it acted on, and the errno text ("mount /proc: Operation not permitted").
 /// </summary>
-public sealed class SysException : Exception
+public sealed class SysException : SandboxRuncException
 {
     public int Errno { get; }
     public string Call { get; }

@@ -61,14 +61,36 @@ public static unsafe class UnixSocket
         }
     }
 
-    /// <summary>Connects to a unix socket by path (SOCK_STREAM: e.g. the engine's --console-socket).</summary>
+    /// <summary>
+    /// Connects to a unix socket by path (SOCK_STREAM: e.g. the engine's --console-socket). A path longer than
+    /// sockaddr_un holds is reached through its directory, opened here: /proc/self/fd/N/NAME.
+    /// </summary>
     public static SafeFd Connect(string path, int type = Libc.SOCK_STREAM)
     {
         var fd = new SafeFd(SysException.Check(Libc.socket(Libc.AF_UNIX, type | Libc.SOCK_CLOEXEC, 0), "socket", path));
-        byte* addr = stackalloc byte[110];
-        int len = Address(path, addr);
-        SysException.Check(Libc.connect(fd.Fd, addr, len), "connect", path);
-        return fd;
+        try
+        {
+            byte* addr = stackalloc byte[110];
+            SafeFd? dir = null;
+            string name = path;
+            if (Encoding.UTF8.GetByteCount(path) > MaxPath && Path.GetFileName(path) is { Length: > 0 } file)
+            {
+                string parent = Path.GetDirectoryName(path) is { Length: > 0 } d ? d : "/";
+                dir = new SafeFd(SysException.Check(Libc.open(parent, Libc.O_PATH | Libc.O_DIRECTORY | Libc.O_CLOEXEC, 0), "open", parent));
+                name = $"/proc/self/fd/{dir.Fd}/{file}";
+            }
+            using (dir)
+            {
+                int len = Address(name, path, addr);
+                SysException.Check(Libc.connect(fd.Fd, addr, len), "connect", path);
+            }
+            return fd;
+        }
+        catch
+        {
+            fd.Dispose();
+            throw;
+        }
     }
 
     /// <summary>A listening SOCK_SEQPACKET socket at <paramref name="path"/> (replacing a stale one), mode 0600.</summary>
@@ -76,7 +98,7 @@ public static unsafe class UnixSocket
     {
         var fd = new SafeFd(SysException.Check(Libc.socket(Libc.AF_UNIX, Libc.SOCK_SEQPACKET | Libc.SOCK_CLOEXEC, 0), "socket", path));
         byte* addr = stackalloc byte[110];
-        int len = Address(path, addr);
+        int len = Address(path, path, addr);
         File.Delete(path);
         SysException.Check(Libc.bind(fd.Fd, addr, len), "bind", path);
         SysException.Check(Libc.chmod(path, 0x180 /* 0600 */), "chmod", path);
@@ -93,7 +115,7 @@ public static unsafe class UnixSocket
     {
         var fd = new SafeFd(SysException.Check(Libc.socket(Libc.AF_UNIX, Libc.SOCK_STREAM | Libc.SOCK_CLOEXEC, 0), "socket", path));
         byte* addr = stackalloc byte[110];
-        int len = Address(path, addr);
+        int len = Address(path, path, addr);
         SysException.Check(Libc.bind(fd.Fd, addr, len), "bind", path);
         SysException.Check(Libc.chown(path, uid, gid), "chown", path);
         SysException.Check(Libc.chmod(path, mode), "chmod", path);
@@ -109,13 +131,18 @@ public static unsafe class UnixSocket
         return new SafeFd(SysException.Check(fd, "accept4"));
     }
 
+    /// <summary>The longest path sun_path holds with its terminating NUL.</summary>
+    const int MaxPath = 107;
+
     /// <summary>struct sockaddr_un { sa_family_t sun_family; char sun_path[108]; } in a 110-byte buffer; returns its length.</summary>
-    static int Address(string path, byte* addr)
+    static int Address(string path, string shown, byte* addr)
     {
         new Span<byte>(addr, 110).Clear();
         *(ushort*)addr = (ushort)Libc.AF_UNIX;
         int len = Encoding.UTF8.GetByteCount(path);
-        if (len >= 107) throw new ArgumentException($"socket path too long (max 107 bytes): {path}");
+        if (len > MaxPath)
+            throw new RuntimeException($"unix socket {shown}: the path is too long ({len} bytes; a socket path has at most {MaxPath})");
+        if (len == 0) throw new RuntimeException("unix socket: the path is empty");
         Encoding.UTF8.GetBytes(path, new Span<byte>(addr + 2, 107));
         return 2 + len + 1;
     }

@@ -53,7 +53,7 @@ internal sealed class InitChannel(SafeFd socket) : IDisposable
     public void Dispose() => socket.Dispose();
 }
 
-public sealed class InitFailedException(string message) : Exception(message);
+public sealed class InitFailedException(string message) : SandboxRuncException(message);
 
 internal sealed class InitMessage
 {

@@ -52,6 +52,8 @@ internal static unsafe class InitLauncher
             string exe = self is null ? Environment.ProcessPath! : $"/proc/{Environment.ProcessId}/fd/{self.Fd}";
             stage0 = Spawn.Start(exe, ["sandbox-runc", "init"],
                 [$"_SANDBOX_RUNC_INIT={syncFd.ToString(CultureInfo.InvariantCulture)}"], fdMap);
+            // Only the init may hold its end now: if it dies, our receive must see the end of the stream.
+            childEnd.Dispose();
             var (flags, joins) = Namespaces(r.Spec);
             // Moving a process into v1 cgroups can wait for an RCU grace period (several ms here). With a
             // new user namespace, stage0 has work to do first (unshare, then wait for its maps), so the
@@ -59,6 +61,16 @@ internal static unsafe class InitLauncher
             placement = new CgroupPlacement(r.PlaceInCgroup, stage0, background: (flags & NsexecProtocol.CLONE_NEWUSER) != 0);
             UnixSocket.Send(parentEnd, NsexecProtocol.EncodeBootstrap(flags, joins, r.Spec.Process?.OomScoreAdj));
             int initPid = ReceiveInitPid(parentEnd, r, placement);
+            if (initPid < 0)
+            {
+                // It died, most likely killed: say by what (a memory limit too small for the init is the usual SIGKILL).
+                int? status = Spawn.Wait(stage0, 1000);
+                if (status is not null) stage0 = -1; // reaped
+                string how = status is > 128
+                    ? $" (killed by signal {status - 128}{(status == 128 + 9 ? ", e.g. by the OOM killer: is linux.resources.memory.limit too small?" : "")})"
+                    : "";
+                throw new InitFailedException($"container init exited while creating namespaces{how}");
+            }
             placement.Wait();
             Spawn.Wait(stage0);
             stage0 = -1;
@@ -73,13 +85,14 @@ internal static unsafe class InitLauncher
         }
     }
 
+    /// <summary>The init's pid, once nsexec has made the namespaces; -1 when stage0 went away without a word.</summary>
     static int ReceiveInitPid(SafeFd socket, Request r, CgroupPlacement placement)
     {
         var buffer = new byte[NsexecProtocol.MessageSize];
         while (true)
         {
             int n = UnixSocket.Receive(socket, buffer);
-            if (n == 0) throw new InitFailedException("container init exited while creating namespaces");
+            if (n == 0) return -1;
             var (type, value, text) = NsexecProtocol.Decode(buffer.AsSpan(0, n));
             switch (type)
             {

@@ -11,7 +11,7 @@ namespace SandboxRunc.Namespaces;
 /// config → mounts → host runs its hooks → createContainer hooks → pivot_root → terminal →
 /// hostname, sysctls → masked and read-only paths → ready → wait on the exec fifo → startContainer hooks →
 /// identity, capabilities, seccomp → execve. Anything that fails before "ready" goes back to
-/// `create` as its error message.
+/// `create` as its error message, anything after the start byte to `start` (through the exec fifo).
 /// </summary>
 internal static unsafe class InitProcess
 {
@@ -89,7 +89,10 @@ internal static unsafe class InitProcess
         return 1;
     }
 
-    /// <summary>After "ready" nobody waits for an answer: what is left fails on the process's stderr.</summary>
+    /// <summary>
+    /// After "ready": a failure goes to the process's stderr and, once `start` is waiting on the exec fifo,
+    /// to `start` itself, which fails with it (the fifo's write end stays open until execve closes it).
+    /// </summary>
     static int FinishAndExec(InitConfig config, ProcessImage image, int slave, string who, Action? beforeExec = null)
     {
         try
@@ -99,9 +102,21 @@ internal static unsafe class InitProcess
         }
         catch (Exception e)
         {
-            WriteStderr($"sandbox-runc {who}: {e.Message}\n");
+            // One place for the reason: whoever waits for the exec, else the process's own stderr.
+            if (_tell is not null) _tell(e.Message.ReplaceLineEndings(" "));
+            else WriteStderr($"sandbox-runc {who}: {e.Message}\n");
         }
         return 127; // reached only on failure: Exec replaces this process
+    }
+
+    /// <summary>Who waits for the exec and gets the reason it failed: `start` (exec fifo) or `exec` (the channel).</summary>
+    static Action<string>? _tell;
+
+    /// <summary>Why the process could not be started, for `start`: one write after the start byte (atomic below PIPE_BUF).</summary>
+    static void TellStart(int fd, string message)
+    {
+        byte[] b = Encoding.UTF8.GetBytes(message);
+        fixed (byte* p = b) Libc.write(fd, p, Math.Min(b.Length, 4000));
     }
 
     /// <summary>
@@ -124,11 +139,17 @@ internal static unsafe class InitProcess
         {
             return ReportFailure(channel, e);
         }
-        channel.Dispose();
+        // The channel stays open until execve closes it (close_range marks it close-on-exec): `exec` waits for
+        // that, and takes an Error message instead as the reason the process could not be started.
+        _tell = text => { try { channel.Send(new InitMessage { Kind = InitMessage.Error, Text = text }); } catch { } };
         return FinishAndExec(config, image, slave, "exec");
     }
 
-    /// <summary>Blocks until `start` opens the exec fifo for reading.</summary>
+    /// <summary>
+    /// Blocks until `start` opens the exec fifo for reading, then writes the one byte it waits for. The write
+    /// end stays open (close-on-exec): `start` reads on until execve closes it, and takes any text that comes
+    /// first as the reason the process could not be started (<see cref="TellStart(int, string)"/>).
+    /// </summary>
     static void WaitForStart(int fifoFd)
     {
         if (fifoFd < 0) return;
@@ -138,7 +159,7 @@ internal static unsafe class InitProcess
         SysException.Check(fd, "open exec fifo", path);
         byte zero = (byte)'0';
         SysException.Check((int)Libc.write(fd, &zero, 1), "write", "exec fifo");
-        Libc.close(fd);
+        _tell = text => TellStart(fd, text);
         Libc.close(fifoFd);
     }
 

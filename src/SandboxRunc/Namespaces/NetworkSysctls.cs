@@ -40,18 +40,44 @@ public static class NetworkSysctls
     }
 }
 
-/// <summary>Writes one linux.sysctl entry under /proc/sys, with an error naming the key, value and file.</summary>
-public static class Sysctl
+/// <summary>
+/// Writes one linux.sysctl entry under /proc/sys (of the calling thread's namespaces), with an error that says
+/// which key, which namespace, the kernel's reason and what it means.
+/// </summary>
+public static unsafe class Sysctl
 {
     public static void Write(string key, string value)
     {
-        if (key.Length == 0 || key.Contains("..") || key.StartsWith('.') || key.StartsWith('/'))
-            throw new InvalidOperationException($"sysctl \"{key}\": invalid name");
-        string path = "/proc/sys/" + key.Replace('.', '/');
-        try { File.WriteAllText(path, value); }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        if (key.Length == 0 || key.Contains("..") || key[0] is '.' or '/')
+            throw new RuntimeException($"sysctl \"{key}\": invalid name");
+        string path = "/proc/sys/" + Policy.SysctlPolicy.SysPath(key);
+        int fd = Libc.open(path, Libc.O_WRONLY | Libc.O_CLOEXEC | Libc.O_NOFOLLOW, 0);
+        if (fd < 0) Fail(key, value, Libc.Errno);
+        try
         {
-            throw new InvalidOperationException($"sysctl \"{key}\" = \"{value}\": write {path}: {e.Message}");
+            byte[] bytes = System.Text.Encoding.UTF8.GetBytes(value);
+            nint n;
+            fixed (byte* p = bytes)
+                do n = Libc.write(fd, p, bytes.Length); while (n < 0 && Libc.Errno == Libc.EINTR);
+            if (n < 0) Fail(key, value, Libc.Errno);
         }
+        finally { Libc.close(fd); }
+    }
+
+    static void Fail(string key, string value, int errno)
+    {
+        string? type = Policy.SysctlPolicy.NamespaceOf(key.Replace('/', '.'));
+        string where = type is null ? "the container" : $"the container's {type} namespace";
+        string meaning = errno switch
+        {
+            Libc.ENOENT => "; there is no such key there (per-interface keys need the interface to exist first)",
+            // A network namespace shows the host-wide net.* keys read-only.
+            Libc.EACCES or Libc.EPERM when type == "network" => "; it is read-only there: the key is global to the host, not one of " +
+                                          "the namespace's own. Remove it from the spec (docker: --sysctl)",
+            Libc.EINVAL => "; the kernel refused the value",
+            _ => "",
+        };
+        throw new RuntimeException($"sysctl {key}={value}: cannot be set in {where}: " +
+                                   $"{System.Runtime.InteropServices.Marshal.GetPInvokeErrorMessage(errno)}{meaning}");
     }
 }

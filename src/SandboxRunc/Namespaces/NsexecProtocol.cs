@@ -34,12 +34,12 @@ internal static class NsexecProtocol
         "user" => CLONE_NEWUSER,
         "cgroup" => CLONE_NEWCGROUP,
         "time" => CLONE_NEWTIME,
-        _ => throw new ArgumentException($"unknown namespace type \"{type}\""),
+        _ => throw new RuntimeException($"unknown namespace type \"{type}\""),
     };
 
     public static byte[] EncodeBootstrap(uint cloneFlags, IReadOnlyList<(uint Type, string Path)> joins, int? oomScoreAdj)
     {
-        if (joins.Count > MaxJoin) throw new ArgumentException($"at most {MaxJoin} namespaces can be joined");
+        if (joins.Count > MaxJoin) throw new RuntimeException($"at most {MaxJoin} namespaces can be joined");
         var msg = new byte[MessageSize];
         var span = msg.AsSpan();
         BinaryPrimitives.WriteUInt32LittleEndian(span, Bootstrap);
@@ -53,8 +53,9 @@ internal static class NsexecProtocol
         {
             var j = b[(20 + i * (4 + PathMax))..];
             BinaryPrimitives.WriteUInt32LittleEndian(j, joins[i].Type);
-            int n = Encoding.UTF8.GetBytes(joins[i].Path, j.Slice(4, PathMax - 1));
-            if (n >= PathMax) throw new ArgumentException($"namespace path too long: {joins[i].Path}");
+            if (Encoding.UTF8.GetByteCount(joins[i].Path) > PathMax - 1)
+                throw new RuntimeException($"namespace path too long (at most {PathMax - 1} bytes): {joins[i].Path[..Math.Min(joins[i].Path.Length, 64)]}...");
+            Encoding.UTF8.GetBytes(joins[i].Path, j.Slice(4, PathMax - 1));
         }
         return msg;
     }

@@ -5,12 +5,15 @@ namespace SandboxRunc.Namespaces;
 
 /// <summary>
 /// The last steps before execve, all on the calling thread (capabilities, no_new_privs and seccomp
-/// filters are per-thread; execve keeps the calling thread's): cwd, umask, apparmor, the user and
-/// groups, the capability sets, the seccomp filter, closing every fd we do not hand over.
+/// filters are per-thread; execve keeps the calling thread's): cwd, umask, apparmor, no_new_privs, the
+/// user and groups, the capability sets, closing every fd we do not hand over, and last the spec's
+/// seccomp filter, installed and followed by execve in one C call (nsexec.c): the filter may forbid
+/// anything the runtime itself needs (close_range, setresuid, capset, ...), so nothing else may run after it.
 /// </summary>
 internal static unsafe class ProcessFinalizer
 {
     const uint CloseRangeCloexec = 4;
+    const int CapSysAdmin = 21;
 
     public static void Exec(InitConfig config, ProcessImage image, int terminalSlave)
     {
@@ -19,16 +22,22 @@ internal static unsafe class ProcessFinalizer
         if (terminalSlave >= 0) Terminal.Attach(terminalSlave);
 
         string cwd = string.IsNullOrEmpty(process.Cwd) ? "/" : process.Cwd;
-        if (!Directory.Exists(cwd)) Directory.CreateDirectory(cwd);
-        SysException.Check(Libc.chdir(cwd), "chdir", cwd);
+        if (Libc.chdir(cwd) != 0)
+        {
+            // As runc: a missing working directory is made (a file in the way, or a read-only rootfs, is the error).
+            if (Libc.Errno != Libc.ENOENT) throw new SysException("chdir", $"process.cwd {cwd}", Libc.Errno);
+            try { Directory.CreateDirectory(cwd); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                throw new RuntimeException($"process.cwd {cwd}: cannot create it: {UserFile.Reason(e)}");
+            }
+            SysException.Check(Libc.chdir(cwd), "chdir", $"process.cwd {cwd}");
+        }
         if (user.Umask is uint umask) Libc.umask(umask);
         ApplyApparmor(process.ApparmorProfile);
 
         if (process.NoNewPrivileges)
             SysException.Check(Libc.prctl(Libc.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)");
-        // Without no_new_privs a filter needs CAP_SYS_ADMIN, which we still hold here; with it, install last.
-        if (config.SeccompProgram is { } program && !process.NoNewPrivileges)
-            Seccomp.SeccompFilter.Install(program, config.SeccompFlags);
 
         var caps = process.Capabilities;
         DropBoundingSet(caps?.Bounding);
@@ -36,17 +45,25 @@ internal static unsafe class ProcessFinalizer
         SetGroups(user.AdditionalGids);
         SysException.Check(Libc.setresgid(user.Gid, user.Gid, user.Gid), "setresgid", user.Gid.ToString());
         SysException.Check(Libc.setresuid(user.Uid, user.Uid, user.Uid), "setresuid", user.Uid.ToString());
-        SetCapabilities(caps);
-
-        if (config.SeccompProgram is { } late && process.NoNewPrivileges)
-            Seccomp.SeccompFilter.Install(late, config.SeccompFlags);
+        // Without no_new_privs the kernel loads a filter only for a holder of CAP_SYS_ADMIN (runc installs it
+        // early for that reason, before dropping capabilities). We keep it in the effective and permitted sets
+        // until the filter is in: what the program gets is decided at execve from the bounding, inheritable and
+        // ambient sets (root: bounding | inheritable; any other uid: ambient), which hold exactly the spec's.
+        bool filterNeedsSysAdmin = config.SeccompProgram is not null && !process.NoNewPrivileges;
+        SetCapabilities(caps, filterNeedsSysAdmin ? 1UL << CapSysAdmin : 0);
 
         // CVE-2024-21626: no fd of ours (state dir, cgroup files, the runtime's own) reaches the container.
         SysException.Check(Libc.syscall(Libc.SYS_close_range, 3 + config.PreserveFds, uint.MaxValue, CloseRangeCloexec, 0, 0, 0), "close_range");
 
         using var native = new Spawn.NativeStrings(image.Path, image.Args, image.Env);
-        Libc.execve(native.Path, native.Argv, native.Envp);
-        throw new SysException("exec", image.Path, Libc.Errno);
+        int stage;
+        int rc;
+        fixed (byte* filter = config.SeccompProgram)
+            rc = Nsexec.SeccompExec(filter, (uint)(config.SeccompProgram?.Length ?? 0) / 8, config.SeccompFlags,
+                native.Path, native.Argv, native.Envp, &stage);
+        throw stage == 1
+            ? new SysException("seccomp", "linux.seccomp (the spec's filter)", -rc)
+            : new SysException("exec", image.Path, -rc);
     }
 
     /// <summary>
@@ -115,10 +132,11 @@ internal static unsafe class ProcessFinalizer
         }
     }
 
-    static void SetCapabilities(Oci.Capabilities? caps)
+    /// <param name="keep">capabilities held in the effective and permitted sets until execve (see <see cref="Exec"/>).</param>
+    static void SetCapabilities(Oci.Capabilities? caps, ulong keep)
     {
-        ulong effective = CapabilityNames.Mask(caps?.Effective);
-        ulong permitted = CapabilityNames.Mask(caps?.Permitted);
+        ulong effective = CapabilityNames.Mask(caps?.Effective) | keep;
+        ulong permitted = CapabilityNames.Mask(caps?.Permitted) | keep;
         ulong inheritable = CapabilityNames.Mask(caps?.Inheritable);
         new CapabilitySets(effective, permitted, inheritable).Set();
         Libc.prctl(Libc.PR_CAP_AMBIENT, Libc.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);

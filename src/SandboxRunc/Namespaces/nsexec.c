@@ -42,6 +42,8 @@
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <unistd.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 
 #define NSEXEC_VERSION 1
 #define NSEXEC_MAX_JOIN 8
@@ -94,6 +96,27 @@ int nsexec_layout(int which)
     case 3: return (int)offsetof(struct nsexec_bootstrap, join);
     default: return -1;
     }
+}
+
+/*
+ * The very end of a container process's set-up (Namespaces/ProcessFinalizer.cs): the spec's seccomp filter,
+ * then execve, with no other system call in between (the filter may forbid any of them, and managed code
+ * between the two could make some). `filter` is a struct sock_filter[] of `len` instructions, or NULL.
+ * Returns only on failure, -errno: *stage is 1 when seccomp(2) failed (no filter in place), 2 when execve
+ * failed (the filter is in place).
+ */
+int nsexec_seccomp_exec(const void *filter, unsigned int len, unsigned int flags,
+                        const char *path, char *const argv[], char *const envp[], int *stage)
+{
+    if (filter != NULL && len > 0) {
+        struct sock_fprog prog = { .len = (unsigned short)len, .filter = (struct sock_filter *)filter };
+        *stage = 1;
+        if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags, &prog) < 0)
+            return -errno;
+    }
+    *stage = 2;
+    execve(path, argv, envp);
+    return -errno;
 }
 
 static void send_msg(uint32_t type, int32_t value, const char *text)

@@ -3,7 +3,8 @@ using System.Text.Json.Serialization;
 namespace SandboxRunc.Oci;
 
 // The OCI runtime-spec config.json (runtime-spec v1.x), as far as a Linux runtime reads it.
-// Field names are the spec's own; unknown fields are ignored, as runc does.
+// Field names are the spec's own; unknown fields are ignored, as runc does. A JSON null for a member that
+// is not nullable here leaves its default (setters below), as Go's decoder leaves a zero value.
 
 public sealed class Spec
 {
@@ -28,7 +29,7 @@ public sealed class Process
 {
     [JsonPropertyName("terminal")] public bool Terminal { get; set; }
     [JsonPropertyName("consoleSize")] public ConsoleSize? ConsoleSize { get; set; }
-    [JsonPropertyName("user")] public User User { get; set; } = new();
+    [JsonPropertyName("user")] public User User { get; set => field = value ?? new(); } = new();
     [JsonPropertyName("args")] public List<string>? Args { get; set; }
     [JsonPropertyName("commandLine")] public string? CommandLine { get; set; }
     [JsonPropertyName("env")] public List<string>? Env { get; set; }
@@ -67,14 +68,14 @@ public sealed class Capabilities
 
 public sealed class Rlimit
 {
-    [JsonPropertyName("type")] public string Type { get; set; } = "";
+    [JsonPropertyName("type")] public string Type { get; set => field = value ?? ""; } = "";
     [JsonPropertyName("hard")] public ulong Hard { get; set; }
     [JsonPropertyName("soft")] public ulong Soft { get; set; }
 }
 
 public sealed class Mount
 {
-    [JsonPropertyName("destination")] public string Destination { get; set; } = "";
+    [JsonPropertyName("destination")] public string Destination { get; set => field = value ?? ""; } = "";
     [JsonPropertyName("type")] public string? Type { get; set; }
     [JsonPropertyName("source")] public string? Source { get; set; }
     [JsonPropertyName("options")] public List<string>? Options { get; set; }
@@ -94,7 +95,7 @@ public sealed class Hooks
 
 public sealed class Hook
 {
-    [JsonPropertyName("path")] public string Path { get; set; } = "";
+    [JsonPropertyName("path")] public string Path { get; set => field = value ?? ""; } = "";
     [JsonPropertyName("args")] public List<string>? Args { get; set; }
     [JsonPropertyName("env")] public List<string>? Env { get; set; }
     [JsonPropertyName("timeout")] public int? Timeout { get; set; }
@@ -125,7 +126,7 @@ public sealed class Personality
 
 public sealed class Namespace
 {
-    [JsonPropertyName("type")] public string Type { get; set; } = "";
+    [JsonPropertyName("type")] public string Type { get; set => field = value ?? ""; } = "";
     [JsonPropertyName("path")] public string? Path { get; set; }
 }
 
@@ -138,8 +139,8 @@ public sealed class IdMapping
 
 public sealed class Device
 {
-    [JsonPropertyName("type")] public string Type { get; set; } = "";
-    [JsonPropertyName("path")] public string Path { get; set; } = "";
+    [JsonPropertyName("type")] public string Type { get; set => field = value ?? ""; } = "";
+    [JsonPropertyName("path")] public string Path { get; set => field = value ?? ""; } = "";
     [JsonPropertyName("major")] public long Major { get; set; }
     [JsonPropertyName("minor")] public long Minor { get; set; }
     [JsonPropertyName("fileMode")] public uint? FileMode { get; set; }
@@ -223,13 +224,13 @@ public sealed class ThrottleDevice
 
 public sealed class HugepageLimit
 {
-    [JsonPropertyName("pageSize")] public string PageSize { get; set; } = "";
+    [JsonPropertyName("pageSize")] public string PageSize { get; set => field = value ?? ""; } = "";
     [JsonPropertyName("limit")] public ulong Limit { get; set; }
 }
 
 public sealed class Seccomp
 {
-    [JsonPropertyName("defaultAction")] public string DefaultAction { get; set; } = "";
+    [JsonPropertyName("defaultAction")] public string DefaultAction { get; set => field = value ?? ""; } = "";
     [JsonPropertyName("defaultErrnoRet")] public uint? DefaultErrnoRet { get; set; }
     [JsonPropertyName("architectures")] public List<string>? Architectures { get; set; }
     [JsonPropertyName("flags")] public List<string>? Flags { get; set; }
@@ -240,8 +241,8 @@ public sealed class Seccomp
 
 public sealed class SeccompSyscall
 {
-    [JsonPropertyName("names")] public List<string> Names { get; set; } = new();
-    [JsonPropertyName("action")] public string Action { get; set; } = "";
+    [JsonPropertyName("names")] public List<string> Names { get; set => field = value ?? []; } = [];
+    [JsonPropertyName("action")] public string Action { get; set => field = value ?? ""; } = "";
     [JsonPropertyName("errnoRet")] public uint? ErrnoRet { get; set; }
     [JsonPropertyName("args")] public List<SeccompArg>? Args { get; set; }
 }
@@ -251,5 +252,5 @@ public sealed class SeccompArg
     [JsonPropertyName("index")] public uint Index { get; set; }
     [JsonPropertyName("value")] public ulong Value { get; set; }
     [JsonPropertyName("valueTwo")] public ulong ValueTwo { get; set; }
-    [JsonPropertyName("op")] public string Op { get; set; } = "";
+    [JsonPropertyName("op")] public string Op { get; set => field = value ?? ""; } = "";
 }

@@ -33,7 +33,20 @@ public sealed record EngineFacts(
     Func<string, StoredImage?> LookupImage,
     IReadOnlyList<Seccomp.Notify.MountEntry> HostMounts,
     Func<string, FsPlace?> PlaceOf,
-    IReadOnlyDictionary<int, BindSource> Binds);
+    IReadOnlyDictionary<int, BindSource> Binds)
+{
+    /// <summary>
+    /// Whether the namespace at a path (a /proc/PID/ns link or a bind-mounted nsfs file) is owned by the host's
+    /// initial user namespace (ioctl NS_GET_USERNS); false when it is not or cannot be told.
+    /// </summary>
+    public Func<string, bool> OwnedByHostUserNamespace { get; init; } = _ => false;
+
+    /// <summary>Whether a sysctl (linux.sysctl key) exists under the host's /proc/sys.</summary>
+    public Func<string, bool> SysctlExists { get; init; } = _ => true;
+
+    /// <summary>The spec's root.path as given, resolved on the host, and its place (null: not judged, e.g. it does not exist).</summary>
+    public (string Given, string Real, FsPlace? Place)? Rootfs { get; init; }
+}
 
 /// <summary>
 /// The small impure step before the policy: reads /etc/docker/daemon.json (data-root, unix sockets in
@@ -85,7 +98,13 @@ public static class EngineFactsGatherer
             id => LookupImage(imageStore, id),
             table,
             PlaceOf,
-            binds);
+            binds)
+        {
+            OwnedByHostUserNamespace = HostFacts.Current.OwnedByHostUserNamespace,
+            SysctlExists = key => Path.Exists("/proc/sys/" + SysctlPolicy.SysPath(key)),
+            Rootfs = spec.Root?.Path is { Length: > 0 } rootfs
+                ? (rootfs, HostPath.Resolve(Path.Combine(bundle, rootfs)), PlaceOf(Path.Combine(bundle, rootfs))) : null,
+        };
     }
 
     /// <summary>dockerd's data root, its unix sockets (daemon.json hosts, else /var/run/docker.sock) and its image store.</summary>

@@ -29,6 +29,17 @@ public sealed record BindSource(string Given, string Real, FsPlace Self, IReadOn
 {
     /// <summary>Every place visible through the source, its layers' included.</summary>
     public IEnumerable<FsPlace> AllShown() => Shows.Concat(Layers.SelectMany(l => l.AllShown()));
+
+    /// <summary>Where on the host the mounts below the source sit (a recursive bind), paired with the place each shows.</summary>
+    public IReadOnlyList<(string MountPoint, FsPlace Place)> Below { get; init; } = [];
+
+    /// <summary>A file (not a directory) with more than one name: its place says nothing of its other names
+    /// (a hard link in /tmp of /etc/shadow is /etc/shadow), so it is never ID-mapped.</summary>
+    public bool HardLinked { get; init; }
+
+    /// <summary>Every host path through which the source and its layers reach the host: itself, the mounts below, the layers'.</summary>
+    public IEnumerable<string> HostPaths() =>
+        new[] { Real }.Concat(Below.Select(b => b.MountPoint)).Concat(Layers.SelectMany(l => l.HostPaths()));
 }
 
 /// <summary>
@@ -98,6 +109,7 @@ public static class HostPlaces
         var self = Place(real, mountId, table);
         if (self is null) return null;
         var shows = new List<FsPlace> { self };
+        var below = new List<(string, FsPlace)>();
         var overlays = new List<MountEntry>();
         var own = MountOf(real, mountId, table);
         if (own is { FsType: "overlay" }) overlays.Add(own);
@@ -105,7 +117,9 @@ public static class HostPlaces
             foreach (var m in table)
                 if (m.MountPoint != real && MountRules.IsAtOrBelow(m.MountPoint, real) && m != own)
                 {
-                    shows.Add(new FsPlace(m.Major, m.Minor, m.Root, m.FsType));
+                    var place = new FsPlace(m.Major, m.Minor, m.Root, m.FsType);
+                    shows.Add(place);
+                    below.Add((m.MountPoint, place));
                     if (m.FsType == "overlay") overlays.Add(m);
                 }
         var layers = new List<BindSource>();
@@ -116,7 +130,7 @@ public static class HostPlaces
                     string layerReal = realPath(layer);
                     if (Describe(layer, layerReal, null, recursive: false, table, realPath, null, depth + 1) is { } l) layers.Add(l);
                 }
-        return new BindSource(given, real, self, shows, layers, id);
+        return new BindSource(given, real, self, shows, layers, id) { Below = below };
     }
 
     /// <summary>The directories an overlay mount is made of, from its super options (":" separates lower layers; "\:" escapes).</summary>
@@ -205,8 +219,12 @@ public static unsafe class HostPlacesReader
         var pinned = new SafeFd(fd);
         var (real, mountId) = Describe(fd);
         byte* st = stackalloc byte[Libc.StatSize];
-        FileId? id = Libc.fstat(fd, st) == 0 ? new FileId(*(ulong*)st, *(ulong*)(st + 8)) : null;
-        var source = real is null ? null : HostPlaces.Describe(path, real, mountId, recursive, table, HostPath.Resolve, id);
+        bool stated = Libc.fstat(fd, st) == 0;
+        FileId? id = stated ? new FileId(*(ulong*)st, *(ulong*)(st + 8)) : null;
+        // x86_64 struct stat: st_nlink at 16 (8 bytes), st_mode at 24.
+        bool hardLinked = stated && (*(uint*)(st + 24) & 0xF000) != 0x4000 && *(ulong*)(st + 16) > 1;
+        var source = real is null ? null : HostPlaces.Describe(path, real, mountId, recursive, table, HostPath.Resolve, id) is { } d
+            ? d with { HardLinked = hardLinked } : null;
         if (source is null) { pinned.Dispose(); return (null, null, Libc.ENOENT); }
         return (source, pinned, 0);
     }

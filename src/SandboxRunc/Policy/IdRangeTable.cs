@@ -208,7 +208,7 @@ public static class IdRangeTable
     static bool IsContainerId(string id)
     {
         try { Container.StateStore.ValidateId(id); return true; }
-        catch (Container.RuntimeException) { return false; }
+        catch (RuntimeException) { return false; }
     }
 
     static bool TryKind(string s, out HolderKind kind)

@@ -5,12 +5,45 @@ namespace SandboxRunc.Policy;
 /// <summary>Facts about the host the policy needs, gathered once per create (kept out of the pure functions).</summary>
 public sealed record HostFacts(Func<string, bool> IsHostNamespace)
 {
+    /// <summary>See <see cref="EngineFacts.OwnedByHostUserNamespace"/>: the owner asked of the kernel, compared by inode.</summary>
+    public Func<string, bool> OwnedByHostUserNamespace { get; init; } = _ => false;
+
     /// <summary>
     /// Compares the namespace behind a path (a /proc/PID/ns link or a bind-mounted nsfs file such as docker's
     /// /var/run/docker/netns/default) with PID 1's, by namespace inode. PID 1's links are read with readlink
     /// ("net:[4026531833]"), which works where stat(2) of them is refused (a PID 1 we may not ptrace).
     /// </summary>
-    public static HostFacts Current { get; } = new(IsHost);
+    public static HostFacts Current { get; } = new(IsHost) { OwnedByHostUserNamespace = IsOwnedByHostUserNamespace };
+
+    /// <summary>ioctl(NS_GET_USERNS) = _IO(0xb7, 0x1): an fd of the user namespace that owns a namespace.</summary>
+    const ulong NS_GET_USERNS = 0xb701;
+
+    static unsafe bool IsOwnedByHostUserNamespace(string path)
+    {
+        int fd = Interop.Libc.open(path, Interop.Libc.O_RDONLY | Interop.Libc.O_CLOEXEC, 0);
+        if (fd < 0) return false;
+        try
+        {
+            int owner = Interop.Libc.ioctl(fd, NS_GET_USERNS, null);
+            if (owner < 0) return false; // not a namespace, or its owner is out of our sight
+            try
+            {
+                ulong? inode = NamespaceInode($"/proc/self/fd/{owner}");
+                return inode is not null && HostUserNamespace.Value is { } host && inode == host;
+            }
+            finally { Interop.Libc.close(owner); }
+        }
+        finally { Interop.Libc.close(fd); }
+    }
+
+    /// <summary>The initial user namespace: PID 1's (or kthreadd's, see <see cref="HostInodes"/>).</summary>
+    static readonly Lazy<ulong?> HostUserNamespace = new(() =>
+    {
+        if (NamespaceInode("/proc/1/ns/user") is { } i) return i;
+        bool kthreadd = false;
+        try { kthreadd = File.ReadAllText("/proc/2/comm").Trim() == "kthreadd"; } catch (IOException) { }
+        return kthreadd ? NamespaceInode("/proc/2/ns/user") : null;
+    });
 
     static readonly string[] HostNamespaces = ["user", "net", "pid", "ipc", "uts", "mnt", "cgroup", "time"];
 
@@ -77,8 +110,8 @@ public sealed record PolicyDecision(UserNamespaceDecision UserNamespace, bool Re
 /// The isolation policy step of `create`, before anything is made: <see cref="Decide"/> is one pure function
 /// from (spec, admin settings, engine facts) to a refusal (<see cref="PolicyException"/>) or a decision, and
 /// <see cref="Rewrite"/> returns the spec to run. The facts are read by <see cref="EngineFactsGatherer"/>.
-/// Order of the checks: the opt-out, the user namespace, host namespaces, then each bind mount in spec order
-/// (the engine socket, else the restricted paths).
+/// Order of the checks: the opt-out, the user namespace, host namespaces, sysctls, then each bind mount in spec
+/// order (the engine socket, else the restricted paths).
 /// </summary>
 public static class IsolationPolicy
 {
@@ -92,9 +125,16 @@ public static class IsolationPolicy
         bool off = OptedOut(asked, settings, notes);
         var userNs = UserNamespacePolicy.Decide(spec, facts.IsHostNamespace);
         var binds = new Dictionary<int, BindVerdict>();
-        if (off) return new PolicyDecision(userNs, true, notes, binds, asked);
+        if (off)
+        {
+            // Not an isolation rule but runc's own: a sysctl is set in a namespace of the container, or not at all.
+            SysctlPolicy.Check(spec, facts.IsHostNamespace, facts.SysctlExists);
+            return new PolicyDecision(userNs, true, notes, binds, asked);
+        }
 
-        NamespacePolicy.Check(spec, facts.IsHostNamespace);
+        NamespacePolicy.Check(spec, facts.IsHostNamespace, facts.OwnedByHostUserNamespace);
+        if (facts.Rootfs is var (given, real, place)) MountPolicy.JudgeRootfs(given, real, place, settings, facts);
+        SysctlPolicy.Check(spec, facts.IsHostNamespace, facts.SysctlExists);
         bool socketChecked = false;
         var mounts = spec.Mounts ?? [];
         for (int i = 0; i < mounts.Count; i++)

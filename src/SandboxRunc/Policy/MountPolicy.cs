@@ -92,37 +92,93 @@ public static class MountPolicy
             throw Restricted();
 
         var dataRoot = facts.PlaceOf(facts.DockerRoot);
-        bool dockerOwn = dataRoot is not null && IsDockersOwn(source.Self, dataRoot, facts.ContainerId);
-        bool allowListed = settings.FileSharingAllowList.Select(facts.PlaceOf).Any(a => a is not null && a.Contains(source.Self));
+        string dataRootReal = facts.RealPath(facts.DockerRoot);
+        // Docker's own directory by what it is (its data root's filesystem, not something bound over it) ...
+        bool dockerOwn = dataRoot is not null && IsDockersOwn(source.Self, dataRoot, facts.ContainerId)
+                         && IsAtOrBelow(source.Real, dataRootReal);
+        // ... or by where it sits (a volume driver's mount at volumes/NAME/_data), what it is judged below.
+        bool dockerOwnPath = IsAtOrBelow(source.Real, dataRootReal)
+                             && IsDockersOwnRest(Rest(source.Real, dataRootReal), facts.ContainerId);
+        var allowPlaces = settings.FileSharingAllowList.Select(facts.PlaceOf).OfType<FsPlace>().ToList();
+        var allowPaths = settings.FileSharingAllowList.Select(facts.RealPath).ToList();
+        bool allowListed = allowPlaces.Any(a => a.Contains(source.Self));
 
         var root = facts.PlaceOf("/");
         var etc = facts.PlaceOf("/etc");
         if (root is not null && Same(root, source.Self) || etc is not null && Same(etc, source.Self)) throw Restricted();
 
+        // Where the source and what it shows sit on the host, as well as what they are: a filesystem mounted
+        // inside a restricted directory (a tmpfs under /run/sandbox-runc, another container's overlay under the
+        // data root, /dev/shm) is inside it though its device is another.
+        var hostPaths = source.HostPaths().ToList();
         foreach (var path in EnginePaths(facts))
         {
             bool isDataRoot = path == facts.DockerRoot;
+            string real = facts.RealPath(path);
+            foreach (var at in hostPaths)
+                if (IsAtOrBelow(at, real) && !(isDataRoot && dockerOwnPath && at == source.Real)) throw Restricted();
             if (facts.PlaceOf(path) is { } place)
             {
                 if (place.Contains(source.Self) && !(dockerOwn && isDataRoot)) throw Restricted();
                 if (everything.Any(s => s.Contains(place))) throw Restricted();
+                foreach (var layer in source.Layers)
+                    if (layer.AllShown().Any(l => place.Contains(l))) throw Restricted();
             }
-            else if (PathsOverlap(facts.RealPath(path), source.Real, below: true, above: true)) throw Restricted();
+            else if (PathsOverlap(real, source.Real, below: true, above: true)) throw Restricted();
         }
         foreach (var path in SystemPaths.Concat(settings.RestrictedMounts))
         {
+            string real = facts.RealPath(path);
+            if (hostPaths.Any(at => IsAtOrBelow(at, real))) throw Restricted();
             if (facts.PlaceOf(path) is { } place)
             {
                 if (place.Contains(source.Self)) throw Restricted();
                 if (!allowListed && everything.Any(s => s.Contains(place))) throw Restricted();
             }
-            else if (PathsOverlap(facts.RealPath(path), source.Real, below: true, above: !allowListed)) throw Restricted();
+            else if (PathsOverlap(real, source.Real, below: true, above: !allowListed)) throw Restricted();
         }
 
-        bool idmap = dockerOwn || allowListed;
+        // ID-mapped only when all it shows is in the allow list: a mount below it that is a part of a
+        // filesystem found elsewhere (/etc/ssh bound under /tmp) keeps its host owners, and so does a file
+        // with other names.
+        bool InAllowList(FsPlace p) => allowPlaces.Any(a => a.Contains(p))
+            || HostPlaces.CanonicalPath(p, facts.HostMounts) is { } c && allowPaths.Any(a => IsAtOrBelow(c, a));
+        bool idmap = !source.HardLinked && (dockerOwn || allowListed && source.Below.All(b => InAllowList(b.Place)));
         return new BindVerdict(index, source.Given, idmap, idmap ? null
+            : source.HardLinked ? $"bind {source.Given}: not ID-mapped (a file with other names on the host): host owners stay, and the container's root is an unprivileged host user there"
             : $"bind {source.Given}: not ID-mapped (outside the file-sharing allow list): host owners stay, and the container's root is an unprivileged host user there");
     }
+
+    /// <summary>Host directories a container's root filesystem may not be, lie in or contain: its root would own them.</summary>
+    static readonly string[] RootfsForbidden = ["/etc", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/boot", "/proc", "/sys", "/dev"];
+
+    /// <summary>
+    /// The rootfs is ID-mapped as a whole (container root owns it as host root owns it under runc): refused when
+    /// it is the host's root, lies in a system directory or the runtime's own state, or contains any directory
+    /// this policy protects (a rootfs of /var holds docker's data root). An engine's rootfs (docker's
+    /// overlay2/ID/merged, containerd's task rootfs) lies in the engine's storage and contains nothing.
+    /// </summary>
+    public static void JudgeRootfs(string given, string real, FsPlace? place, AdminSettings settings, EngineFacts facts)
+    {
+        PolicyException Refused(string what) => new($"can't use {given} as the container's root filesystem: it {what}, and the container's root would own it as host root (ID-mapped)");
+        if (real == "/" || place is not null && facts.PlaceOf("/") is { } hostRoot && Same(hostRoot, place)) throw Refused("is the host's /");
+        var inside = RootfsForbidden.Concat(["/etc/docker", "/etc/sandbox-runc", "/run/sandbox-runc", facts.StateRoot]);
+        if (facts.RuntimeBinary is { Length: > 0 } bin) inside = inside.Append(bin);
+        foreach (var path in inside)
+        {
+            string r = facts.RealPath(path);
+            if (IsAtOrBelow(real, r) || place is not null && facts.PlaceOf(path) is { } p && p.Contains(place))
+                throw Refused($"is inside {path}");
+        }
+        foreach (var path in RootfsForbidden.Concat(EnginePaths(facts)).Concat(SystemPaths).Concat(settings.RestrictedMounts))
+        {
+            string r = facts.RealPath(path);
+            if (Under(r, real) || place is not null && facts.PlaceOf(path) is { } p && place.Contains(p) && !Same(p, place))
+                throw Refused($"contains {path}");
+        }
+    }
+
+    static bool IsAtOrBelow(string path, string dir) => Seccomp.Notify.MountRules.IsAtOrBelow(path, dir);
 
     static string Article(string word) => word.Length > 0 && "aeiou".Contains(word[0]) ? "an" : "a";
 
@@ -132,7 +188,15 @@ public static class MountPolicy
     static bool IsDockersOwn(FsPlace self, FsPlace dataRoot, string containerId)
     {
         if (!dataRoot.Contains(self)) return false;
-        string rest = dataRoot.Path == "/" ? self.Path.TrimStart('/') : self.Path[dataRoot.Path.Length..].TrimStart('/');
+        return IsDockersOwnRest(Rest(self.Path, dataRoot.Path), containerId);
+    }
+
+    /// <summary>The part of <paramref name="path"/> below <paramref name="dir"/> (path at or below dir), without a leading '/'.</summary>
+    static string Rest(string path, string dir) => (dir == "/" ? path : path[dir.TrimEnd('/').Length..]).TrimStart('/');
+
+    /// <summary>Docker's own directories, by their path relative to the data root.</summary>
+    static bool IsDockersOwnRest(string rest, string containerId)
+    {
         var parts = rest.Split('/');
         if (parts is ["containers", var id, ..] && id.Length > 0)
         {

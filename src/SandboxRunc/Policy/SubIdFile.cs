@@ -42,7 +42,7 @@ public static class SubIdFile
             start = Align(e.End);
         }
         if (start + size > uint.MaxValue)
-            throw new Container.RuntimeException($"no room for a pool of {size} IDs below 2^32 in the subordinate ID files");
+            throw new RuntimeException($"no room for a pool of {size} IDs below 2^32 in the subordinate ID files");
         return start;
     }
 

@@ -99,12 +99,13 @@ public static class UserNamespacePolicy
 
     public static Spec WithSafeDevices(Spec spec)
     {
+        // A FIFO ("p") is no device at all: it reaches nothing of the host's and is kept.
         if (spec.Linux?.Devices is { } devices)
-            devices.RemoveAll(d => !SafeDevices.Any(s => (s.Type == d.Type || d.Type == "u" && s.Type == "c")
+            devices.RemoveAll(d => d.Type != "p" && !SafeDevices.Any(s => (s.Type == d.Type || d.Type == "u" && s.Type == "c")
                 && s.Major == d.Major && (s.Minor == -1 || s.Minor == d.Minor)));
         return spec;
     }
 }
 
 /// <summary>A refusal by the isolation policy: the message says what was refused and why.</summary>
-public sealed class PolicyException(string message) : Exception(message);
+public sealed class PolicyException(string message) : SandboxRuncException(message);

@@ -63,7 +63,7 @@ internal sealed unsafe class IdmappedStaging
         string target = NewDir();
         string? why = TryIdmap(rootfs, target, recursive: true);
         if (why is not null)
-            throw new InvalidOperationException(
+            throw new RuntimeException(
                 $"rootfs {rootfs}: cannot make an ID-mapped mount of it ({why}); sandbox-runc needs a filesystem that supports ID-mapped mounts (ext4, xfs, btrfs, tmpfs on kernel >= 6.3, overlayfs layers)");
         return target;
     }
@@ -72,22 +72,22 @@ internal sealed unsafe class IdmappedStaging
     {
         var opts = MountInfo.SuperOptions(m.SuperOptions);
         if (!opts.TryGetValue("lowerdir", out var lowers) || !opts.TryGetValue("upperdir", out var upper) || !opts.TryGetValue("workdir", out var work))
-            throw new InvalidOperationException($"rootfs {merged}: overlay without lowerdir, upperdir and workdir cannot be ID-mapped");
+            throw new RuntimeException($"rootfs {merged}: overlay without lowerdir, upperdir and workdir cannot be ID-mapped");
         string upperParent = Path.GetDirectoryName(upper)!;
         if (Path.GetDirectoryName(work) != upperParent)
-            throw new InvalidOperationException($"rootfs {merged}: upperdir and workdir must share a parent directory to be ID-mapped together");
+            throw new RuntimeException($"rootfs {merged}: upperdir and workdir must share a parent directory to be ID-mapped together");
 
         var stagedLowers = new List<string>();
         foreach (var lower in lowers.Split(':'))
         {
             string target = NewDir();
             string? why = TryIdmap(lower, target, recursive: false);
-            if (why is not null) throw new InvalidOperationException($"rootfs layer {lower}: cannot make an ID-mapped mount ({why})");
+            if (why is not null) throw new RuntimeException($"rootfs layer {lower}: cannot make an ID-mapped mount ({why})");
             stagedLowers.Add(target);
         }
         string stagedUpper = NewDir();
         string? upperWhy = TryIdmap(upperParent, stagedUpper, recursive: false);
-        if (upperWhy is not null) throw new InvalidOperationException($"rootfs upper layer {upperParent}: cannot make an ID-mapped mount ({upperWhy})");
+        if (upperWhy is not null) throw new RuntimeException($"rootfs upper layer {upperParent}: cannot make an ID-mapped mount ({upperWhy})");
 
         // A volatile overlay (podman run --rm; "fsync=volatile" in mountinfo since kernel 6.6) marks its
         // workdir with work/incompat/volatile, and the kernel then refuses any other mount using that
@@ -112,7 +112,7 @@ internal sealed unsafe class IdmappedStaging
         if (isVolatile) data += ",volatile";
         if (userXattr) data += ",userxattr";
         if (Encoding.UTF8.GetByteCount(data) >= 4096)
-            throw new InvalidOperationException($"rootfs {merged}: too many layers ({stagedLowers.Count}) for one overlay mount");
+            throw new RuntimeException($"rootfs {merged}: too many layers ({stagedLowers.Count}) for one overlay mount");
         string rootfs = Path.Combine(Dir, "rootfs");
         Directory.CreateDirectory(rootfs);
         AsContainerRoot(() => RootfsBuilder.Mount("overlay", rootfs, "overlay", 0, data));

@@ -61,7 +61,7 @@ public static class MountOptions
     }
 
     public static ulong? RootfsPropagation(string? name) =>
-        string.IsNullOrEmpty(name) ? null : PropagationTable.TryGetValue(name, out var p) ? p : throw new ArgumentException($"unknown rootfsPropagation \"{name}\"");
+        string.IsNullOrEmpty(name) ? null : PropagationTable.TryGetValue(name, out var p) ? p : throw new RuntimeException($"unknown rootfsPropagation \"{name}\"");
 
     public static IEnumerable<string> KnownOptions => FlagTable.Keys.Concat(PropagationTable.Keys).Concat(["bind", "rbind"]);
 }

@@ -31,7 +31,17 @@ internal sealed unsafe class RootfsBuilder(InitConfig config)
 
         var mounts = _spec.Mounts ?? [];
         for (int i = 0; i < mounts.Count; i++)
-            MountOne(mounts[i], config.MountSources.GetValueOrDefault(i));
+        {
+            try { MountOne(mounts[i], config.MountSources.GetValueOrDefault(i)); }
+            catch (Exception e) when (e is SysException or IOException or UnauthorizedAccessException)
+            {
+                // Name the spec's mount, not the host staging path the kernel was given.
+                var m = mounts[i];
+                string reason = e is SysException s ? System.Runtime.InteropServices.Marshal.GetPInvokeErrorMessage(s.Errno) : e.Message;
+                throw new RuntimeException($"mounts[{i}]: mount {m.Source ?? m.Type} on {m.Destination} (type {m.Type ?? "none"}" +
+                    $"{(m.Options is { Count: > 0 } opts ? ", options " + string.Join(',', opts) : "")}): {reason}");
+            }
+        }
         if (!(_spec.Mounts ?? []).Any(m => m.Destination == "/dev"))
             Directory.CreateDirectory(_rootfs + "/dev");
         CreateDevices();
@@ -52,7 +62,7 @@ internal sealed unsafe class RootfsBuilder(InitConfig config)
         if (o.Bind)
         {
             string source = stagedSource ?? m.Source ?? throw new InvalidOperationException($"mount {m.Destination}: a bind mount needs a source");
-            if (!Path.Exists(source)) throw new IOException($"mount {source} to {m.Destination}: source does not exist");
+            if (!Path.Exists(source)) throw new IOException("the source does not exist");
             CreateMountpoint(dest, isDirectory: Directory.Exists(source));
             Mount(source, dest, null, Libc.MS_BIND | (o.Recursive ? Libc.MS_REC : 0), null);
             ulong wanted = o.Flags & ~(Libc.MS_REMOUNT | Libc.MS_BIND | Libc.MS_REC);
@@ -116,6 +126,12 @@ internal sealed unsafe class RootfsBuilder(InitConfig config)
             if (d.Path is "/dev/ptmx" or "/dev/console") continue;
             string dest = SecureJoin.Join(_rootfs, d.Path);
             Directory.CreateDirectory(Path.GetDirectoryName(dest)!);
+            if (d.Type == "p")
+            {
+                // A FIFO is no device of the host's: it is made here, as runc makes it (mknod needs no privilege for it).
+                MakeNode(dest, d, Libc.S_IFIFO);
+                continue;
+            }
             if (config.UserNamespace)
             {
                 // mknod is not allowed in a user namespace: bind the host's node instead.
@@ -129,14 +145,20 @@ internal sealed unsafe class RootfsBuilder(InitConfig config)
             {
                 "c" or "u" => Libc.S_IFCHR,
                 "b" => Libc.S_IFBLK,
-                "p" => Libc.S_IFIFO,
                 _ => throw new InvalidOperationException($"device {d.Path}: unknown type \"{d.Type}\""),
             };
-            if (File.Exists(dest)) File.Delete(dest);
-            SysException.Check(Libc.mknod(dest, type | ((d.FileMode ?? 0x1b6) & 0xfff), MakeDev((ulong)d.Major, (ulong)d.Minor)), "mknod", d.Path);
-            SysException.Check(Libc.chmod(dest, (d.FileMode ?? 0x1b6) & 0xfff), "chmod", d.Path);
-            SysException.Check(Libc.chown(dest, d.Uid ?? 0, d.Gid ?? 0), "chown", d.Path);
+            MakeNode(dest, d, type);
         }
+    }
+
+    static void MakeNode(string dest, Device d, uint type)
+    {
+        uint mode = (d.FileMode ?? 0x1b6) & 0xfff;
+        if (File.Exists(dest)) File.Delete(dest);
+        ulong dev = type == Libc.S_IFIFO ? 0 : MakeDev((ulong)d.Major, (ulong)d.Minor);
+        SysException.Check(Libc.mknod(dest, type | mode, dev), "mknod", d.Path);
+        SysException.Check(Libc.chmod(dest, mode), "chmod", d.Path);
+        SysException.Check(Libc.chown(dest, d.Uid ?? 0, d.Gid ?? 0), "chown", d.Path);
     }
 
     static ulong MakeDev(ulong major, ulong minor) =>

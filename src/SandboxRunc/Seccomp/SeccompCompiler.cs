@@ -5,7 +5,7 @@ using static SandboxRunc.Seccomp.Libseccomp;
 namespace SandboxRunc.Seccomp;
 
 /// <summary>A seccomp profile that cannot be compiled: the message names the syscall or field and why.</summary>
-public sealed class SeccompException : Exception
+public sealed class SeccompException : SandboxRuncException
 {
     public SeccompException(string message) : base(message) { }
     public SeccompException(string message, Exception inner) : base(message, inner) { }

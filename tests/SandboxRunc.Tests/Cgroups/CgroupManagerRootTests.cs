@@ -93,8 +93,8 @@ public sealed class CgroupManagerRootTests : IDisposable
         Assert.Contains(":" + CgPath + "\n", self);
 
         m.KillAll(9);
-        Assert.True(p.WaitForExit(5000), "sleep survived KillAll(9)");
-        m.Destroy(TimeSpan.FromSeconds(5));
+        Assert.True(p.WaitForExit(Patience.Condition), "sleep survived KillAll(9)");
+        m.Destroy(Patience.Condition);
         Assert.All(m.Paths.Dirs, d => Assert.False(Directory.Exists(d), d + " still exists"));
     }
 

@@ -1,7 +1,7 @@
 using System.Diagnostics;
 using System.Text;
 using CliWrap;
-using CliWrap.Buffered;
+using SandboxRunc.Tests.TestSupport;
 
 namespace SandboxRunc.Tests.Docker;
 
@@ -33,30 +33,86 @@ public sealed class DockerCli : IDisposable
 
     public Task<Result> Run(params string[] args) => RunWithStdin(null, args);
 
-    public async Task<Result> RunWithStdin(string? stdin, params string[] args)
+    /// <summary>As <see cref="Run(string[])"/>, with a bound of its own (a command meant to run for a while).</summary>
+    public Task<Result> Run(TimeSpan within, params string[] args) => Execute(null, within, args, diagnose: true);
+
+    public Task<Result> RunWithStdin(string? stdin, params string[] args) => Execute(stdin, Patience.Command, args, diagnose: true);
+
+    /// <summary>
+    /// Runs the docker CLI. A command still running after <paramref name="within"/> is a hang: it is killed
+    /// and the failure shows what it printed so far and, for the containers of this test it names, their
+    /// state, logs and the runtime's log.json.
+    /// </summary>
+    async Task<Result> Execute(string? stdin, TimeSpan within, string[] args, bool diagnose)
     {
-        var cmd = CliWrap.Cli.Wrap("docker").WithArguments(args).WithValidation(CommandResultValidation.None);
+        var stdout = new StringBuilder();
+        var stderr = new StringBuilder();
+        var cmd = CliWrap.Cli.Wrap("docker").WithArguments(args).WithValidation(CommandResultValidation.None)
+            .WithStandardOutputPipe(PipeTarget.ToStringBuilder(stdout, Encoding.UTF8))
+            .WithStandardErrorPipe(PipeTarget.ToStringBuilder(stderr, Encoding.UTF8));
         if (stdin is not null) cmd = cmd.WithStandardInputPipe(PipeSource.FromString(stdin));
-        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        using var cts = new CancellationTokenSource(within);
         var sw = Stopwatch.StartNew();
-        BufferedCommandResult r;
+        CommandResult r;
         try
         {
-            r = await cmd.ExecuteBufferedAsync(Encoding.UTF8, cts.Token);
+            r = await cmd.ExecuteAsync(cts.Token);
         }
         catch (OperationCanceledException)
         {
-            throw new Xunit.Sdk.XunitException($"docker {string.Join(' ', args)} did not finish within 30 s");
+            throw new Xunit.Sdk.XunitException($"docker {Show(args)} did not finish within {within.TotalSeconds:0} s (hung; killed)" +
+                $"\nstdout so far: {stdout}\nstderr so far: {stderr}" + (diagnose ? await Diagnose(args) : ""));
         }
-        return new Result(r.ExitCode, r.StandardOutput, r.StandardError, sw.Elapsed);
+        return new Result(r.ExitCode, stdout.ToString(), stderr.ToString(), sw.Elapsed);
     }
+
+    static string Show(string[] args) => string.Join(' ', args.Select(a => a.Contains(' ') ? $"'{a}'" : a));
+
+    /// <summary>
+    /// What a failure message needs about the containers of this test named in a command: docker's view of
+    /// each (status, pid, exit code, error), the tail of its logs, and the runtime's log.json if it wrote one.
+    /// </summary>
+    public async Task<string> Diagnose(params string[] args)
+    {
+        string[] mine;
+        lock (_names) mine = [.. _names.Where(args.Contains)];
+        var text = new StringBuilder();
+        foreach (var name in mine) text.Append(await Describe(name));
+        return text.ToString();
+    }
+
+    /// <summary>One container's state, last log lines and runtime log.json, for a failure message (never throws).</summary>
+    public async Task<string> Describe(string name)
+    {
+        var text = new StringBuilder($"\n--- container {name}:");
+        try
+        {
+            var bound = TimeSpan.FromSeconds(20);
+            var state = await Execute(null, bound, ["inspect", "--format",
+                "{{.Id}} {{.State.Status}} pid={{.State.Pid}} exit={{.State.ExitCode}} oom={{.State.OOMKilled}} error={{.State.Error}}", name], diagnose: false);
+            text.Append($"\n  docker inspect: {(state.Stdout + state.Stderr).Trim()}");
+            var logs = await Execute(null, bound, ["logs", "--tail", "40", name], diagnose: false);
+            text.Append($"\n  docker logs --tail 40:\n{Indent(logs.Stdout)}\n  (stderr)\n{Indent(logs.Stderr)}");
+            string id = state.Stdout.Split(' ')[0];
+            string logJson = $"/var/run/docker/containerd/daemon/io.containerd.runtime.v2.task/moby/{id}/log.json";
+            if (id.Length == 64 && File.Exists(logJson))
+                text.Append($"\n  runtime {logJson}:\n{Indent(string.Join('\n', File.ReadLines(logJson).TakeLast(40)))}");
+        }
+        catch (Exception e)
+        {
+            text.Append($"\n  (could not describe it: {e.Message})");
+        }
+        return text.ToString();
+    }
+
+    static string Indent(string s) => "    " + s.TrimEnd().Replace("\n", "\n    ");
 
     /// <summary>Runs and asserts exit 0; the failure message carries both output streams.</summary>
     public async Task<Result> Ok(params string[] args)
     {
         var r = await Run(args);
         if (r.ExitCode != 0)
-            throw new Xunit.Sdk.XunitException($"docker {string.Join(' ', args)} failed: {r}");
+            throw new Xunit.Sdk.XunitException($"docker {Show(args)} failed: {r}{await Diagnose(args)}");
         return r;
     }
 
@@ -103,19 +159,14 @@ public sealed class DockerCli : IDisposable
         throw new Xunit.Sdk.XunitException($"no staging dir for {stateDir}");
     }
 
-    /// <summary>Polls the container's logs until they contain the text (a trap is set, a loop has begun...).</summary>
-    public async Task WaitForLog(string name, string text, int timeoutMs = 10000)
-    {
-        var deadline = DateTime.UtcNow.AddMilliseconds(timeoutMs);
-        Result last;
-        do
-        {
-            last = await Run("logs", name);
-            if (last.Stdout.Contains(text) || last.Stderr.Contains(text)) return;
-            await Task.Delay(50);
-        } while (DateTime.UtcNow < deadline);
-        throw new Xunit.Sdk.XunitException($"container {name} never logged \"{text}\": {last}");
-    }
+    /// <summary>Waits until the container's logs contain the text (a trap is set, a loop has begun...).</summary>
+    public Task WaitForLog(string name, string text, TimeSpan? timeout = null) =>
+        Eventually.Holds(() => Run("logs", name), r => r.Stdout.Contains(text) || r.Stderr.Contains(text),
+            $"container {name} to log \"{text}\"", timeout);
+
+    /// <summary>As above; a bound in milliseconds counts only when it is the more generous one.</summary>
+    public Task WaitForLog(string name, string text, int timeoutMs) =>
+        WaitForLog(name, text, TimeSpan.FromMilliseconds(Math.Max(timeoutMs, Patience.Condition.TotalMilliseconds)));
 
     public void Dispose()
     {

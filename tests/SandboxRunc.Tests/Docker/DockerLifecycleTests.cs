@@ -34,9 +34,9 @@ public sealed class DockerLifecycleTests : IDisposable
     {
         string name = await _docker.RunDetached("stopterm", runtime, [], "sh", "-c", IgnoresTerm);
         await _docker.WaitForLog(name, "ready");
+        // Stop waits the grace period, then kills (137); that it returns at all is the command's hang bound.
         var stop = await _docker.Ok("stop", "-t", "2", name);
         Assert.True(stop.Elapsed >= TimeSpan.FromSeconds(2), $"{runtime}: stop returned early: {stop}");
-        Assert.True(stop.Elapsed < TimeSpan.FromSeconds(10), $"{runtime}: stop took too long: {stop}");
         Assert.Equal("137", await _docker.Inspect(name, "{{.State.ExitCode}}"));
         Assert.Equal("false", await _docker.Inspect(name, "{{.State.Running}}"));
     }
@@ -48,9 +48,10 @@ public sealed class DockerLifecycleTests : IDisposable
     {
         string name = await _docker.RunDetached("stopok", runtime, [], "sh", "-c", HandlesTerm);
         await _docker.WaitForLog(name, "ready");
-        var stop = await _docker.Ok("stop", "-t", "10", name);
-        Assert.True(stop.Elapsed < TimeSpan.FromSeconds(5), $"{runtime}: the TERM trap did not end it: {stop}");
-        Assert.Equal("0", await _docker.Inspect(name, "{{.State.ExitCode}}"));
+        // The trap's exit 0 is the proof that TERM reached it: after the grace period docker would SIGKILL (137).
+        var stop = await _docker.Ok("stop", "-t", "60", name);
+        string exit = await _docker.Inspect(name, "{{.State.ExitCode}}");
+        Assert.True(exit == "0", $"{runtime}: the TERM trap did not end it (exit {exit}): {stop}{await _docker.Describe(name)}");
     }
 
     [IntegrationFact]
@@ -84,13 +85,8 @@ public sealed class DockerLifecycleTests : IDisposable
         Assert.Equal("true", await _docker.Inspect(name, "{{.State.Running}}"));
         Assert.NotEqual(firstStart, await _docker.Inspect(name, "{{.State.StartedAt}}"));
         Assert.NotEqual(firstPid, await _docker.Inspect(name, "{{.State.Pid}}"));
-        for (int i = 0; i < 100; i++)
-        {
-            var logs = await _docker.Ok("logs", name);
-            if (logs.Stdout.Split('\n').Count(l => l == "started") == 2) return;
-            await Task.Delay(50);
-        }
-        Assert.Fail("the restarted container did not run its command again: " + (await _docker.Run("logs", name)));
+        await Eventually.Holds(() => _docker.Ok("logs", name), l => l.Stdout.Split('\n').Count(l => l == "started") == 2,
+            "the restarted container to run its command again (\"started\" twice in its logs)");
     }
 
     public void Dispose() => _docker.Dispose();

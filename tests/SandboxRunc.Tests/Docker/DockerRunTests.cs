@@ -69,15 +69,9 @@ public sealed class DockerRunTests : IDisposable
         string name = _docker.Name("rm");
         var r = await _docker.Run("run", "--rm", "--name", name, $"--runtime={DockerCli.Runtime}", DockerCli.Image, "true");
         Assert.True(r.ExitCode == 0, r.ToString());
-        // --rm is done by the daemon after the exit; give it a moment.
-        string listed = "";
-        for (int i = 0; i < 50; i++)
-        {
-            listed = (await _docker.Ok("ps", "-a", "--filter", $"name=^{name}$", "--format", "{{.Names}}")).Stdout.Trim();
-            if (listed == "") break;
-            await Task.Delay(100);
-        }
-        Assert.Equal("", listed);
+        // --rm is done by the daemon after the exit.
+        await Eventually.Holds(async () => (await _docker.Ok("ps", "-a", "--filter", $"name=^{name}$", "--format", "{{.Names}}")).Stdout.Trim(),
+            listed => listed == "", $"dockerd to remove {name}");
     }
 
     [IntegrationTheory]

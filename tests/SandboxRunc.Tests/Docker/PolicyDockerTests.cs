@@ -1,3 +1,4 @@
+using SandboxRunc.Tests.Escape;
 using SandboxRunc.Tests.TestSupport;
 using Xunit;
 
@@ -6,55 +7,19 @@ namespace SandboxRunc.Tests.Docker;
 /// <summary>
 /// The isolation policy as a docker user meets it (docker CLI, --runtime=sandbox-runc, the installed
 /// /usr/local/bin/sandbox-runc): host namespaces, restricted mounts and the engine socket refused with
-/// the messages users search for; ordinary binds, container-to-container joins and allow-listed images
-/// work. dockerd starts the runtime without our environment, so tests that need admin settings write
-/// the real /etc/sandbox-runc/admin-settings.json and always remove it. Those files only ever relax the
-/// defaults for the images and labels of these tests (a malformed file would fail every create on the host,
-/// other tests' too: that case is tested through `policy check` and a private settings file).
+/// the messages users search for; ordinary binds and container-to-container joins work. The tests that
+/// need admin settings are <see cref="PolicyDockerSettingsTests"/>.
 /// </summary>
 public sealed class PolicyDockerTests : IDisposable
 {
-    const string SettingsFile = "/etc/sandbox-runc/admin-settings.json";
     readonly DockerCli _docker = new();
-    readonly List<string> _images = [];
     readonly List<string> _dirs = [];
 
-    static void AssertRefused(DockerCli.Result r, string message)
+    internal static void AssertRefused(DockerCli.Result r, string message)
     {
         Assert.True(r.ExitCode != 0, r.ToString());
         Assert.Contains(message, r.Stderr);
         Assert.DoesNotContain("   at ", r.Stderr);
-    }
-
-    /// <summary>Writes the admin settings for the duration of <paramref name="body"/>, root-owned 0644; always removed.</summary>
-    static async Task WithSettings(string json, Func<Task> body)
-    {
-        Directory.CreateDirectory(Path.GetDirectoryName(SettingsFile)!);
-        File.WriteAllText(SettingsFile, json);
-        File.SetUnixFileMode(SettingsFile, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.OtherRead);
-        try { await body(); }
-        finally { File.Delete(SettingsFile); }
-    }
-
-    static string SocketSettings(string images, bool derived = false) =>
-        $$"""{ "configurationFileVersion": 2, "enhancedContainerIsolation": { "value": true, "locked": false, "dockerSocketMount": { "imageList": { "images": [{{images}}], "allowDerivedImages": {{(derived ? "true" : "false")}} } } } }""";
-
-    /// <summary>docker build from a Dockerfile text (and one file "marker" with the given content), tagged.</summary>
-    async Task Build(string tag, string dockerfile, string marker = "")
-    {
-        string dir = Path.Combine(Path.GetTempPath(), "srp-build-" + Guid.NewGuid().ToString("N")[..8]);
-        Directory.CreateDirectory(dir);
-        _dirs.Add(dir);
-        File.WriteAllText(Path.Combine(dir, "Dockerfile"), dockerfile);
-        File.WriteAllText(Path.Combine(dir, "marker"), marker);
-        _images.Add(tag);
-        await _docker.Ok("build", "-q", "-t", tag, dir);
-    }
-
-    async Task Tag(string source, string tag)
-    {
-        _images.Add(tag);
-        await _docker.Ok("tag", source, tag);
     }
 
     [IntegrationTheory]
@@ -127,6 +92,62 @@ public sealed class PolicyDockerTests : IDisposable
         AssertRefused(await _docker.RunRm(["-v", "/var/run/docker.sock:/var/run/docker.sock"], "true"),
             "docker socket mount denied for container with image \"docker.io/library/sandbox-runc-test\"; image is not in the allowed list");
         AssertRefused(await _docker.RunRm(["-v", "/run/docker.sock:/s"], "true"), "docker socket mount denied");
+    }
+
+    public void Dispose()
+    {
+        _docker.Dispose();
+        foreach (var dir in _dirs) try { Directory.Delete(dir, true); } catch (IOException) { }
+    }
+}
+
+/// <summary>
+/// Allow-listed images and the opt-out label, as the admin settings decide them. dockerd starts the runtime
+/// without our environment, so these tests write the real /etc/sandbox-runc/admin-settings.json and always
+/// remove it. Those files only relax the defaults for the images and labels of these tests, but every
+/// container created on the host meanwhile runs under them (another test's refused socket mount would be
+/// allowed): the tests run alone, with the other host-global ones. A malformed file would fail every create
+/// on the host: that case is tested through `policy check` and a private settings file.
+/// </summary>
+[Collection(HostGlobalSettings.Name)]
+public sealed class PolicyDockerSettingsTests : IDisposable
+{
+    const string SettingsFile = "/etc/sandbox-runc/admin-settings.json";
+    readonly DockerCli _docker = new();
+    readonly List<string> _images = [];
+    readonly List<string> _dirs = [];
+
+    static void AssertRefused(DockerCli.Result r, string message) => PolicyDockerTests.AssertRefused(r, message);
+
+    /// <summary>Writes the admin settings for the duration of <paramref name="body"/>, root-owned 0644; always removed.</summary>
+    static async Task WithSettings(string json, Func<Task> body)
+    {
+        Directory.CreateDirectory(Path.GetDirectoryName(SettingsFile)!);
+        File.WriteAllText(SettingsFile, json);
+        File.SetUnixFileMode(SettingsFile, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.OtherRead);
+        try { await body(); }
+        finally { File.Delete(SettingsFile); }
+    }
+
+    static string SocketSettings(string images, bool derived = false) =>
+        $$"""{ "configurationFileVersion": 2, "enhancedContainerIsolation": { "value": true, "locked": false, "dockerSocketMount": { "imageList": { "images": [{{images}}], "allowDerivedImages": {{(derived ? "true" : "false")}} } } } }""";
+
+    /// <summary>docker build from a Dockerfile text (and one file "marker" with the given content), tagged.</summary>
+    async Task Build(string tag, string dockerfile, string marker = "")
+    {
+        string dir = Path.Combine(Path.GetTempPath(), "srp-build-" + Guid.NewGuid().ToString("N")[..8]);
+        Directory.CreateDirectory(dir);
+        _dirs.Add(dir);
+        File.WriteAllText(Path.Combine(dir, "Dockerfile"), dockerfile);
+        File.WriteAllText(Path.Combine(dir, "marker"), marker);
+        _images.Add(tag);
+        await _docker.Ok("build", "-q", "-t", tag, dir);
+    }
+
+    async Task Tag(string source, string tag)
+    {
+        _images.Add(tag);
+        await _docker.Ok("tag", source, tag);
     }
 
     [IntegrationFact]

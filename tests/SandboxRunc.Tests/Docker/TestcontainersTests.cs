@@ -62,7 +62,7 @@ public sealed class TestcontainersTests : IAsyncLifetime
     public async Task ContainerThatEchoesAndExitsGivesLogsAndExitCode()
     {
         var container = Build("sh", "-c", "echo hello from testcontainers; echo to stderr >&2; exit 7");
-        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        using var cts = new CancellationTokenSource(Patience.Command);
         await container.StartAsync(cts.Token);
         Assert.Equal(7, await container.GetExitCodeAsync(cts.Token));
         var (stdout, stderr) = await container.GetLogsAsync(timestampsEnabled: false, ct: cts.Token);
@@ -82,7 +82,7 @@ public sealed class TestcontainersTests : IAsyncLifetime
             .WithWaitStrategy(Wait.ForUnixContainer().UntilMessageIsLogged("ready"))
             .Build();
         _containers.Add(container);
-        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        using var cts = new CancellationTokenSource(Patience.Command);
         await container.StartAsync(cts.Token);
         Assert.Equal(TestcontainersStates.Running, container.State);
         await container.StopAsync(cts.Token);

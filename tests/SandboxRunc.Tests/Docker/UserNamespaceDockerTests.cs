@@ -21,9 +21,16 @@ public sealed class UserNamespaceDockerTests : IDisposable
 
     static async Task<BufferedCommandResult> Docker(params string[] args)
     {
-        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
-        return await CliWrap.Cli.Wrap("docker").WithArguments(args).WithValidation(CommandResultValidation.None)
-            .ExecuteBufferedAsync(Encoding.UTF8, cts.Token);
+        using var cts = new CancellationTokenSource(Patience.Command);
+        try
+        {
+            return await CliWrap.Cli.Wrap("docker").WithArguments(args).WithValidation(CommandResultValidation.None)
+                .ExecuteBufferedAsync(Encoding.UTF8, cts.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            throw new Xunit.Sdk.XunitException($"docker {string.Join(' ', args)} did not finish within {Patience.Command.TotalSeconds:0} s (hung; killed)");
+        }
     }
 
     static async Task<string> DockerOk(params string[] args)

@@ -24,7 +24,7 @@ public class EmulationRootTests(ITestOutputHelper output)
             psi.ArgumentList.Add("sleep");
             psi.ArgumentList.Add("60");
             P = Process.Start(psi)!;
-            for (var end = DateTime.UtcNow.AddSeconds(5); DateTime.UtcNow < end; Thread.Sleep(10))
+            for (var end = DateTime.UtcNow + Patience.Condition; DateTime.UtcNow < end; Thread.Sleep(10))
             {
                 try { if (File.ReadAllText($"/proc/{P.Id}/comm").Trim() == "sleep") return; }
                 catch (IOException) { }
@@ -172,7 +172,7 @@ public class EmulationRootTests(ITestOutputHelper output)
     }
 
     [RootFact]
-    public void RealProcParses_AndUptimeIsCheap()
+    public void RealProcParses()
     {
         using var fs = RealFs();
         var caller = new FuseCaller(Environment.ProcessId, 0, 0);
@@ -187,8 +187,8 @@ public class EmulationRootTests(ITestOutputHelper output)
         var sw = Stopwatch.StartNew();
         for (int i = 0; i < N; i++) fs.Read("proc/uptime", caller, out _);
         double us = sw.Elapsed.TotalMicroseconds / N;
+        // A figure, not a verdict: a loaded machine makes any bound flaky; tests/bench/bench.sh measures the reads.
         output.WriteLine($"Read(proc/uptime): {us:F2} µs");
-        Assert.True(us < 10, $"Read(proc/uptime) took {us:F2} µs");
     }
 
     [RootFact(needsV1: true)]

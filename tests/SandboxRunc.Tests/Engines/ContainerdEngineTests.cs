@@ -52,12 +52,11 @@ public sealed class StandaloneContainerd : IAsyncLifetime
         _daemon.OutputDataReceived += (_, e) => { lock (log) log.AppendLine(e.Data); };
         _daemon.BeginErrorReadLine();
         _daemon.BeginOutputReadLine();
-        for (var end = DateTime.UtcNow.AddSeconds(30); ; await Task.Delay(100))
-        {
-            if (_daemon.HasExited) throw new InvalidOperationException($"containerd exited with {_daemon.ExitCode}: {log}");
-            if (File.Exists(Socket) && (await Ctr("version")).ExitCode == 0) break;
-            if (DateTime.UtcNow > end) throw new InvalidOperationException($"containerd did not answer on {Socket} within 30 s: {log}");
-        }
+        var daemon = _daemon;
+        await Eventually.True(async () =>
+            daemon.HasExited ? throw new Xunit.Sdk.XunitException($"containerd exited with {daemon.ExitCode}: {log}")
+                : File.Exists(Socket) && (await Ctr("version")).ExitCode == 0,
+            $"containerd to answer on {Socket}", Patience.Command);
         string tar = Path.Combine(Dir, "image.tar");
         await SaveImage(tar);
         await CtrOk("images", "import", tar);
@@ -152,9 +151,8 @@ public sealed class ContainerdEngineTests(StandaloneContainerd ctrd) : IClassFix
             Assert.True(UserNs.ParseMap(File.ReadAllText($"/proc/{pid}/uid_map")).Base >= 100000);
 
             await ctrd.CtrOk("task", "kill", "-s", "SIGKILL", id);
-            for (var end = DateTime.UtcNow.AddSeconds(10); await TaskStatus(id) != "STOPPED"; await Task.Delay(50))
-                Assert.True(DateTime.UtcNow < end, $"task {id} is {await TaskStatus(id)} 10 s after SIGKILL");
-            Assert.True(await Procs.WaitGone(pid), $"init {pid} still alive");
+            await Eventually.Holds(() => TaskStatus(id), s => s == "STOPPED", $"task {id} to be STOPPED after SIGKILL");
+            Assert.True(await Procs.WaitGone(pid), $"init {pid} still alive: {Procs.Describe(pid)}");
             await ctrd.CtrOk("task", "delete", id);
             await ctrd.CtrOk("container", "delete", id);
             Assert.DoesNotContain(id, (await ctrd.CtrOk("container", "ls", "-q")).Stdout.Split('\n'));

@@ -23,16 +23,9 @@ public sealed class DockerInstallTests
     static async Task<JsonObject> Runtimes() =>
         JsonNode.Parse((await Ok("docker", ["info", "--format", "{{json .Runtimes}}"])).Stdout)!.AsObject();
 
-    static async Task WaitListed(string path)
-    {
-        JsonObject rt = await Runtimes();
-        for (var end = DateTime.UtcNow.AddSeconds(15); DateTime.UtcNow < end; await Task.Delay(200))
-        {
-            rt = await Runtimes();
-            if ((string?)rt["sandbox-runc"]?["path"] == path) return;
-        }
-        throw new Xunit.Sdk.XunitException($"docker info does not list sandbox-runc with path {path}: {rt.ToJsonString()}");
-    }
+    static Task WaitListed(string path) =>
+        Eventually.Holds(Runtimes, rt => (string?)rt["sandbox-runc"]?["path"] == path, $"docker info to list sandbox-runc with path {path}",
+            show: rt => rt.ToJsonString());
 
     [IntegrationFact]
     public async Task Install_RealDaemonJson_RegisteredWithDockerd_UninstallOnACopy()

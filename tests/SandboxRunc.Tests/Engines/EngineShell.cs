@@ -1,6 +1,5 @@
 using System.Text;
 using CliWrap;
-using CliWrap.Buffered;
 
 namespace SandboxRunc.Tests.Engines;
 
@@ -19,23 +18,31 @@ public static class EngineShell
         public override string ToString() => $"exit {ExitCode}\nstdout: {Stdout}\nstderr: {Stderr}";
     }
 
-    public static async Task<Result> Run(string file, IEnumerable<string> args, int timeoutSeconds = 60)
+    /// <summary>The default hang bound of one engine command (see <see cref="TestSupport.Patience.Command"/>).</summary>
+    const int CommandSeconds = 120;
+
+    public static async Task<Result> Run(string file, IEnumerable<string> args, int timeoutSeconds = CommandSeconds)
     {
         var list = args.ToList();
+        var stdout = new StringBuilder();
+        var stderr = new StringBuilder();
         using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(timeoutSeconds));
         try
         {
             var r = await CliWrap.Cli.Wrap(file).WithArguments(list).WithValidation(CommandResultValidation.None)
-                .ExecuteBufferedAsync(Encoding.UTF8, cts.Token);
-            return new Result(r.ExitCode, r.StandardOutput, r.StandardError);
+                .WithStandardOutputPipe(PipeTarget.ToStringBuilder(stdout, Encoding.UTF8))
+                .WithStandardErrorPipe(PipeTarget.ToStringBuilder(stderr, Encoding.UTF8))
+                .ExecuteAsync(cts.Token);
+            return new Result(r.ExitCode, stdout.ToString(), stderr.ToString());
         }
         catch (OperationCanceledException)
         {
-            throw new Xunit.Sdk.XunitException($"{file} {string.Join(' ', list)} did not finish within {timeoutSeconds} s");
+            throw new Xunit.Sdk.XunitException($"{file} {string.Join(' ', list)} did not finish within {timeoutSeconds} s (hung; killed)" +
+                $"\nstdout so far: {stdout}\nstderr so far: {stderr}");
         }
     }
 
-    public static async Task<Result> Ok(string file, IEnumerable<string> args, int timeoutSeconds = 60)
+    public static async Task<Result> Ok(string file, IEnumerable<string> args, int timeoutSeconds = CommandSeconds)
     {
         var list = args.ToList();
         var r = await Run(file, list, timeoutSeconds);

@@ -88,7 +88,7 @@ public sealed class EmulationMemoryTests(ITestOutputHelper output) : IDisposable
         Assert.True(endAnon > startAnon, $"the container's cgroup shows no cost: anon {startAnon} -> {endAnon} bytes");
     }
 
-    [IntegrationFact]
+    [OomScoreFact]
     public async Task ATinyMemoryLimitStillReadsItsEmulatedFiles()
     {
         // docker allows --memory 6m: the helper's start-up is not charged to it, only what it grows by.

@@ -47,8 +47,9 @@ public sealed class EscapeTheoryAttribute : TheoryAttribute
 
 /// <summary>
 /// Tests that change (or, against a runtime with a hole, may change) settings global to the host: host
-/// sysctls, cgroup release agents, the kernel's sysfs knobs. They run alone, after every parallel test,
-/// and restore every value they read first.
+/// sysctls, cgroup release agents, the kernel's sysfs knobs, the admin settings every container is created
+/// under. They run alone, after every parallel test (xunit 2 runs the collections that disable
+/// parallelization one at a time once all the others are done), and restore every value they read first.
 /// </summary>
 [CollectionDefinition(Name, DisableParallelization = true)]
 public sealed class HostGlobalSettings
@@ -296,7 +297,11 @@ public static class EscapeHost
         using var p = Process.Start(psi)!;
         var stdout = p.StandardOutput.ReadToEndAsync();
         string stderr = p.StandardError.ReadToEnd();
-        if (!p.WaitForExit(60_000)) { p.Kill(true); throw new InvalidOperationException($"{file} {string.Join(' ', args)} hung"); }
+        if (!p.WaitForExit(Patience.Command))
+        {
+            p.Kill(true);
+            throw new InvalidOperationException($"{file} {string.Join(' ', args)} did not finish within {Patience.Command.TotalSeconds:0} s (hung; killed)");
+        }
         if (p.ExitCode != 0) throw new InvalidOperationException($"{file} {string.Join(' ', args)}: exit {p.ExitCode}: {stderr}");
         return stdout.Result;
     }
@@ -304,9 +309,16 @@ public static class EscapeHost
     /// <summary>As <see cref="Exec"/>, returning the exit code and both streams instead of throwing.</summary>
     public static async Task<(int ExitCode, string Stdout, string Stderr)> Try(string file, params string[] args)
     {
-        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
-        var r = await CliWrap.Cli.Wrap(file).WithArguments(args).WithValidation(CommandResultValidation.None).ExecuteBufferedAsync(cts.Token);
-        return (r.ExitCode, r.StandardOutput, r.StandardError);
+        using var cts = new CancellationTokenSource(Patience.Command);
+        try
+        {
+            var r = await CliWrap.Cli.Wrap(file).WithArguments(args).WithValidation(CommandResultValidation.None).ExecuteBufferedAsync(cts.Token);
+            return (r.ExitCode, r.StandardOutput, r.StandardError);
+        }
+        catch (OperationCanceledException)
+        {
+            throw new XunitException($"{file} {string.Join(' ', args)} did not finish within {Patience.Command.TotalSeconds:0} s (hung; killed)");
+        }
     }
 
     /// <summary>A value read in a container's namespace from the host (`nsenter -t PID -n|-u ...`).</summary>
@@ -340,7 +352,7 @@ public static class Helpers
         return found;
     }
 
-    /// <summary>The `sandbox-runc ... emulate ID` process of a docker container, waited for up to 10 s.</summary>
+    /// <summary>The `sandbox-runc ... emulate ID` process of a docker container.</summary>
     public static async Task<int> Emulator(DockerCli docker, string name) => await One(docker, name, "emulate");
 
     /// <summary>The `sandbox-runc ... supervise ID` process of a docker container.</summary>
@@ -349,13 +361,9 @@ public static class Helpers
     static async Task<int> One(DockerCli docker, string name, string role)
     {
         string id = await docker.Inspect(name, "{{.Id}}");
-        for (var end = DateTime.UtcNow.AddSeconds(10); ; await Task.Delay(50))
-        {
-            var pids = Find(role, id);
-            if (pids.Count == 1) return pids[0];
-            if (DateTime.UtcNow > end)
-                throw new XunitException($"container {name} ({id}): expected one `sandbox-runc {role}` process, found {pids.Count}");
-        }
+        var pids = await Eventually.Holds(() => Find(role, id), p => p.Count == 1, $"container {name} ({id}) to have one `sandbox-runc {role}` process",
+            show: p => $"{p.Count} of them: {string.Join(", ", p.Select(Procs.Describe))}");
+        return pids[0];
     }
 
     /// <summary>Resident set size in KiB (VmRSS), or -1 when the process is gone.</summary>

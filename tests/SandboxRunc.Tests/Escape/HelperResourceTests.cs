@@ -38,8 +38,9 @@ public sealed class HelperResourceTests : IDisposable
 
     /// <summary>
     /// Starts `sleep` in a container, then the load (detached exec, each line's output to /tmp/load.N), and
-    /// watches the helper's RSS until every line of <paramref name="load"/> printed its done-key, the helper
-    /// passes the cap (the container is then removed at once), or 90 s pass (a hang).
+    /// watches the helper's RSS until every line of <paramref name="load"/> printed its last line (one that
+    /// starts as a done-key does: "held=" for "held=5000", whatever the count), the helper passes the cap (the
+    /// container is then removed at once), or 150 s pass (a hang). The caller judges the done-keys themselves.
     /// </summary>
     async Task<(long MaxKiB, string Output)> Watch(string[] options, string role, string[] load, string[] doneKeys)
     {
@@ -49,7 +50,8 @@ public sealed class HelperResourceTests : IDisposable
         await _docker.Ok("exec", "-d", name, "sh", "-c", script);
         long max = 0;
         string output = "";
-        var until = DateTime.UtcNow.AddSeconds(90);
+        var finals = doneKeys.Select(k => k[..(k.IndexOf('=') + 1)]).Distinct().ToArray();
+        var until = DateTime.UtcNow.AddSeconds(150);
         var nextPoll = DateTime.UtcNow;
         while (true)
         {
@@ -63,10 +65,10 @@ public sealed class HelperResourceTests : IDisposable
             if (DateTime.UtcNow >= nextPoll)
             {
                 output = (await _docker.Run("exec", name, "sh", "-c", "cat /tmp/load.* 2>/dev/null")).Stdout;
-                if (doneKeys.All(k => output.Contains(k))) break;
+                if (output.Split('\n').Count(l => finals.Any(l.StartsWith)) >= load.Length) break;
                 nextPoll = DateTime.UtcNow.AddSeconds(1);
             }
-            if (DateTime.UtcNow > until) return (max, output + "\n(the load did not finish within 90 s)");
+            if (DateTime.UtcNow > until) return (max, output + "\n(the load did not finish within 150 s: hung)");
             await Task.Delay(100);
         }
         for (int i = 0; i < 10; i++, await Task.Delay(100)) max = Math.Max(max, Helpers.RssKiB(helper));
@@ -141,7 +143,8 @@ public sealed class HelperResourceTests : IDisposable
         string stateDir = await _docker.StateDir(name);
         int supervisor = await Helpers.Supervisor(_docker, name);
         long LogBytes() => Directory.GetFiles(stateDir, "refusals.log*").Sum(f => new FileInfo(f).Length);
-        var run = _docker.Run("exec", name, "sh", "-c", "/probe umount /proc 20000; /probe umount /proc 3000 4000");
+        // 23 000 trapped calls: on a loaded machine each can take milliseconds, hence a bound of its own.
+        var run = _docker.Run(TimeSpan.FromSeconds(200), "exec", name, "sh", "-c", "/probe umount /proc 20000; /probe umount /proc 3000 4000");
         long maxLog = 0, maxRss = 0;
         while (!run.IsCompleted)
         {
@@ -166,8 +169,9 @@ public sealed class HelperResourceTests : IDisposable
     /// <summary>
     /// Item 8: in a chroot whose proc/meminfo (and the other files .NET reads at a GC: cgroup limits,
     /// mountinfo, status) are FIFOs, the container makes many trapped calls, which the supervisor answers from
-    /// inside that root. Meanwhile `docker exec C true` must finish (hang detector: 20 s, for a command that
-    /// takes well under a second) and a vetting refusal must still be answered.
+    /// inside that root. Meanwhile `docker exec C true` must finish (hang detector: 60 s, for a command that
+    /// takes well under a second on a quiet machine, and a few on a loaded one) and a vetting refusal must
+    /// still be answered.
     /// </summary>
     [EscapeFact(Needs.Cc)]
     public async Task Supervisor_CannotBeHungByFifosInTheCallersRoot()
@@ -191,12 +195,13 @@ public sealed class HelperResourceTests : IDisposable
             """);
         await Task.Delay(3000); // the loops are at work: many calls answered inside the chroot
         var v = new Verdict();
-        for (int i = 0; i < 3; i++)
+        const int Bound = 60;
+        for (int i = 0; i < 2; i++)
         {
-            var t = await Timed(20, "docker", "exec", name, "true");
-            v.Expect(t.ExitCode == 0, Runtimes.Sandbox, $"docker exec true #{i + 1} finishes within 20 s", t);
-            var u = await Timed(20, "docker", "exec", name, "umount", "/proc");
-            v.Expect(u.ExitCode != 0 && u.Stderr.Contains("Operation not permitted"), Runtimes.Sandbox, $"umount /proc #{i + 1} still answered EPERM within 20 s", u);
+            var t = await Timed(Bound, "docker", "exec", name, "true");
+            v.Expect(t.ExitCode == 0, Runtimes.Sandbox, $"docker exec true #{i + 1} finishes within {Bound} s", t);
+            var u = await Timed(Bound, "docker", "exec", name, "umount", "/proc");
+            v.Expect(u.ExitCode != 0 && u.Stderr.Contains("Operation not permitted"), Runtimes.Sandbox, $"umount /proc #{i + 1} still answered EPERM within {Bound} s", u);
             if (t.ExitCode == -1 || u.ExitCode == -1) break; // hung once is enough to know
         }
         v.Done();

@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Runtime.Versioning;
 using System.Text.RegularExpressions;
 using SandboxRunc.Tests.Docker;
+using SandboxRunc.Tests.TestSupport;
 using Xunit;
 
 namespace SandboxRunc.Tests.Escape;
@@ -207,10 +208,8 @@ public sealed class PrivilegedEscapeTests : IDisposable
             }
             else
             {
-                bool ran = false;
-                for (var end = DateTime.UtcNow.AddSeconds(15); !ran && DateTime.UtcNow < end; await Task.Delay(100))
-                    ran = File.Exists(marker);
-                v.Expect(ran, runtime, $"the host ran the container's release agent (marker {marker})", r);
+                bool ran = await Eventually.Happens(() => File.Exists(marker));
+                v.Expect(ran, runtime, $"the host ran the container's release agent (marker {marker}, waited {Patience.Condition.TotalSeconds:0} s)", r);
             }
         }
         v.Done();
@@ -225,7 +224,8 @@ public sealed class PrivilegedEscapeTests : IDisposable
     static void RemoveHierarchy(string name)
     {
         string mnt = Path.Combine("/tmp", "srt-esc-cg-" + name);
-        for (int attempt = 0; attempt < 10 && File.ReadAllText("/proc/self/cgroup").Contains($"name={name}:"); attempt++)
+        var until = DateTime.UtcNow + Patience.Condition; // a dying cgroup takes a moment, longer on a loaded machine
+        while (DateTime.UtcNow < until && File.ReadAllText("/proc/self/cgroup").Contains($"name={name}:"))
         {
             Directory.CreateDirectory(mnt);
             try

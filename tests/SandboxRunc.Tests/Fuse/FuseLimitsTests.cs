@@ -39,7 +39,7 @@ public sealed unsafe class FuseLimitsTests : IDisposable
     {
         _fs.Gate.Set();
         _kernel?.Dispose();
-        if (_server is not null) Assert.True(_server.Wait(TimeSpan.FromSeconds(5)), "server did not stop at end of file");
+        if (_server is not null) Assert.True(_server.Wait(TestSupport.Patience.Condition), "server did not stop at end of file");
         File.Delete(_hostFile);
     }
 
@@ -60,7 +60,7 @@ public sealed unsafe class FuseLimitsTests : IDisposable
         return h.Unique;
     }
 
-    (ulong Unique, int Error, byte[] Payload)? Receive(int timeoutMs = 5000)
+    (ulong Unique, int Error, byte[] Payload)? Receive(int timeoutMs = 60000)
     {
         var buffer = new byte[OutBufferSize];
         var pfd = new Libc.PollFd { Fd = _kernel!.Fd, Events = Libc.POLLIN };
@@ -127,7 +127,7 @@ public sealed unsafe class FuseLimitsTests : IDisposable
         Assert.Equal(-ENFILE, Call(Opcode.Lookup, RootId, Name("f2")).Error);
         Assert.Equal(a, Lookup("f0"));                // known paths still resolve
         Send(Opcode.Forget, a, Bytes(new ForgetIn { Nlookup = 2 }));
-        for (var end = DateTime.UtcNow.AddSeconds(5); _server!.NodeCount > 2 && DateTime.UtcNow < end;) Thread.Sleep(5);
+        for (var end = DateTime.UtcNow + TestSupport.Patience.Condition; _server!.NodeCount > 2 && DateTime.UtcNow < end;) Thread.Sleep(5);
         Lookup("f2");
     }
 
@@ -176,11 +176,11 @@ public sealed unsafe class FuseLimitsTests : IDisposable
         Assert.Equal(0, error);
         byte[] data = Encoding.UTF8.GetBytes("1\n");
         ulong unique = Send(Opcode.Write, id, [.. Bytes(new WriteIn { Fh = fh, Size = (uint)data.Length }), .. data]);
-        Assert.True(_fs.SlowEntered.Wait(5000));
+        Assert.True(_fs.SlowEntered.Wait(TestSupport.Patience.Condition));
         var reply = Receive() ?? throw new Xunit.Sdk.XunitException("the watchdog did not answer");
         Assert.Equal((unique, -ETIMEDOUT), (reply.Unique, reply.Error));
         _fs.Gate.Set();   // the handler goes on: its commit fails, so it does nothing
-        for (var end = DateTime.UtcNow.AddSeconds(5); _fs.Commits.IsEmpty && DateTime.UtcNow < end;) Thread.Sleep(5);
+        for (var end = DateTime.UtcNow + TestSupport.Patience.Condition; _fs.Commits.IsEmpty && DateTime.UtcNow < end;) Thread.Sleep(5);
         Assert.Equal([false], _fs.Commits);
         Assert.Empty(_fs.Writes);
         Assert.Null(Receive(200));   // and its late answer is dropped
@@ -196,7 +196,7 @@ public sealed unsafe class FuseLimitsTests : IDisposable
         Assert.Equal(0, error);
         byte[] data = Encoding.UTF8.GetBytes("1\n");
         ulong unique = Send(Opcode.Write, id, [.. Bytes(new WriteIn { Fh = fh, Size = (uint)data.Length }), .. data]);
-        Assert.True(_fs.SlowEntered.Wait(5000));
+        Assert.True(_fs.SlowEntered.Wait(TestSupport.Patience.Condition));
         Assert.Null(Receive(600));   // well past the call timeout: the watchdog leaves a committed request alone
         _fs.Gate.Set();
         var reply = Receive() ?? throw new Xunit.Sdk.XunitException("no answer after the gate opened");

@@ -36,7 +36,7 @@ public sealed unsafe class FuseProtocolTests : IDisposable
     public void Dispose()
     {
         _kernel.Dispose(); // end of file for the server's readers
-        Assert.True(_server.Wait(TimeSpan.FromSeconds(5)), "server did not stop at end of file");
+        Assert.True(_server.Wait(TestSupport.Patience.Condition), "server did not stop at end of file");
     }
 
     static byte[] Bytes<T>(T value) where T : unmanaged => MemoryMarshal.AsBytes(new ReadOnlySpan<T>(in value)).ToArray();
@@ -113,7 +113,7 @@ public sealed unsafe class FuseProtocolTests : IDisposable
         fixed (byte* p = reply) n = Libc.read(kernel.Fd, p, reply.Length);
         Assert.Equal(-EPROTO, MemoryMarshal.Read<OutHeader>(reply).Error);
         kernel.Dispose();
-        Assert.True(server.Wait(TimeSpan.FromSeconds(5)));
+        Assert.True(server.Wait(TestSupport.Patience.Condition));
     }
 
     [Fact]
@@ -147,7 +147,7 @@ public sealed unsafe class FuseProtocolTests : IDisposable
 
     static bool Eventually(Func<bool> condition)
     {
-        for (var end = DateTime.UtcNow.AddSeconds(5); DateTime.UtcNow < end; Thread.Sleep(5))
+        for (var end = DateTime.UtcNow + TestSupport.Patience.Condition; DateTime.UtcNow < end; Thread.Sleep(5))
             if (condition()) return true;
         return condition();
     }

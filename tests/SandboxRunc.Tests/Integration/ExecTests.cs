@@ -39,10 +39,8 @@ public sealed class ExecTests : IDisposable
         Assert.True(r.ExitCode == 0, r.ToString());
         int pid = int.Parse(File.ReadAllText(pidFile));
         // exec -d returns once the process is set up; its execve follows right after.
-        string cmdline = "";
-        for (int i = 0; i < 200 && !cmdline.StartsWith("sleep"); i++, await Task.Delay(10))
-            cmdline = File.ReadAllText($"/proc/{pid}/cmdline");
-        Assert.StartsWith("sleep", cmdline);
+        await Eventually.Holds(() => File.ReadAllText($"/proc/{pid}/cmdline"), c => c.StartsWith("sleep"), $"exec'd process {pid} to be sleep",
+            show: c => c.Replace('\0', ' '));
         // It is in the container's cgroup like the init.
         int init = await _rt.Pid("ex2");
         Assert.Equal(File.ReadAllText($"/proc/{init}/cgroup"), File.ReadAllText($"/proc/{pid}/cgroup"));

@@ -17,11 +17,8 @@ public sealed class KillTests : IDisposable
         return r;
     }
 
-    static async Task WaitForOutput(RuntimeCli.Result r, string text)
-    {
-        for (int i = 0; i < 200 && !r.ContainerOutput.Contains(text); i++) await Task.Delay(25);
-        Assert.Contains(text, r.ContainerOutput);
-    }
+    static Task WaitForOutput(RuntimeCli.Result r, string text) =>
+        Eventually.Holds(() => r.ContainerOutput, o => o.Contains(text), $"the container to print \"{text}\"");
 
     [IntegrationFact]
     public async Task DefaultSignalIsSigterm()
@@ -70,9 +67,8 @@ public sealed class KillTests : IDisposable
         Assert.Equal(3, pids.Count);
         await _rt.Ok("kill", "--all", "kall", "KILL");
         await _rt.WaitStatus("kall", "stopped");
-        for (int i = 0; i < 100 && File.ReadAllText(procs).Trim().Length > 0; i++) await Task.Delay(20);
-        Assert.Equal("", File.ReadAllText(procs).Trim());
-        foreach (int pid in pids) Assert.True(await Procs.WaitGone(pid), $"pid {pid} survived kill --all");
+        await Eventually.Holds(() => File.ReadAllText(procs).Trim(), p => p == "", $"{procs} to empty");
+        foreach (int pid in pids) Assert.True(await Procs.WaitGone(pid), $"pid {pid} survived kill --all: {Procs.Describe(pid)}");
     }
 
     [IntegrationTheory]

@@ -11,16 +11,25 @@ public sealed class LifecycleTests : IDisposable
     [IntegrationFact]
     public async Task CreateStartExitDelete()
     {
-        using var b = new Bundle("sh", "-c", "sleep 2");
-        await _rt.Create(b.Write(), "life1");
-        Assert.Equal("created", await _rt.Status("life1"));
-        await _rt.Ok("start", "life1");
-        Assert.Equal("running", await _rt.Status("life1"));
-        await _rt.WaitStatus("life1", "stopped");
-        await _rt.Ok("delete", "life1");
-        var gone = await _rt.Run("state", "life1");
-        Assert.NotEqual(0, gone.ExitCode);
-        Assert.Contains("does not exist", gone.Stderr);
+        // The program runs until told to exit (a file in a host dir bound in), however slow the machine.
+        string control = Path.Combine(Path.GetTempPath(), "sr-life-" + Guid.NewGuid().ToString("N")[..8]);
+        Directory.CreateDirectory(control);
+        try
+        {
+            using var b = new Bundle("sh", "-c", "while [ ! -e /control/exit ]; do sleep 0.05; done");
+            b.Spec.Mounts!.Add(new SandboxRunc.Oci.Mount { Destination = "/control", Type = "bind", Source = control, Options = ["rbind", "ro"] });
+            await _rt.Create(b.Write(), "life1");
+            Assert.Equal("created", await _rt.Status("life1"));
+            await _rt.Ok("start", "life1");
+            Assert.Equal("running", await _rt.Status("life1"));
+            File.WriteAllText(Path.Combine(control, "exit"), "");
+            await _rt.WaitStatus("life1", "stopped");
+            await _rt.Ok("delete", "life1");
+            var gone = await _rt.Run("state", "life1");
+            Assert.NotEqual(0, gone.ExitCode);
+            Assert.Contains("does not exist", gone.Stderr);
+        }
+        finally { Directory.Delete(control, true); }
     }
 
     [IntegrationFact]
@@ -39,8 +48,7 @@ public sealed class LifecycleTests : IDisposable
         using var b = new Bundle("sleep", "30");
         await _rt.Create(b.Write(), "sup1");
         string pidFile = Path.Combine(_rt.StateRoot, "sup1", "supervisor.pid");
-        for (int i = 0; i < 200 && !File.Exists(pidFile); i++) await Task.Delay(10);
-        int sup = int.Parse(File.ReadAllText(pidFile));
+        int sup = await Eventually.Holds(() => int.Parse(File.ReadAllText(pidFile)), p => p > 0, $"{pidFile} to name the supervisor");
         Assert.Contains("supervise", File.ReadAllText($"/proc/{sup}/cmdline"));
         using (var doc = System.Text.Json.JsonDocument.Parse((await _rt.Ok("state", "sup1")).Stdout))
             Assert.True(doc.RootElement.GetProperty("supervisorRunning").GetBoolean());
@@ -48,7 +56,7 @@ public sealed class LifecycleTests : IDisposable
         await _rt.Ok("start", "sup1");
         await _rt.Ok("kill", "sup1", "KILL");
         await _rt.WaitStatus("sup1", "stopped");
-        Assert.True(await Procs.WaitGone(sup), "the supervisor outlived its container");
+        Assert.True(await Procs.WaitGone(sup), $"the supervisor outlived its container: {Procs.Describe(sup)}");
         await _rt.Ok("delete", "sup1");
     }
 

@@ -11,7 +11,9 @@ public sealed class OpsTests : IDisposable
 {
     readonly RuntimeCli _rt = new();
 
-    const string Counter = "i=0; while true; do i=$((i+1)); echo $i > /tmp/c; sleep 0.05; done";
+    // Appended, one line a count: a container frozen between the truncate and the write of `echo > file`
+    // would leave the file empty for as long as it stays paused.
+    const string Counter = "i=0; while true; do i=$((i+1)); echo $i >> /tmp/c; sleep 0.05; done";
 
     async Task Started(Bundle b, string id)
     {
@@ -19,14 +21,16 @@ public sealed class OpsTests : IDisposable
         await _rt.Ok("start", id);
     }
 
-    static async Task<int> ReadCounter(string file)
+    /// <summary>The last complete count in the file, waited for while there is none yet.</summary>
+    static Task<int> ReadCounter(string file) =>
+        Eventually.Holds(() => LastCount(file), n => n > 0, $"{file} to hold a count");
+
+    static int LastCount(string file)
     {
-        for (int i = 0; i < 200; i++)
-        {
-            if (File.Exists(file) && int.TryParse(File.ReadAllText(file).Trim(), out int n)) return n;
-            await Task.Delay(25);
-        }
-        throw new Xunit.Sdk.XunitException($"{file} never held a number");
+        if (!File.Exists(file)) return 0;
+        string text = File.ReadAllText(file);
+        var lines = text[..(text.LastIndexOf('\n') + 1)].Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        return lines.Length > 0 ? int.Parse(lines[^1]) : 0;
     }
 
     JsonElement SavedResources(string id)
@@ -42,13 +46,13 @@ public sealed class OpsTests : IDisposable
         await Started(b, "opause");
         string file = Path.Combine(b.Dir, "rootfs", "tmp", "c");
         int first = await ReadCounter(file);
-        for (int i = 0; i < 100 && await ReadCounter(file) == first; i++) await Task.Delay(20);
+        await Eventually.Holds(() => LastCount(file), n => n > first, "the counter to advance");
 
         await _rt.Ok("pause", "opause");
         Assert.Equal("paused", await _rt.Status("opause"));
         Assert.Equal("FROZEN", File.ReadAllText(Path.Combine(b.CgroupDir("freezer"), "freezer.state")).Trim());
         int paused = await ReadCounter(file);
-        await Task.Delay(400);
+        await Task.Delay(400); // a paused container does nothing, however long we look
         Assert.Equal(paused, await ReadCounter(file));
 
         // Pausing twice and resuming a running container are refused, as in runc.
@@ -58,8 +62,7 @@ public sealed class OpsTests : IDisposable
 
         await _rt.Ok("resume", "opause");
         Assert.Equal("running", await _rt.Status("opause"));
-        await Task.Delay(400);
-        Assert.True(await ReadCounter(file) > paused + 2, "the counter did not advance after resume");
+        await Eventually.Holds(() => LastCount(file), n => n > paused + 2, $"the counter to advance after resume (paused at {paused})");
 
         var resume = await _rt.Run("resume", "opause");
         Assert.NotEqual(0, resume.ExitCode);
@@ -93,15 +96,8 @@ public sealed class OpsTests : IDisposable
         using var b = new Bundle("sh", "-c", "sleep 100 & sleep 101 & wait");
         await Started(b, "ops");
         int init = await _rt.Pid("ops");
-        List<int> pids = [];
-        for (int i = 0; i < 100; i++)
-        {
-            var json = await _rt.Ok("ps", "--format", "json", "ops");
-            pids = JsonSerializer.Deserialize<List<int>>(json.Stdout)!;
-            if (pids.Count == 3) break;
-            await Task.Delay(20);
-        }
-        Assert.Equal(3, pids.Count);
+        var pids = await Eventually.Holds(async () => JsonSerializer.Deserialize<List<int>>((await _rt.Ok("ps", "--format", "json", "ops")).Stdout)!,
+            p => p.Count == 3, "ps to list the init and its two sleeps", show: p => string.Join(' ', p));
         Assert.Contains(init, pids);
 
         var table = await _rt.Ok("ps", "ops");
@@ -164,7 +160,7 @@ public sealed class OpsTests : IDisposable
 
         var json = await _rt.RunWith(c => c.WithStandardInputPipe(PipeSource.FromString("{not json")), "update", "-r", "-", "oupdbad");
         Assert.NotEqual(0, json.ExitCode);
-        Assert.Contains("invalid resources JSON", json.Stderr);
+        Assert.Contains("--resources stdin: invalid JSON", json.Stderr);
 
         var weight = await _rt.Run("update", "--blkio-weight", "5", "oupdbad");
         Assert.NotEqual(0, weight.ExitCode);

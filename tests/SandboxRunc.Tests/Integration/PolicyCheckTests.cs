@@ -63,6 +63,48 @@ public sealed class PolicyCheckTests : IDisposable
         Assert.Equal($"refused: admin settings {_settings} must be owned by root and not writable by group or others (owner uid 0, mode 0664): refusing to start containers\n", r.Stdout);
     }
 
+    /// <summary>Flags anywhere, as runc's commands take them: `policy check --id p1 BUNDLE` printed the usage.</summary>
+    [IntegrationFact]
+    public async Task PolicyCheck_TakesTheIdBeforeOrAfterTheBundle()
+    {
+        using var b = new Bundle();
+        b.Write();
+        Assert.StartsWith("allowed\n", (await _rt.Ok("policy", "check", "--id", "p1", b.Dir)).Stdout);
+        Assert.StartsWith("allowed\n", (await _rt.Ok("policy", "check", b.Dir, "--id", "p1")).Stdout);
+    }
+
+    /// <summary>
+    /// Sysctls as runc validates them: a global one (it would change the host) and a missing key are refused by
+    /// the policy, before anything is made; one that exists in the container's network namespace read-only (a
+    /// global net.* key) passes the policy and fails create with what it means, not a .NET message.
+    /// </summary>
+    [IntegrationFact]
+    public async Task PolicyCheck_SysctlsMustBeTheContainersOwn()
+    {
+        using var b = new Bundle("true");
+        b.Spec.Linux!.Sysctl = new() { ["vm.swappiness"] = "10" };
+        var r = await _rt.Run("policy", "check", b.Write());
+        Assert.Equal(1, r.ExitCode);
+        Assert.StartsWith("refused: sysctl \"vm.swappiness=10\" is not in a separate kernel namespace: setting it would change the host.", r.Stdout);
+
+        b.Spec.Linux.Sysctl = new() { ["net.ipv4.no_such_key"] = "1" };
+        r = await _rt.Run("policy", "check", b.Write());
+        Assert.Equal("refused: sysctl \"net.ipv4.no_such_key=1\": there is no such sysctl on this host (/proc/sys/net/ipv4/no_such_key)\n", r.Stdout);
+
+        b.Spec.Linux.Sysctl = new() { ["net.ipv4.tcp_allowed_congestion_control"] = "reno", ["kernel.domainname"] = "example.org" };
+        r = await _rt.Run("policy", "check", b.Write());
+        Assert.StartsWith("allowed\n", r.Stdout);
+        var c = await _rt.Detached("create", "--bundle", b.Dir, "globalnet");
+        BadInput.AssertCleanRefusal(c, "create", "sysctl net.ipv4.tcp_allowed_congestion_control=reno: cannot be set in the container's network namespace: " +
+            "Permission denied; it is read-only there: the key is global to the host");
+        await BadInput.AssertNothingLeft(_rt, "globalnet", b.Spec.Linux.CgroupsPath, "create");
+
+        // The container's own keys are set.
+        b.Spec.Linux.Sysctl = new() { ["kernel.domainname"] = "example.org", ["net.ipv4.ip_forward"] = "1" };
+        b.Spec.Process!.Args = ["sh", "-c", "cat /proc/sys/kernel/domainname /proc/sys/net/ipv4/ip_forward"];
+        Assert.Equal("example.org\n1\n", await _rt.RunOk(b.Write(), "ownsysctls"));
+    }
+
     public void Dispose()
     {
         _rt.Dispose();

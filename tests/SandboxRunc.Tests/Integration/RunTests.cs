@@ -25,12 +25,8 @@ public sealed class RunTests : IDisposable
     {
         using var b = new Bundle("sleep", "100");
         var run = _rt.Run("run", "--bundle", b.Write(), "r137");
-        for (int i = 0; i < 200; i++)
-        {
-            var s = await _rt.Run("state", "r137");
-            if (s.ExitCode == 0 && s.Stdout.Contains("\"running\"")) break;
-            await Task.Delay(25);
-        }
+        await Eventually.Holds(() => _rt.Run("state", "r137"), s => s.ExitCode == 0 && s.Stdout.Contains("\"running\""),
+            "container r137 to be running");
         await _rt.Ok("kill", "r137", "KILL");
         var r = await run;
         Assert.Equal(137, r.ExitCode);
@@ -41,12 +37,11 @@ public sealed class RunTests : IDisposable
     public async Task DetachReturnsWhileTheContainerRuns()
     {
         using var b = new Bundle("sh", "-c", "echo started; sleep 100");
-        var started = DateTime.UtcNow;
         var r = await _rt.Detached("run", "--detach", "--bundle", b.Write(), "rdetach");
         Assert.True(r.ExitCode == 0, r.ToString());
-        Assert.True(DateTime.UtcNow - started < TimeSpan.FromSeconds(20));
+        // Returned while the container runs: a run that waited for it would have found it stopped.
         Assert.Equal("running", await _rt.Status("rdetach"));
-        for (int i = 0; i < 100 && !r.ContainerOutput.Contains("started"); i++) await Task.Delay(25);
+        await Eventually.Holds(() => r.ContainerOutput, o => o.Contains("started"), "the container to print \"started\"");
         Assert.Equal("started\n", r.ContainerOutput);
         await _rt.Ok("kill", "rdetach", "KILL");
         await _rt.WaitStatus("rdetach", "stopped");

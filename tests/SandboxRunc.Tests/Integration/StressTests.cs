@@ -1,11 +1,12 @@
 using System.Diagnostics;
 using SandboxRunc.Tests.TestSupport;
 using Xunit;
+using Xunit.Abstractions;
 
 namespace SandboxRunc.Tests.Integration;
 
 /// <summary>Many short containers in parallel: every one exits 0 and none leaves state, cgroups or processes.</summary>
-public sealed class StressTests : IDisposable
+public sealed class StressTests(ITestOutputHelper output) : IDisposable
 {
     readonly RuntimeCli _rt = new();
 
@@ -50,8 +51,9 @@ public sealed class StressTests : IDisposable
             var r = await _rt.Run("run", "--bundle", bundles[i].Dir, $"stress{i}");
             if (r.ExitCode != 0) lock (failures) failures.Add($"stress{i}: {r}");
         });
+        // Each run has the command's hang bound; how long they take together is a figure, not a verdict.
+        output.WriteLine($"200 runs, 4 at a time: {sw.Elapsed.TotalSeconds:0.0} s");
         Assert.True(failures.Count == 0, $"{failures.Count} runs failed, first: {failures.FirstOrDefault()}");
-        Assert.True(sw.Elapsed < TimeSpan.FromSeconds(30), $"200 runs took {sw.Elapsed}");
         Assert.Empty(_rt.StateDirs());
         Assert.Equal("[]", (await _rt.Ok("list", "--format", "json")).Stdout.Trim());
         foreach (var b in bundles)

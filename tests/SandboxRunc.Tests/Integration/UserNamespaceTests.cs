@@ -34,13 +34,10 @@ public sealed class UserNamespaceTests : IDisposable
         Assert.Equal($"0 {gidBase} 65536", state.Gid);
 
         // What the container itself printed.
-        string seen = "";
-        for (int i = 0; i < 100 && !seen.Contains("--\n"); i++, await Task.Delay(20))
-            seen = File.ReadAllText(Directory.GetFiles(_rt.StateRoot, "out-*.out").Single());
-        var parts = (seen + "\n").Split("--\n");
+        string seen = await Eventually.Holds(() => File.ReadAllText(Directory.GetFiles(_rt.StateRoot, "out-*.out").Single()),
+            s => s.Split("--\n") is [_, var gid] && gid.EndsWith('\n'), "the container to print its uid_map, --, and its gid_map");
+        var parts = seen.Split("--\n");
         Assert.Equal((uidBase, 65536L), UserNs.ParseMap(parts[0]));
-        for (int i = 0; i < 100 && parts[1].Trim().Length == 0; i++, await Task.Delay(20))
-            parts = File.ReadAllText(Directory.GetFiles(_rt.StateRoot, "out-*.out").Single()).Split("--\n");
         Assert.Equal((gidBase, 65536L), UserNs.ParseMap(parts[1]));
     }
 
@@ -55,8 +52,7 @@ public sealed class UserNamespaceTests : IDisposable
         Assert.Equal([uidBase, uidBase, uidBase, uidBase], UserNs.HostUids(pid));
         Assert.NotEqual(0, uidBase);
 
-        string id = "";
-        for (int i = 0; i < 100 && !id.Contains('\n'); i++, await Task.Delay(20)) id = created.ContainerOutput;
+        string id = await Eventually.Holds(() => created.ContainerOutput, o => o.Contains('\n'), "the container to print `id`");
         Assert.StartsWith("uid=0(root) gid=0(root)", id);
         // `ps` on the host says the same as /proc/PID/status.
         var ps = await CliWrap.Buffered.BufferedCommandExtensions.ExecuteBufferedAsync(
@@ -185,6 +181,49 @@ public sealed class UserNamespaceTests : IDisposable
         Assert.Contains($"CapEff:\t{UserNs.FullCapMask()}", output);
         Assert.Contains("veth-ok", output);
         Assert.Equal(panicBefore, File.ReadAllText("/proc/sys/kernel/panic"));
+    }
+
+    /// <summary>
+    /// With the spec's own mappings the container's root (host uid 4000000000 here, outside the pool) mounts its
+    /// rootfs by path: under a 0700 directory that failed with "mount ROOTFS on ROOTFS: Permission denied" and no
+    /// hint. Refused before anything is made, naming the directory and what to do; with o+x it runs. With a range
+    /// from the pool the host stages the rootfs where that user can reach it: the same bundle runs as it is.
+    /// </summary>
+    [IntegrationFact]
+    public async Task RootfsUnderAPrivateDirectory()
+    {
+        string priv = Directory.CreateTempSubdirectory("sr-priv").FullName;
+        try
+        {
+            File.SetUnixFileMode(priv, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+            File.CreateSymbolicLink(Path.Combine(priv, "rootfs"), Repo.Rootfs);
+            using var b = new Bundle("echo", "inside");
+            b.Spec.Root!.Path = Path.Combine(priv, "rootfs");
+            Assert.Contains("inside", await _rt.RunOk(b.Write(), "privpool"));
+
+            b.Spec.Linux!.Namespaces!.Add(new Namespace { Type = "user" });
+            b.Spec.Linux.UidMappings = [new IdMapping { ContainerId = 0, HostId = 4000000000, Size = 65536 }];
+            b.Spec.Linux.GidMappings = [new IdMapping { ContainerId = 0, HostId = 4000000000, Size = 65536 }];
+            var r = await _rt.Detached("create", "--bundle", b.Write(), "privown");
+            BadInput.AssertCleanRefusal(r, "create", $"rootfs {priv}/rootfs: the container's root (host uid 4000000000, gid 4000000000, " +
+                $"from linux.uidMappings and linux.gidMappings) cannot enter {priv} (mode 0700, owner 0:0); let it through (chmod o+x {priv})");
+            await BadInput.AssertNothingLeft(_rt, "privown", b.Spec.Linux.CgroupsPath, "create");
+
+            File.SetUnixFileMode(priv, File.GetUnixFileMode(priv) | UnixFileMode.OtherExecute);
+            Assert.Contains("inside", await _rt.RunOk(b.Dir, "privown"));
+        }
+        finally { Directory.Delete(priv, true); }
+    }
+
+    /// <summary>A FIFO in linux.devices is made in the container with its mode and owner, as runc makes it (it was dropped silently).</summary>
+    [IntegrationFact]
+    public async Task FifoDeviceIsCreated()
+    {
+        using var b = new Bundle("sh", "-c", "test -p /dev/myfifo && echo is-fifo; stat -c '%A %u:%g' /dev/myfifo");
+        b.Spec.Linux!.Devices = [new Device { Type = "p", Path = "/dev/myfifo", FileMode = 0x190 /* 0620 */, Uid = 5, Gid = 7 }];
+        string output = await _rt.RunOk(b.Write(), "fifodev");
+        Assert.Contains("is-fifo", output);
+        Assert.Contains("prw--w---- 5:7", output);
     }
 
     public void Dispose() => _rt.Dispose();

@@ -24,3 +24,28 @@ public sealed class IntegrationTheoryAttribute : TheoryAttribute
             Skip = "needs root: runs containers with the real sandbox-runc binary";
     }
 }
+
+/// <summary>
+/// As <see cref="IntegrationFactAttribute"/>, for behaviour that rests on the emulation helper lowering its OOM
+/// score (oom_score_adj -999, which needs CAP_SYS_RESOURCE): without it a container that meets its memory limit
+/// may have the kernel pick the helper (the largest process in the cgroup by RSS) instead of its own process.
+/// </summary>
+public sealed class OomScoreFactAttribute : FactAttribute
+{
+    public OomScoreFactAttribute()
+    {
+        if (Environment.UserName != "root")
+            Skip = "needs root: runs containers with the real sandbox-runc binary";
+        else if (!BoundingSetHas(24 /* CAP_SYS_RESOURCE */))
+            Skip = "this host's bounding set lacks CAP_SYS_RESOURCE: the emulation helper cannot lower its OOM score, so at its "
+                 + "memory limit a container may lose its helper instead of its own process (README: what bounds the emulation helper)";
+    }
+
+    static bool BoundingSetHas(int cap)
+    {
+        foreach (var line in File.ReadLines("/proc/self/status"))
+            if (line.StartsWith("CapBnd:", StringComparison.Ordinal))
+                return (Convert.ToUInt64(line[7..].Trim(), 16) >> cap & 1) == 1;
+        return false;
+    }
+}

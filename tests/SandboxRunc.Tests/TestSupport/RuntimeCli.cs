@@ -1,6 +1,5 @@
 using System.Text;
 using CliWrap;
-using CliWrap.Buffered;
 
 namespace SandboxRunc.Tests.TestSupport;
 
@@ -42,10 +41,24 @@ public sealed class RuntimeCli : IDisposable
             .WithEnvironmentVariables(Env)
             .WithValidation(CommandResultValidation.None);
         if (configure is not null) cmd = configure(cmd);
-        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
-        var r = await cmd.ExecuteBufferedAsync(Encoding.UTF8, cts.Token);
-        return new Result(r.ExitCode, r.StandardOutput, r.StandardError);
+        var stdout = new StringBuilder();
+        var stderr = new StringBuilder();
+        cmd = cmd.WithStandardOutputPipe(PipeTarget.ToStringBuilder(stdout, Encoding.UTF8))
+            .WithStandardErrorPipe(PipeTarget.ToStringBuilder(stderr, Encoding.UTF8));
+        using var cts = new CancellationTokenSource(Patience.Command);
+        try
+        {
+            var r = await cmd.ExecuteAsync(cts.Token);
+            return new Result(r.ExitCode, stdout.ToString(), stderr.ToString());
+        }
+        catch (OperationCanceledException)
+        {
+            throw new Xunit.Sdk.XunitException($"{Show(args)} did not finish within {Patience.Command.TotalSeconds:0} s (hung; killed)" +
+                $"\nstdout so far: {stdout}\nstderr so far: {stderr}");
+        }
     }
+
+    string Show(IEnumerable<string> args) => string.Join(' ', new[] { Path.GetFileName(Binary), "--root", StateRoot }.Concat(args));
 
     /// <summary>
     /// Runs a command whose container outlives it (create, run -d). The container inherits our stdio, so
@@ -61,10 +74,18 @@ public sealed class RuntimeCli : IDisposable
         string log = Path.Combine(StateRoot, "out-" + Guid.NewGuid().ToString("N")[..8]);
         string line = string.Join(' ', new[] { Binary, "--root", StateRoot }.Concat(args).Select(Quote))
             + $" >{Quote(log + ".out")} 2>{Quote(log + ".err")} </dev/null {redirects}";
-        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
-        var r = await CliWrap.Cli.Wrap("/bin/sh").WithArguments(["-c", line]).WithEnvironmentVariables(Env)
-            .WithValidation(CommandResultValidation.None).ExecuteBufferedAsync(Encoding.UTF8, cts.Token);
-        return new Result(r.ExitCode, File.ReadAllText(log + ".out"), File.ReadAllText(log + ".err"), log + ".out");
+        using var cts = new CancellationTokenSource(Patience.Command);
+        try
+        {
+            var r = await CliWrap.Cli.Wrap("/bin/sh").WithArguments(["-c", line]).WithEnvironmentVariables(Env)
+                .WithValidation(CommandResultValidation.None).ExecuteAsync(cts.Token);
+            return new Result(r.ExitCode, File.ReadAllText(log + ".out"), File.ReadAllText(log + ".err"), log + ".out");
+        }
+        catch (OperationCanceledException)
+        {
+            throw new Xunit.Sdk.XunitException($"{Show(args)} did not finish within {Patience.Command.TotalSeconds:0} s (hung; killed)" +
+                $"\nstdout so far: {File.ReadAllText(log + ".out")}\nstderr so far: {File.ReadAllText(log + ".err")}");
+        }
     }
 
     IReadOnlyDictionary<string, string?> Env => Environment.ToDictionary(kv => kv.Key, kv => (string?)kv.Value);
@@ -96,19 +117,13 @@ public sealed class RuntimeCli : IDisposable
         return doc.RootElement.GetProperty("status").GetString()!;
     }
 
-    /// <summary>Polls `state` until the container reaches the status (or fails after the timeout).</summary>
-    public async Task WaitStatus(string id, string status, int timeoutMs = 10000)
-    {
-        var deadline = DateTime.UtcNow.AddMilliseconds(timeoutMs);
-        string last = "";
-        while (DateTime.UtcNow < deadline)
-        {
-            last = await Status(id);
-            if (last == status) return;
-            await Task.Delay(20);
-        }
-        throw new Xunit.Sdk.XunitException($"container {id} stayed {last}, expected {status}");
-    }
+    /// <summary>Polls `state` until the container reaches the status (a generous bound: only a hang exceeds it).</summary>
+    public Task WaitStatus(string id, string status, TimeSpan? timeout = null) =>
+        Eventually.Holds(() => Status(id), s => s == status, $"container {id} to be {status}", timeout);
+
+    /// <summary>As above; a bound in milliseconds counts only when it is the more generous one.</summary>
+    public Task WaitStatus(string id, string status, int timeoutMs) =>
+        WaitStatus(id, status, TimeSpan.FromMilliseconds(Math.Max(timeoutMs, Patience.Condition.TotalMilliseconds)));
 
     /// <summary>`run` in the foreground (the container must exit), asserting exit 0; returns the container's stdout.</summary>
     public async Task<string> RunOk(string bundleDir, string id, params string[] extra)

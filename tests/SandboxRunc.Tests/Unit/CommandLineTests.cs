@@ -26,7 +26,7 @@ public class CommandLineTests
     {
         string[] args = ["--root", "/run/containerd/runc/moby", "--log", "/x/log.json", "--log-format", "json",
             "create", "--bundle", "/b", "--pid-file", "/b/init.pid", "--console-socket", "/tmp/pty.sock", "abc"];
-        var global = new ArgParser().Flag("root", true).Flag("log", true).Flag("log-format", true).Parse(args);
+        var global = new ArgParser().Flag("root", true).Flag("log", true).Flag("log-format", true).Parse(args, stopAtPositional: true);
         Assert.Equal("/run/containerd/runc/moby", global.Get("root"));
         Assert.Equal("json", global.Get("log-format"));
         Assert.Equal("create", global.Positional[0]);
@@ -37,11 +37,27 @@ public class CommandLineTests
     }
 
     [Fact]
-    public void FlagsStopAtTheFirstPositional()
+    public void FlagsMayFollowPositionalsAsUrfaveCliReordersThem()
     {
-        var r = new ArgParser().Flag("all|a").Parse(["-a", "id", "-9"]);
+        var r = new ArgParser().Flag("all|a").Parse(["id", "KILL", "--all"]);
         Assert.True(r.Has("all"));
-        Assert.Equal(["id", "-9"], r.Positional);
+        Assert.Equal(["id", "KILL"], r.Positional);
+        var p = new ArgParser().Flag("id", true).Parse(["check", "--id", "p1", "/b"]);
+        Assert.Equal("p1", p.Get("id"));
+        Assert.Equal(["check", "/b"], p.Positional);
+        // A negative number is an argument, not a flag.
+        Assert.Equal(["id", "-3"], new ArgParser().Flag("all|a").Parse(["id", "-3"]).Positional);
+        // "--" ends the flags wherever it is.
+        Assert.Equal(["id", "--all"], new ArgParser().Flag("all|a").Parse(["id", "--", "--all"]).Positional);
+    }
+
+    [Fact]
+    public void StopAtPositionalKeepsTheCommandsOwnFlags()
+    {
+        // exec ID CMD ARGS and ps ID PS-OPTIONS: what follows the id belongs to the command, as in runc (SkipArgReorder).
+        var r = new ArgParser().Flag("detach|d").Parse(["-d", "id", "ls", "-d"], stopAtPositional: true);
+        Assert.True(r.Has("detach"));
+        Assert.Equal(["id", "ls", "-d"], r.Positional);
     }
 
     [Fact]
@@ -72,6 +88,11 @@ public class CommandLineTests
     [InlineData("-1")]
     [InlineData("SIGFOO")]
     [InlineData("RTMIN+40")]
+    [InlineData("RTMIN+2147483647")]
+    [InlineData("RTMAX-2147483647")]
+    [InlineData("RTMAX-99999999999")]
+    [InlineData("99999999999")]
+    [InlineData("")]
     public void BadSignalsAreRefused(string text) =>
         Assert.Throws<UsageException>(() => Signals.Parse(text));
 }

@@ -72,6 +72,11 @@ public class NsexecProtocolTests
 
     [Fact]
     public void TooManyJoinsAreRefused() =>
-        Assert.Throws<ArgumentException>(() => NsexecProtocol.EncodeBootstrap(0,
+        Assert.Throws<RuntimeException>(() => NsexecProtocol.EncodeBootstrap(0,
             Enumerable.Range(0, NsexecProtocol.MaxJoin + 1).Select(i => (NsexecProtocol.CLONE_NEWNET, "/x")).ToList(), null));
+
+    [Fact]
+    public void TooLongJoinPathIsRefusedByName() =>
+        Assert.Contains("namespace path too long", Assert.Throws<RuntimeException>(() => NsexecProtocol.EncodeBootstrap(0,
+            [(NsexecProtocol.CLONE_NEWNET, "/" + new string('n', 5000))], null)).Message);
 }

@@ -12,7 +12,8 @@ namespace SandboxRunc.Tests.Unit;
 /// <summary>
 /// The isolation policy as a table: spec-fixtures/policy/NAME.json holds a small spec and the facts
 /// (container id, image name/ID/label, tag store, image parents and layers, symlinks, same-inode paths,
-/// host namespace paths, a settings file from settings/ with its owner and mode); NAME.expect holds
+/// host namespace paths, paths of namespaces owned by the host's user namespace (hostOwnedNamespaces), sysctls
+/// the host lacks (sysctlsMissing), a settings file from settings/ with its owner and mode); NAME.expect holds
 /// "allowed" or the exact refusal on its first line, and lines the `policy check` report must contain
 /// after it. Everything runs through the pure IsolationPolicy.Decide with fake facts: no root, no host paths.
 /// </summary>
@@ -87,6 +88,8 @@ public class PolicyFixtureTests
             return new FileId(1, (ulong)real.GetHashCode() & 0xffffffff);
         }
         var hostNs = doc["hostNamespaces"] is JsonArray a ? a.Select(x => x!.GetValue<string>()).ToHashSet() : [];
+        var hostOwned = doc["hostOwnedNamespaces"] is JsonArray ho ? ho.Select(x => x!.GetValue<string>()).ToHashSet() : [];
+        var missingSysctls = doc["sysctlsMissing"] is JsonArray sm ? sm.Select(x => x!.GetValue<string>()).ToHashSet() : [];
         var image = doc["image"] is JsonObject i
             ? new ContainerImage(i["name"]?.GetValue<string>(), i["id"]?.GetValue<string>(),
                 (i["label"]?.GetValue<string>() is { } label ? new Dictionary<string, string> { [ContainerSettings.IsolationKey] = label } : [])
@@ -114,7 +117,12 @@ public class PolicyFixtureTests
             Real, Identify,
             ["/run/docker.sock"], "/var/lib/docker", "/usr/local/bin/sandbox-runc", "/run/sandbox-runc",
             image, tags, id => images.GetValueOrDefault(id),
-            table, PlaceOf, EngineFactsGatherer.DescribeBinds(spec, Real, p => Identify(p), table));
+            table, PlaceOf, EngineFactsGatherer.DescribeBinds(spec, Real, p => Identify(p), table))
+        {
+            OwnedByHostUserNamespace = hostOwned.Contains,
+            SysctlExists = key => !missingSysctls.Contains(key),
+            Rootfs = doc["rootfs"]?.GetValue<string>() is { } rootfs ? (rootfs, Real(rootfs), PlaceOf(rootfs)) : null,
+        };
     }
 
     const string DefaultMounts = """

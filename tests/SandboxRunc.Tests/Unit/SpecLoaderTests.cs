@@ -61,6 +61,27 @@ public class SpecLoaderTests
     }
 
     [Fact]
+    public void NullMembersMeanAbsentAsForGosDecoder()
+    {
+        string path = Path.Combine(Dir("valid"), "nulls-as-absent.json");
+        var spec = SpecLoader.Parse(File.ReadAllBytes(path), path);
+        Assert.Equal(0u, spec.Process!.User.Uid);
+        Assert.Equal(["b"], spec.Annotations!.Keys);
+        Assert.Equal("", spec.Linux!.Namespaces![0].Path ?? "");
+        Assert.Empty(spec.Linux.Seccomp!.Syscalls![0].Names);
+    }
+
+    [Theory]
+    [InlineData("System.Nullable`1[System.UInt16]", "an unsigned 16-bit number")]
+    [InlineData("System.Collections.Generic.List`1[SandboxRunc.Oci.Mount]", "an array")]
+    [InlineData("System.Collections.Generic.List`1[System.String]", "an array of strings")]
+    [InlineData("SandboxRunc.Oci.Process", "an object")]
+    [InlineData("System.Collections.Generic.Dictionary`2[System.String,System.String]", "an object with string values")]
+    public void JsonErrorsNameJsonShapesNotDotnetTypes(string type, string shown) =>
+        Assert.Equal($"The JSON value could not be converted to {shown}.",
+            SpecLoader.FirstSentence($"The JSON value could not be converted to {type}. Path: $.x | LineNumber: 0 | BytePositionInLine: 3."));
+
+    [Fact]
     public void MissingBundleAndRootfsAreNamed()
     {
         var e = Assert.Throws<SpecException>(() => SpecLoader.LoadBundle("/nonexistent-bundle"));

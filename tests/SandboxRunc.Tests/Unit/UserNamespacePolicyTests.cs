@@ -78,11 +78,13 @@ public class UserNamespacePolicyTests
                     new() { Type = "c", Path = "/dev/null", Major = 1, Minor = 3 },
                     new() { Type = "c", Path = "/dev/fuse", Major = 10, Minor = 229 },
                     new() { Type = "c", Path = "/dev/net/tun", Major = 10, Minor = 200 },
+                    new() { Type = "p", Path = "/dev/myfifo" },
                 ],
             },
         };
         IsolationPolicy.Rewrite(spec, new IdRange(100000, 100000, 65536));
-        Assert.Equal(["/dev/null", "/dev/fuse", "/dev/net/tun"], spec.Linux.Devices.Select(d => d.Path));
+        // A FIFO reaches nothing of the host's: it stays (it was dropped silently).
+        Assert.Equal(["/dev/null", "/dev/fuse", "/dev/net/tun", "/dev/myfifo"], spec.Linux.Devices.Select(d => d.Path));
     }
 
     [Theory]
