@@ -78,6 +78,7 @@ public static class CommandLine
         "exec" => Exec(store, args, rest),
         "supervise" => Supervisor.Run(store, OneId(new ArgParser().Parse(args, rest), Helper(command))),
         "emulate" => EmulationServer.Run(OneId(new ArgParser().Parse(args, rest), Helper(command))),
+        "socket-proxy" => SocketProxy.SocketProxyService.Run(OneId(new ArgParser().Parse(args, rest), Helper(command))),
         "state" => State(store, args, rest),
         "kill" => Kill(store, args, rest),
         "delete" => Delete(store, args, rest),

@@ -82,8 +82,7 @@ public static class CreateOperation
             string initRootfs = rootfs;
             string? emulationDir = null;
             var mountSources = new Dictionary<int, string>();
-            // With a new user namespace, called while nsexec waits (the namespace exists, the mount namespace
-            // is not copied yet); with a joined one, before the launch.
+            (SafeFd Listening, SafeFd Engine)? socketProxy = null;
             // With a new user namespace, called while nsexec waits (the namespace exists, the mount namespace
             // is not copied yet); with a joined one, before the launch. Every bind is staged from the fd the
             // policy judged; ID-mapped where the policy says so (and the container has a range to map onto).
@@ -101,8 +100,15 @@ public static class CreateOperation
                 for (int i = 0; i < mounts.Count; i++)
                 {
                     var parsed = MountOptions.Parse(mounts[i].Options, mounts[i].Type);
-                    if (parsed.Bind && pinned.Get(i) is { } source)
-                        mountSources[i] = staging.StageBind(source, mounts[i].Source ?? "", parsed.Recursive, idmap: mapped is not null && decision.Idmap(i));
+                    if (!parsed.Bind || pinned.Get(i) is not { } source) continue;
+                    if (decision.EngineSocket(i))
+                    {
+                        // The engine socket is never mounted: the container gets the socket proxy's socket there.
+                        socketProxy ??= (ProxySocket(staging.Dir, source, spec, mapped), source);
+                        mountSources[i] = ProxySocketPath(staging.Dir);
+                        continue;
+                    }
+                    mountSources[i] = staging.StageBind(source, mounts[i].Source ?? "", parsed.Recursive, idmap: mapped is not null && decision.Idmap(i));
                 }
             }
 
@@ -111,6 +117,9 @@ public static class CreateOperation
                 cgroup.AddProcess, sharedWith is null && spec.Linux?.Namespaces?.Any(n => n.Type == "user" && string.IsNullOrEmpty(n.Path)) == true ? StageMounts : null,
                 SealedCopy: mapped is null));
             Rlimits.Apply(init.Pid, spec.Process?.Rlimits);
+            if (socketProxy is { } proxy)
+                using (proxy.Listening)
+                    StartSocketProxy(store, o.Id, cgroup, proxy.Listening, proxy.Engine);
 
             var record = new ContainerRecord
             {
@@ -215,6 +224,46 @@ public static class CreateOperation
             },
         }, [device.Fd, userNs]);
         return dir;
+    }
+
+    static string ProxySocketPath(string stagingDir) => Path.Combine(stagingDir, "docker.sock");
+
+    /// <summary>
+    /// The socket proxy's listening socket, in the container's staging dir (root's, private to the host's mount
+    /// namespace), bound by the init at the destination the container asked for. It looks inside as the engine
+    /// socket would through an ID-mapped bind (root:docker 0660 as a rule): owned by the host IDs the container's
+    /// IDs of the engine socket's owner and group map to, with its permission bits. Made owner-mapped rather than
+    /// ID-mapped so that it works where tmpfs cannot be ID-mapped (kernels before 6.3).
+    /// </summary>
+    static unsafe SafeFd ProxySocket(string stagingDir, SafeFd engine, Spec spec, IdRange? mapped)
+    {
+        byte* st = stackalloc byte[Libc.StatSize];
+        SysException.Check(Libc.fstat(engine.Fd, st), "fstat", "docker socket");
+        uint mode = *(uint*)(st + 24) & 0xfff, uid = *(uint*)(st + 28), gid = *(uint*)(st + 32);
+        var uidMap = spec.Linux?.UidMappings?.FirstOrDefault();
+        var gidMap = spec.Linux?.GidMappings?.FirstOrDefault();
+        uint uidBase = mapped is not null ? (uint)mapped.UidBase : uidMap?.HostId ?? 0, gidBase = mapped is not null ? (uint)mapped.GidBase : gidMap?.HostId ?? 0;
+        uint uidSize = mapped is not null ? (uint)mapped.Size : uidMap?.Size ?? 0, gidSize = mapped is not null ? (uint)mapped.Size : gidMap?.Size ?? 0;
+        if (uidSize == 0 || gidSize == 0) throw new RuntimeException("the docker socket proxy needs the container's user namespace mappings");
+        return UnixSocket.ListenStream(ProxySocketPath(stagingDir), uidBase + (uid < uidSize ? uid : 0), gidBase + (gid < gidSize ? gid : 0), mode, backlog: 64);
+    }
+
+    /// <summary>Hands the proxy's listening socket and the engine socket to the supervisor, which starts the proxy (SocketProxy/).</summary>
+    static void StartSocketProxy(StateStore store, string id, CgroupManager cgroup, SafeFd listening, SafeFd engine)
+    {
+        var runtimes = EngineFactsGatherer.OurRuntimeNames();
+        Supervisor.Send(store, id, new SupervisorRequest
+        {
+            Kind = SupervisorRequest.SocketProxy,
+            SocketProxy_ = new SocketProxySettings
+            {
+                SettingsPath = Path.GetFullPath(AdminSettings.PathFromEnvironment()),
+                Runtime = runtimes[0],
+                IsolatedRuntimes = runtimes,
+                StateRoot = Path.GetFullPath(store.Root),
+                CgroupPaths = new Dictionary<string, string>(cgroup.Paths.Map),
+            },
+        }, [listening.Fd, engine.Fd]);
     }
 
     static byte[] VettingProgram() => Seccomp.Notify.NotifyFilter.Program();

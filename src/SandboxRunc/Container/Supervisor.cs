@@ -23,11 +23,13 @@ namespace SandboxRunc.Container;
 /// <see cref="SupervisorReply"/>:
 ///   emulation  (create, once the FUSE fs is mounted)      fds = /dev/fuse connection to serve, the
 ///                                                                container's user namespace
+///   socketProxy (create, for a container allowed the       fds = the proxy's listening socket (in the
+///               engine socket)                                   staging dir), the engine socket (O_PATH)
 ///   container  (create, after the init said "ready")       fd = the init's seccomp listener (if vetting)
 ///   exec       (exec, after its process said "ready")      fd = that process's listener
 /// Until "container" it watches `create` (its parent) and exits if create dies; then it watches the
 /// init and exits with it. It also watches its emulation child and exits when that dies (see
-/// <see cref="SupervisorServices.EmulationExited"/>). `create` records its pid and start time; the supervisor
+/// <see cref="SupervisorServices.EmulationExited"/>), and its socket proxy child, whose death it logs and outlives. `create` records its pid and start time; the supervisor
 /// never writes into the state dir, so it cannot race `delete` removing it; it logs to the --log file of the
 /// `create` that started it (an engine's per-container log.json), if any, named in its environment so that its
 /// command line stays exactly `sandbox-runc --root ROOT supervise ID` (how delete recognises it).
@@ -136,8 +138,13 @@ public static class Supervisor
         {
             while (true)
             {
-                int ready = WaitAny(listening.Fd, watch.Fd, services.EmulationExit);
+                int ready = WaitAny(listening.Fd, watch.Fd, services.SocketProxyExit, services.EmulationExit);
                 if (ready == watch.Fd) return containerKnown ? 0 : 1;
+                if (ready == services.SocketProxyExit)
+                {
+                    Cli.Log.Error($"container {id}: {services.SocketProxyExited()}; the container's docker socket refuses connections from now on");
+                    continue;
+                }
                 if (ready == services.EmulationExit)
                 {
                     Cli.Log.Error($"container {id}: {services.EmulationExited()}; the supervisor stops (its emulated /proc and /sys fail with ENOTCONN, mount and umount2 with ENOSYS)");
@@ -175,18 +182,16 @@ public static class Supervisor
 
     /// <summary>Blocks until one of the fds is readable; returns it (a later one wins a tie: exiting beats serving).
     /// A negative fd is not watched.</summary>
-    static unsafe int WaitAny(int a, int b, int c)
+    static unsafe int WaitAny(params ReadOnlySpan<int> watched)
     {
-        var fds = stackalloc Libc.PollFd[3];
-        fds[0] = new Libc.PollFd { Fd = a, Events = Libc.POLLIN };
-        fds[1] = new Libc.PollFd { Fd = b, Events = Libc.POLLIN };
-        fds[2] = new Libc.PollFd { Fd = c, Events = Libc.POLLIN };
+        var fds = stackalloc Libc.PollFd[watched.Length];
+        for (int i = 0; i < watched.Length; i++) fds[i] = new Libc.PollFd { Fd = watched[i], Events = Libc.POLLIN };
         while (true)
         {
-            int r = Libc.poll(fds, 3, -1);
+            int r = Libc.poll(fds, (ulong)watched.Length, -1);
             if (r < 0 && Libc.Errno == Libc.EINTR) continue;
             SysException.Check(r, "poll");
-            for (int i = 2; i >= 0; i--)
+            for (int i = watched.Length - 1; i >= 0; i--)
                 if (fds[i].Fd >= 0 && fds[i].REvents != 0) return fds[i].Fd;
         }
     }

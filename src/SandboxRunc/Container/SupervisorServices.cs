@@ -6,13 +6,28 @@ namespace SandboxRunc.Container;
 /// <summary>A request to a container's supervisor (see <see cref="Supervisor"/>).</summary>
 public sealed class SupervisorRequest
 {
-    public const string Emulation = "emulation", Container = "container", Exec = "exec";
+    public const string Emulation = "emulation", Container = "container", Exec = "exec", SocketProxy = "socketProxy";
 
     [JsonPropertyName("kind")] public string Kind { get; set; } = "";
     /// <summary>Host pid of the process whose listener comes with the request (container, exec).</summary>
     [JsonPropertyName("pid")] public int Pid { get; set; }
     [JsonPropertyName("emulation")] public EmulationSettings? Emulation_ { get; set; }
     [JsonPropertyName("vetting")] public VettingSettings? Vetting { get; set; }
+    [JsonPropertyName("socketProxy")] public SocketProxySettings? SocketProxy_ { get; set; }
+}
+
+/// <summary>What a container's socket proxy needs (see SocketProxy/SocketProxyService): its fds come with the request.</summary>
+public sealed class SocketProxySettings
+{
+    /// <summary>The admin settings file, read by the proxy for every request.</summary>
+    [JsonPropertyName("settingsPath")] public string SettingsPath { get; set; } = "";
+    /// <summary>The runtime name containers created through the socket get.</summary>
+    [JsonPropertyName("runtime")] public string Runtime { get; set; } = "sandbox-runc";
+    /// <summary>Every name dockerd knows this runtime by.</summary>
+    [JsonPropertyName("isolatedRuntimes")] public List<string> IsolatedRuntimes { get; set; } = [];
+    /// <summary>The engine's state root for this runtime (a restricted place for the create judgement).</summary>
+    [JsonPropertyName("stateRoot")] public string StateRoot { get; set; } = "";
+    [JsonPropertyName("cgroupPaths")] public Dictionary<string, string> CgroupPaths { get; set; } = [];
 }
 
 /// <summary>What the supervisor needs to know to serve a container's emulated /proc and /sys.</summary>
@@ -48,6 +63,7 @@ public sealed class SupervisorReply
 [JsonSerializable(typeof(SupervisorRequest))]
 [JsonSerializable(typeof(SupervisorReply))]
 [JsonSerializable(typeof(EmulationSettings))]
+[JsonSerializable(typeof(SocketProxySettings))]
 internal sealed partial class SupervisorJson : JsonSerializerContext
 {
 }
@@ -65,9 +81,29 @@ internal sealed class SupervisorServices(string id, string stateDir, string root
     int _emulationPid;
     string? _emulationDir;
     Seccomp.Notify.NotifyServer? _notify;
+    SafeFd? _proxy;       // pidfd of the socket proxy child
+    int _proxyPid;
 
     /// <summary>A pidfd that becomes readable when the emulation child exits; -1 when there is none.</summary>
     public int EmulationExit => _emulation?.Fd ?? -1;
+
+    /// <summary>A pidfd that becomes readable when the socket proxy child exits; -1 when there is none.</summary>
+    public int SocketProxyExit => _proxy?.Fd ?? -1;
+
+    /// <summary>
+    /// The socket proxy has died: reaps it and says how it ended. Unlike the emulation's, its death does not stop the
+    /// supervisor: the container's connects to its socket are refused from now on (nothing else holds the listening
+    /// socket), which fails closed for the socket alone, while the vetting and the emulated files go on.
+    /// </summary>
+    public unsafe string SocketProxyExited()
+    {
+        int status = 0, r;
+        do r = Libc.waitpid(_proxyPid, &status, 0); while (r < 0 && Libc.Errno == Libc.EINTR);
+        _proxy?.Dispose();
+        _proxy = null;
+        string how = r != _proxyPid ? "exited" : (status & 0x7f) == 0 ? $"exited with status {(status >> 8) & 0xff}" : $"was killed by signal {status & 0x7f}";
+        return $"the docker socket proxy (pid {_proxyPid}) {how}";
+    }
 
     /// <summary>
     /// The emulation child has died: reaps it (no zombie) and says how it ended. The supervisor then exits
@@ -123,6 +159,15 @@ internal sealed class SupervisorServices(string id, string stateDir, string root
                 _notify.Start();
                 _notify.AddListener(fd.Release());
                 break;
+            case SupervisorRequest.SocketProxy:
+                var p = request.SocketProxy_ ?? throw new InvalidOperationException("socket proxy request without settings");
+                if (fds.Length != 2) throw new InvalidOperationException("socket proxy request without its listening and engine sockets");
+                if (_proxy is not null) throw new InvalidOperationException("this container has a socket proxy already");
+                _proxyPid = SocketProxy.SocketProxyService.Start(root, id, p, fds[0], fds[1]);
+                int proxyFd = (int)Libc.syscall(Libc.SYS_pidfd_open, _proxyPid, 0, 0, 0, 0, 0);
+                if (proxyFd < 0) throw new SysException("pidfd_open", "socket proxy", Libc.Errno);
+                _proxy = new SafeFd(proxyFd);
+                break;
             case SupervisorRequest.Exec:
                 if (fd is null) break;
                 if (_notify is null) throw new InvalidOperationException("this container has no syscall vetting to join");
@@ -142,6 +187,11 @@ internal sealed class SupervisorServices(string id, string stateDir, string root
         {
             Libc.syscall(Libc.SYS_pidfd_send_signal, _emulation.Fd, 9, 0, 0, 0, 0);
             _emulation.Dispose();
+        }
+        if (_proxy is not null)
+        {
+            Libc.syscall(Libc.SYS_pidfd_send_signal, _proxy.Fd, 9, 0, 0, 0, 0);
+            _proxy.Dispose();
         }
     }
 }

@@ -106,6 +106,23 @@ public static unsafe class UnixSocket
         return fd;
     }
 
+    /// <summary>
+    /// A listening SOCK_STREAM socket at <paramref name="path"/> (which must not exist), owned by
+    /// <paramref name="uid"/>:<paramref name="gid"/> with <paramref name="mode"/>: the docker socket proxy's, in a
+    /// container's staging dir.
+    /// </summary>
+    public static SafeFd ListenStream(string path, uint uid, uint gid, uint mode, int backlog)
+    {
+        var fd = new SafeFd(SysException.Check(Libc.socket(Libc.AF_UNIX, Libc.SOCK_STREAM | Libc.SOCK_CLOEXEC, 0), "socket", path));
+        byte* addr = stackalloc byte[110];
+        int len = Address(path, path, addr);
+        SysException.Check(Libc.bind(fd.Fd, addr, len), "bind", path);
+        SysException.Check(Libc.chown(path, uid, gid), "chown", path);
+        SysException.Check(Libc.chmod(path, mode), "chmod", path);
+        SysException.Check(Libc.listen(fd.Fd, backlog), "listen", path);
+        return fd;
+    }
+
     /// <summary>The next connection on a listening socket (close-on-exec).</summary>
     public static SafeFd Accept(int listening)
     {

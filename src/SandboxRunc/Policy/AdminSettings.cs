@@ -3,7 +3,8 @@ using System.Text.Json.Nodes;
 
 namespace SandboxRunc.Policy;
 
-/// <summary>commandList of the docker socket mount: which docker API commands a container that mounts the socket may use.</summary>
+/// <summary>commandList of the docker socket mount: which docker API commands a container that mounts the socket may use
+/// (enforced by the socket proxy: <see cref="CommandListPolicy"/>).</summary>
 public sealed record CommandList(string Type, IReadOnlyList<string> Commands);
 
 /// <summary>
@@ -118,8 +119,8 @@ public sealed record AdminSettings(
         }
         if (Obj(socket, "commandList", dsm + ".commandList", path) is { } commandList)
         {
-            // Parsed and validated so that a wrong file fails now; enforcing it needs a proxy in front of the
-            // mounted socket (every API request checked), which is later work: today the list is not applied.
+            // Enforced by the socket proxy on every API request a container makes through a mounted socket
+            // (CommandListPolicy). An unknown name fails here: a typo in a deny list must not silently deny nothing.
             Known(commandList, dsm + ".commandList", path, "type", "commands");
             string type = commandList["type"] is { } t && t.GetValueKind() == JsonValueKind.String ? t.GetValue<string>()
                 : throw Bad(path, $"{dsm}.commandList.type must be \"allow\" or \"deny\"{Found(commandList["type"])}");
@@ -129,6 +130,8 @@ public sealed record AdminSettings(
             for (int i = 0; i < commands.Count; i++)
                 if (commands[i].Length == 0 || !commands[i].All(c => char.IsAsciiLetterLower(c) || c == '-' || c == '*'))
                     throw Bad(path, $"{dsm}.commandList.commands[{i}] \"{commands[i]}\" is not a docker command name (e.g. \"push\", \"container*\")");
+                else if (DockerCommands.Unknown(commands[i]) is { } why)
+                    throw Bad(path, $"{dsm}.commandList.commands[{i}] {why}");
             settings = settings with { CommandList = new CommandList(type, commands) };
         }
         return settings;

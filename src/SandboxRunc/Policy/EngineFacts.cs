@@ -62,25 +62,13 @@ public static class EngineFactsGatherer
     public const string DaemonJson = "/etc/docker/daemon.json";
 
     /// <param name="pinned">receives every bind source, opened once here; the container's mounts are made from these fds.</param>
-    public static EngineFacts Gather(Oci.Spec spec, string containerId, string stateRoot, string bundle, PinnedSources pinned)
+    /// <param name="image">the container's image when it is known already (the socket proxy judging a create request);
+    /// else it is read from dockerd's record of <paramref name="containerId"/>.</param>
+    public static EngineFacts Gather(Oci.Spec spec, string containerId, string stateRoot, string bundle, PinnedSources pinned, ContainerImage? image = null)
     {
-        var daemon = ReadJson(DaemonJson);
-        string dockerRoot = HostPath.Resolve(daemon?["data-root"]?.GetValueKind() == System.Text.Json.JsonValueKind.String
-            ? daemon["data-root"]!.GetValue<string>() : "/var/lib/docker");
-        var sockets = new List<string>();
-        if (daemon?["hosts"] is System.Text.Json.Nodes.JsonArray hosts)
-            foreach (var h in hosts)
-                if (h?.GetValueKind() == System.Text.Json.JsonValueKind.String && h.GetValue<string>() is { } s && s.StartsWith("unix://"))
-                    sockets.Add(HostPath.Resolve(s["unix://".Length..]));
-        if (sockets.Count == 0) sockets.Add(HostPath.Resolve("/var/run/docker.sock"));
+        var (dockerRoot, sockets, imageStore) = Docker();
 
-        string imageStore = Directory.Exists(Path.Combine(dockerRoot, "image"))
-            ? Directory.GetDirectories(Path.Combine(dockerRoot, "image")).FirstOrDefault(d => File.Exists(Path.Combine(d, "repositories.json")))
-              ?? Path.Combine(dockerRoot, "image", "overlay2")
-            : Path.Combine(dockerRoot, "image", "overlay2");
-
-        ContainerImage? image = null;
-        if (IsSafeId(containerId) && ReadJson(Path.Combine(dockerRoot, "containers", containerId, "config.v2.json")) is { } record)
+        if (image is null && IsSafeId(containerId) && ReadJson(Path.Combine(dockerRoot, "containers", containerId, "config.v2.json")) is { } record)
             image = new ContainerImage(Str(record["Config"]?["Image"]), Str(record["Image"]), OurLabels(record["Config"]?["Labels"]));
 
         var table = HostPlacesReader.MountTable();
@@ -121,6 +109,75 @@ public static class EngineFactsGatherer
             Rootfs = spec.Root?.Path is { Length: > 0 } rootfs
                 ? (rootfs, HostPath.Resolve(Path.Combine(bundle, rootfs)), PlaceOf(Path.Combine(bundle, rootfs))) : null,
         };
+    }
+
+    /// <summary>dockerd's data root, its unix sockets (daemon.json hosts, else /var/run/docker.sock) and its image store.</summary>
+    static (string DataRoot, List<string> Sockets, string ImageStore) Docker()
+    {
+        var daemon = ReadJson(DaemonJson);
+        string dockerRoot = HostPath.Resolve(daemon?["data-root"]?.GetValueKind() == System.Text.Json.JsonValueKind.String
+            ? daemon["data-root"]!.GetValue<string>() : "/var/lib/docker");
+        var sockets = new List<string>();
+        if (daemon?["hosts"] is System.Text.Json.Nodes.JsonArray hosts)
+            foreach (var h in hosts)
+                if (h?.GetValueKind() == System.Text.Json.JsonValueKind.String && h.GetValue<string>() is { } s && s.StartsWith("unix://"))
+                    sockets.Add(HostPath.Resolve(s["unix://".Length..]));
+        if (sockets.Count == 0) sockets.Add(HostPath.Resolve("/var/run/docker.sock"));
+
+        string imageStore = Directory.Exists(Path.Combine(dockerRoot, "image"))
+            ? Directory.GetDirectories(Path.Combine(dockerRoot, "image")).FirstOrDefault(d => File.Exists(Path.Combine(d, "repositories.json")))
+              ?? Path.Combine(dockerRoot, "image", "overlay2")
+            : Path.Combine(dockerRoot, "image", "overlay2");
+        return (dockerRoot, sockets, imageStore);
+    }
+
+    /// <summary>
+    /// The image a create request names, as dockerd will resolve it: a name through the tag store, an image ID (or
+    /// its prefix) through the image store. An image that resolves to nothing has no ID (which no allow list passes).
+    /// </summary>
+    public static ContainerImage ImageNamed(string? name, IReadOnlyDictionary<string, string> labels)
+    {
+        string? id = null;
+        if (name is not null)
+        {
+            var (_, _, store) = Docker();
+            if (ImageReference.IsImageId(name))
+            {
+                string hex = name.StartsWith("sha256:") ? name[7..] : name;
+                string dir = Path.Combine(store, "imagedb", "content", "sha256");
+                var found = Directory.Exists(dir) ? Directory.GetFiles(dir, hex + "*").Select(Path.GetFileName).ToList() : [];
+                if (found.Count == 1) id = "sha256:" + found[0];
+            }
+            else if (ImageReference.Parse(name) is { } reference && ReadTags(Path.Combine(store, "repositories.json")).TryGetValue(reference.ToString(), out var tagged))
+                id = tagged;
+        }
+        return new ContainerImage(name, id, labels);
+    }
+
+    /// <summary>
+    /// The names dockerd knows this runtime by: daemon.json runtimes whose path is this executable, and "runc" where
+    /// `install --lock` made dockerd's runc this executable (a containers's HostConfig.Runtime is one of these when it
+    /// runs isolated). The first is the one containers created through a mounted socket get; "sandbox-runc" when
+    /// dockerd names us otherwise (containerd, podman: no daemon.json entry).
+    /// </summary>
+    public static List<string> OurRuntimeNames()
+    {
+        var names = new List<string>();
+        string self = Environment.ProcessPath is { } p ? HostPath.Resolve(p) : "";
+        if (ReadJson(DaemonJson)?["runtimes"] is System.Text.Json.Nodes.JsonObject runtimes)
+            foreach (var (name, entry) in runtimes)
+                if (Str(entry?["path"]) is { } path && self.Length > 0 && HostPath.Resolve(path.StartsWith('/') ? path : "/usr/local/bin/" + path) == self)
+                    names.Add(name);
+        if (names.Count == 0) names.Add("sandbox-runc");
+        string dockerdPath = Install.RuncTakeover.DockerdPath("/var/run/docker.pid");
+        foreach (var dir in dockerdPath.Split(':', StringSplitOptions.RemoveEmptyEntries))
+        {
+            string runc = Path.Combine(dir, "runc");
+            if (!File.Exists(runc)) continue;
+            if (HostPath.Resolve(runc) == self) names.Add("runc");
+            break;
+        }
+        return names;
     }
 
     /// <summary>The spec's bind sources described over a given mount table and realpath (tests: a fake host).</summary>

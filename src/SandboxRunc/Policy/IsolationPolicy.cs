@@ -101,6 +101,9 @@ public sealed record PolicyDecision(UserNamespaceDecision UserNamespace, bool Re
 {
     /// <summary>Whether the bind mount at this index is to be ID-mapped (true for anything the policy did not judge).</summary>
     public bool Idmap(int index) => !Binds.TryGetValue(index, out var v) || v.Idmap;
+
+    /// <summary>Whether the bind mount at this index is the engine socket, served to the container by the socket proxy.</summary>
+    public bool EngineSocket(int index) => Binds.TryGetValue(index, out var v) && v.EngineSocket;
 }
 
 /// <summary>
@@ -149,10 +152,15 @@ public static class IsolationPolicy
             var verdict = MountPolicy.Judge(i, source, settings, facts);
             if (socket)
             {
-                notes.Add($"docker socket mount {m.Source} allowed for image \"{ImageReference.Shown(facts.Image?.Name)}\"" +
-                          (settings.CommandList is { } cl ? $" (commandList {cl.Type} [{string.Join(' ', cl.Commands)}] is not enforced yet)" : ""));
-                // Its root:docker 0660 socket is only usable by container root through an ID-mapped bind.
-                binds[i] = verdict with { Idmap = true, Note = null };
+                // The container gets the runtime's filtering proxy in place of the socket (see SocketProxy/): what it
+                // sends is checked against the commandList and the isolation policy. The proxy can stand in for the
+                // socket itself only, not for one somewhere inside a directory tree, so such a directory is refused.
+                if (!MountPolicy.IsDockerSocket(source, facts))
+                    throw new PolicyException($"docker socket mount {m.Source} refused: it is a directory that holds the docker socket; " +
+                                              "bind-mount the socket itself (e.g. -v /var/run/docker.sock:/var/run/docker.sock), where sandbox-runc puts its filtering proxy");
+                notes.Add($"docker socket mount {m.Source} allowed for image \"{ImageReference.Shown(facts.Image?.Name)}\": the container gets sandbox-runc's socket proxy there" +
+                          (settings.CommandList is { } cl ? $" (commandList {cl.Type} [{string.Join(' ', cl.Commands)}])" : " (no commandList)"));
+                binds[i] = verdict with { Idmap = false, Note = null, EngineSocket = true };
                 continue;
             }
             binds[i] = verdict;

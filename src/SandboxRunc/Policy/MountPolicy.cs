@@ -6,7 +6,8 @@ namespace SandboxRunc.Policy;
 /// <param name="Idmap">ID-mapped (container root acts as host root on those files, as under runc) or a plain bind
 /// (host owners stay: files of host users outside the container's range show as nobody, and the container's
 /// root is an unprivileged host user there).</param>
-public sealed record BindVerdict(int Index, string Source, bool Idmap, string? Note);
+/// <param name="EngineSocket">the source is the Docker Engine socket itself: the container gets the socket proxy's socket there.</param>
+public sealed record BindVerdict(int Index, string Source, bool Idmap, string? Note, bool EngineSocket = false);
 
 /// <summary>
 /// Host bind mounts (docker -v/--mount, volumes of every driver, any engine's binds). A source is judged by
@@ -65,6 +66,17 @@ public static class MountPolicy
         {
             if (facts.PlaceOf(socket) is { } place && source.AllShown().Any(s => s.Contains(place))) return true;
             if (source.Id is { } id && facts.Identify(socket) == id) return true;
+        }
+        return false;
+    }
+
+    /// <summary>Whether the source is the Docker Engine socket itself (by inode, or the same place), not a directory that shows it.</summary>
+    public static bool IsDockerSocket(BindSource source, EngineFacts facts)
+    {
+        foreach (var socket in facts.DockerSockets)
+        {
+            if (source.Id is { } id && facts.Identify(socket) == id) return true;
+            if (facts.PlaceOf(socket) is { } place && Same(place, source.Self)) return true;
         }
         return false;
     }
