@@ -37,7 +37,8 @@ public sealed class DockerCli : IDisposable
     {
         var cmd = CliWrap.Cli.Wrap("docker").WithArguments(args).WithValidation(CommandResultValidation.None);
         if (stdin is not null) cmd = cmd.WithStandardInputPipe(PipeSource.FromString(stdin));
-        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        var limit = TestSupport.HangLimits.Seconds(30);
+        using var cts = new CancellationTokenSource(limit);
         var sw = Stopwatch.StartNew();
         BufferedCommandResult r;
         try
@@ -46,7 +47,7 @@ public sealed class DockerCli : IDisposable
         }
         catch (OperationCanceledException)
         {
-            throw new Xunit.Sdk.XunitException($"docker {string.Join(' ', args)} did not finish within 30 s");
+            throw new Xunit.Sdk.XunitException($"docker {string.Join(' ', args)} did not finish within {limit.TotalSeconds:0} s");
         }
         return new Result(r.ExitCode, r.StandardOutput, r.StandardError, sw.Elapsed);
     }
@@ -106,7 +107,7 @@ public sealed class DockerCli : IDisposable
     /// <summary>Polls the container's logs until they contain the text (a trap is set, a loop has begun...).</summary>
     public async Task WaitForLog(string name, string text, int timeoutMs = 10000)
     {
-        var deadline = DateTime.UtcNow.AddMilliseconds(timeoutMs);
+        var deadline = DateTime.UtcNow.AddMilliseconds(TestSupport.HangLimits.Ms(timeoutMs));
         Result last;
         do
         {

@@ -5,6 +5,7 @@ using Xunit;
 namespace SandboxRunc.Tests.Docker;
 
 /// <summary>docker pause/unpause, top, update, stats, OOM kills and restart on the sandbox-runc runtime.</summary>
+[Trait("Category", "CgroupV2")]
 public sealed class OpsDockerTests : IDisposable
 {
     readonly DockerCli _docker = new();
@@ -25,12 +26,12 @@ public sealed class OpsDockerTests : IDisposable
         await _docker.Ok("pause", name);
         Assert.Equal("paused", await _docker.Inspect(name, "{{.State.Status}}"));
         int paused = await LastCount(name);
-        await Task.Delay(500);
+        await Task.Delay(HangLimits.Ms(500));
         Assert.Equal(paused, await LastCount(name));
 
         await _docker.Ok("unpause", name);
         Assert.Equal("running", await _docker.Inspect(name, "{{.State.Status}}"));
-        await Task.Delay(500);
+        await Task.Delay(HangLimits.Ms(500));
         Assert.True(await LastCount(name) > paused + 1, "the counter did not advance after unpause");
     }
 
@@ -50,11 +51,22 @@ public sealed class OpsDockerTests : IDisposable
     public async Task UpdateMemoryReachesTheContainersCgroup()
     {
         string name = await _docker.RunDetached("update", DockerCli.Runtime, [], "sleep", "100");
-        string id = await _docker.Inspect(name, "{{.Id}}");
+        int pid = int.Parse(await _docker.Inspect(name, "{{.State.Pid}}"));
         await _docker.Ok("update", "--memory", "64m", "--memory-swap", "64m", "--pids-limit", "77", name);
-        string dir = $"/sys/fs/cgroup/memory/docker/{id}";
-        Assert.Equal("67108864", File.ReadAllText(Path.Combine(dir, "memory.limit_in_bytes")).Trim());
-        Assert.Equal("77", File.ReadAllText($"/sys/fs/cgroup/pids/docker/{id}/pids.max").Trim());
+        // The init's own cgroup, wherever the engine's cgroup driver put it (docker/ID, docker-ID.scope).
+        string memory = HostCgroups.OfProcess(pid, "memory"), pids = HostCgroups.OfProcess(pid, "pids");
+        if (HostCgroups.V2)
+        {
+            Assert.Equal("67108864", HostCgroups.Read(memory, "memory.max"));
+            Assert.Equal("0", HostCgroups.Read(memory, "memory.swap.max")); // --memory-swap = --memory: no swap
+        }
+        else
+        {
+            Assert.Equal("67108864", HostCgroups.Read(memory, "memory.limit_in_bytes"));
+            if (File.Exists(Path.Combine(memory, "memory.memsw.limit_in_bytes")))
+                Assert.Equal("67108864", HostCgroups.Read(memory, "memory.memsw.limit_in_bytes"));
+        }
+        Assert.Equal("77", HostCgroups.Read(pids, "pids.max"));
         Assert.Equal("67108864", await _docker.Inspect(name, "{{.HostConfig.Memory}}"));
     }
 

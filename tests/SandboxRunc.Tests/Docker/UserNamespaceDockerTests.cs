@@ -21,7 +21,7 @@ public sealed class UserNamespaceDockerTests : IDisposable
 
     static async Task<BufferedCommandResult> Docker(params string[] args)
     {
-        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        using var cts = new CancellationTokenSource(HangLimits.Seconds(60));
         return await CliWrap.Cli.Wrap("docker").WithArguments(args).WithValidation(CommandResultValidation.None)
             .ExecuteBufferedAsync(Encoding.UTF8, cts.Token);
     }
@@ -69,6 +69,7 @@ public sealed class UserNamespaceDockerTests : IDisposable
         return d;
     }
 
+    [Trait("Category", "CgroupV2")]
     [IntegrationFact]
     public async Task UserNamespaceDocker_EachContainerGetsItsOwnRange()
     {

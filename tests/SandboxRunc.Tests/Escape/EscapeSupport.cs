@@ -304,7 +304,7 @@ public static class EscapeHost
     /// <summary>As <see cref="Exec"/>, returning the exit code and both streams instead of throwing.</summary>
     public static async Task<(int ExitCode, string Stdout, string Stderr)> Try(string file, params string[] args)
     {
-        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        using var cts = new CancellationTokenSource(HangLimits.Seconds(60));
         var r = await CliWrap.Cli.Wrap(file).WithArguments(args).WithValidation(CommandResultValidation.None).ExecuteBufferedAsync(cts.Token);
         return (r.ExitCode, r.StandardOutput, r.StandardError);
     }

@@ -177,6 +177,7 @@ public sealed class PrivilegedEscapeTests : IDisposable
     /// root. Under runc this writes a marker file on the host; under sandbox-runc it must not, nor may the
     /// release_agent of a hierarchy the host uses be written.
     /// </summary>
+    [Trait("Category", "CgroupV2")]
     [EscapeFact]
     public async Task Privileged_CannotUseTheCgroupReleaseAgent()
     {

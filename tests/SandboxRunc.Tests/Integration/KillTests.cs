@@ -59,6 +59,7 @@ public sealed class KillTests : IDisposable
         Assert.Equal("ready\ngot\n", r.ContainerOutput);
     }
 
+    [Trait("Category", "CgroupV2")]
     [IntegrationFact]
     public async Task KillAllReachesEveryProcessInTheCgroup()
     {

@@ -17,7 +17,7 @@ public static class Procs
     /// <summary>Waits up to the timeout for the process to be gone; true if it is.</summary>
     public static async Task<bool> WaitGone(int pid, int timeoutMs = 5000)
     {
-        for (var end = DateTime.UtcNow.AddMilliseconds(timeoutMs); DateTime.UtcNow < end; await Task.Delay(20))
+        for (var end = DateTime.UtcNow.AddMilliseconds(HangLimits.Ms(timeoutMs)); DateTime.UtcNow < end; await Task.Delay(20))
             if (!Alive(pid)) return true;
         return !Alive(pid);
     }

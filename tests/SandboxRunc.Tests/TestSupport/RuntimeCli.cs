@@ -42,7 +42,7 @@ public sealed class RuntimeCli : IDisposable
             .WithEnvironmentVariables(Env)
             .WithValidation(CommandResultValidation.None);
         if (configure is not null) cmd = configure(cmd);
-        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        using var cts = new CancellationTokenSource(HangLimits.Seconds(60));
         var r = await cmd.ExecuteBufferedAsync(Encoding.UTF8, cts.Token);
         return new Result(r.ExitCode, r.StandardOutput, r.StandardError);
     }
@@ -61,7 +61,7 @@ public sealed class RuntimeCli : IDisposable
         string log = Path.Combine(StateRoot, "out-" + Guid.NewGuid().ToString("N")[..8]);
         string line = string.Join(' ', new[] { Binary, "--root", StateRoot }.Concat(args).Select(Quote))
             + $" >{Quote(log + ".out")} 2>{Quote(log + ".err")} </dev/null {redirects}";
-        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        using var cts = new CancellationTokenSource(HangLimits.Seconds(60));
         var r = await CliWrap.Cli.Wrap("/bin/sh").WithArguments(["-c", line]).WithEnvironmentVariables(Env)
             .WithValidation(CommandResultValidation.None).ExecuteBufferedAsync(Encoding.UTF8, cts.Token);
         return new Result(r.ExitCode, File.ReadAllText(log + ".out"), File.ReadAllText(log + ".err"), log + ".out");
@@ -99,7 +99,7 @@ public sealed class RuntimeCli : IDisposable
     /// <summary>Polls `state` until the container reaches the status (or fails after the timeout).</summary>
     public async Task WaitStatus(string id, string status, int timeoutMs = 10000)
     {
-        var deadline = DateTime.UtcNow.AddMilliseconds(timeoutMs);
+        var deadline = DateTime.UtcNow.AddMilliseconds(HangLimits.Ms(timeoutMs));
         string last = "";
         while (DateTime.UtcNow < deadline)
         {
