@@ -6,12 +6,22 @@
 # and, last, /results/done. The host powers nothing off: the VM does, when this returns.
 set -uo pipefail
 
+# bash reads a script as it runs it: run from a private copy, so that the host changing the shared
+# file meanwhile changes nothing here.
+if [[ ${BASH_SOURCE[0]} != /run/sandbox-vm-test.sh ]]; then
+  cp "${BASH_SOURCE[0]}" /run/sandbox-vm-test.sh && exec bash /run/sandbox-vm-test.sh "$@"
+fi
+
 REPO=/repo
 RESULTS=/results
 IN=$REPO/artifacts/vm/run/in
 WORK=/var/lib/sandbox-runc-test
 RUNTIME=/usr/local/bin/sandbox-runc
-TEST_DLL=$REPO/tests/SandboxRunc.Tests/bin/Release/net10.0/SandboxRunc.Tests.dll
+# The tests run from a local copy of what they need of the repository (the assemblies, the fixtures,
+# SandboxRunc.sln that marks the root): a rebuild on the host during the run cannot reach them.
+LOCAL_REPO=$WORK/repo
+TEST_DLL_DIR=tests/SandboxRunc.Tests/bin/Release/net10.0
+TEST_DLL=$LOCAL_REPO/$TEST_DLL_DIR/SandboxRunc.Tests.dll
 T0=$SECONDS
 
 # Settings from the host (in/env): DRIVERS, FILTER, DRIVER_TIMEOUT, HANG_TIMEOUT, IMAGE, TIMEOUT_SCALE.
@@ -67,10 +77,14 @@ main() {
   log "controllers: $(cat /sys/fs/cgroup/cgroup.controllers 2>/dev/null); AppArmor: $(cat /sys/module/apparmor/parameters/enabled 2>/dev/null)"
   [[ $(stat -fc %T /sys/fs/cgroup) == cgroup2fs ]] || fail_setup "/sys/fs/cgroup is not cgroup v2 (unified)"
   [[ -x $REPO/artifacts/sandbox-runc ]] || fail_setup "no artifacts/sandbox-runc in the shared repository"
-  [[ -f $TEST_DLL ]] || fail_setup "no test assembly $TEST_DLL in the shared repository"
+  [[ -f $REPO/$TEST_DLL_DIR/SandboxRunc.Tests.dll ]] || fail_setup "no test assembly $TEST_DLL_DIR/SandboxRunc.Tests.dll in the shared repository"
   [[ -x /usr/share/dotnet/dotnet ]] || fail_setup "no .NET at /usr/share/dotnet (the host's share)"
 
   install -m 0755 "$REPO/artifacts/sandbox-runc" "$RUNTIME"
+  rm -rf "$LOCAL_REPO" && mkdir -p "$LOCAL_REPO"
+  (cd "$REPO" && tar -c SandboxRunc.sln spec-fixtures "$TEST_DLL_DIR" $(find tests/SandboxRunc.Tests -name '*.c') \
+    $(ls artifacts/escape-probe-* artifacts/toctou 2>/dev/null)) | tar -x -C "$LOCAL_REPO" ||
+    fail_setup "copying the test assemblies from the share failed"
   log "runtime: $("$RUNTIME" --version | head -n1)"
   wait_docker || fail_setup "dockerd did not come up: $(systemctl status docker --no-pager 2>&1 | tail -n 5)"
   # As the README tells users: register the runtime in daemon.json (dockerd is reloaded by it).

@@ -231,11 +231,37 @@ fi
 grep '^\[guest' "$log" | tail -n +$((shown + 1)) | tr -d '\r' | sed 's/^/    /'
 QEMU_PID=
 
+# trx_check FILE: "TOTAL FAILED FIRST-RUN-ERROR" of a TRX file (VSTest's own errors are RunInfos).
+trx_check() {
+  python3 - "$1" <<'EOF'
+import sys, xml.etree.ElementTree as ET
+ns = "{http://microsoft.com/schemas/VisualStudio/TeamTest/2010}"
+try:
+    root = ET.parse(sys.argv[1]).getroot()
+except (ET.ParseError, OSError) as e:
+    print(0, 0, f"unreadable TRX: {e}"); sys.exit()
+c = root.find(f"{ns}ResultSummary/{ns}Counters")
+n = lambda k: int(c.get(k, "0") or 0) if c is not None else 0
+errors = [" ".join((t.text or "").split())[:300] for t in root.iter(f"{ns}Text")
+          if "Catastrophic" in (t.text or "") or "error" in (t.text or "").lower()]
+print(n("total"), n("failed") + n("error") + n("timeout") + n("aborted"), errors[0] if errors else "")
+EOF
+}
+
 ran=0
 for d in $DRIVERS; do
   if [[ -f $RUN/results/v2-$d.trx ]]; then
     cp "$RUN/results/v2-$d.trx" "$RESULTS_DIR/"
-    ran=$((ran + 1))
+    read -r total failed error < <(trx_check "$RUN/results/v2-$d.trx")
+    exit_code=$(sed -n "s/^DRIVER-DONE $d: dotnet test exit \([0-9]*\).*/\1/p" "$RUN/results/summary.txt" 2>/dev/null)
+    if [[ $total -eq 0 ]]; then
+      harness_fail "$d" "dotnet test ran no test under the $d driver${error:+: $error}"
+    elif [[ ${exit_code:-0} -ne 0 && $failed -eq 0 ]]; then
+      harness_fail "$d" "dotnet test exited with $exit_code and no failed test under the $d driver" \
+        "(a test host crash, or a test hanging over the hang timeout; see ${log#"$ROOT"/})"
+    else
+      ran=$((ran + 1))
+    fi
   else
     reason=$(grep -h "FAILED $d:" "$RUN/results/summary.txt" 2>/dev/null | head -n1)
     [[ -n $reason ]] || reason=$(grep -h "SETUP-FAILED" "$RUN/results/summary.txt" 2>/dev/null | head -n1)
