@@ -59,6 +59,27 @@ public sealed class CgroupDockerTests : IDisposable
                 Assert.False(Directory.Exists(dir.Replace("/memory/", $"/{controller}/")), $"docker rm -f left the {controller} cgroup");
     }
 
+    /// <summary>
+    /// The emulated /proc files read the container's cgroup (v1 or v2, whatever the driver): meminfo's total
+    /// is the memory limit and its free part shrinks with what the container holds; cpuinfo and stat list
+    /// one processor for --cpus 1. `free` would not show it: it asks sysinfo(2), answered apart.
+    /// </summary>
+    [IntegrationFact]
+    public async Task TheEmulatedProcFilesShowTheCgroupsLimits()
+    {
+        string name = await _docker.RunDetached("procv2", DockerCli.Runtime, ["--memory", "256m", "--cpus", "1", "--shm-size", "128m"], "sleep", "100");
+        async Task<long> Kb(string key) =>
+            long.Parse((await _docker.Ok("exec", name, "sh", "-c", $"awk '/^{key}:/ {{print $2}}' /proc/meminfo")).Stdout.Trim());
+        Assert.Equal(256 * 1024, await Kb("MemTotal"));
+        long freeBefore = await Kb("MemFree");
+        // 64 MiB held in a tmpfs file (shmem is charged to the container's memory cgroup).
+        await _docker.Ok("exec", name, "sh", "-c", "mkdir -p /dev/shm/x && head -c 64m /dev/zero > /dev/shm/x/f");
+        long freeAfter = await Kb("MemFree");
+        Assert.True(freeBefore - freeAfter >= 60 * 1024, $"MemFree went from {freeBefore} to {freeAfter} kB after 64 MiB were held");
+        var cpus = await _docker.Ok("exec", name, "sh", "-c", "grep -c ^processor /proc/cpuinfo; grep -c '^cpu[0-9]' /proc/stat");
+        Assert.Equal("1\n1\n", cpus.Stdout);
+    }
+
     [IntegrationFact]
     public async Task CpusetCpusConfinesTheContainer()
     {
