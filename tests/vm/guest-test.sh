@@ -122,16 +122,19 @@ main() {
     fi
     log "driver $driver: dockerd $(docker version --format '{{.Server.Version}}'), cgroup driver $got; dotnet test --filter $FILTER"
     mkdir -p /tmp/results
-    (cd /tmp && timeout --kill-after=20 "$DRIVER_TIMEOUT" /usr/share/dotnet/dotnet test "$TEST_DLL" \
+    # VSTest's own session timeout aborts the run and still writes the TRX with what ran; timeout(1)
+    # is only the backstop (a killed dotnet test writes nothing).
+    (cd /tmp && timeout --kill-after=20 $((DRIVER_TIMEOUT + 120)) /usr/share/dotnet/dotnet test "$TEST_DLL" \
       --filter "$FILTER" --results-directory /tmp/results \
       --logger "trx;LogFileName=v2-$driver.trx" --logger "console;verbosity=normal" \
-      --blame-hang-timeout "${HANG_TIMEOUT}s" --blame-hang-dump-type none </dev/null)
+      --blame-hang-timeout "${HANG_TIMEOUT}s" --blame-hang-dump-type none \
+      -- RunConfiguration.TestSessionTimeout=$((DRIVER_TIMEOUT * 1000)) </dev/null)
     rc=$?
     if [[ -f /tmp/results/v2-$driver.trx ]]; then
       cp "/tmp/results/v2-$driver.trx" "$RESULTS/"
       note "DRIVER-DONE $driver: dotnet test exit $rc after $((SECONDS - t1)) s"
     else
-      note "DRIVER-FAILED $driver: dotnet test exit $rc after $((SECONDS - t1)) s and wrote no TRX$([[ $rc -eq 124 ]] && echo " (timed out after $DRIVER_TIMEOUT s)")"
+      note "DRIVER-FAILED $driver: dotnet test exit $rc after $((SECONDS - t1)) s and wrote no TRX$([[ $rc -eq 124 ]] && echo " (killed after $((DRIVER_TIMEOUT + 120)) s)")"
     fi
     # What the run left behind, for the lead: containers, scopes, cgroups.
     log "left after $driver: containers $(docker ps -aq | wc -l), scopes: $(systemctl list-units --type=scope --all --no-legend --plain | grep -c -e docker- -e sandbox-runc)"

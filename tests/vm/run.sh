@@ -112,7 +112,10 @@ docker save -o "$RUN/in/test-image.tar" "$IMAGE" 2>"$LOGS/vm-save.log" ||
   fail_all "docker save $IMAGE failed: $(tail -n 3 "$LOGS/vm-save.log" | tr '\n' ' ')"
 {
   printf 'DRIVERS=%q\nFILTER=%q\nIMAGE=%q\n' "$DRIVERS" "$FILTER" "$IMAGE"
-  printf 'DRIVER_TIMEOUT=%d\nHANG_TIMEOUT=%d\n' $(((TIMEOUT - 300) / $(wc -w <<<"$DRIVERS"))) 600
+  # Each driver's share of what is left once the image is there, less boot and set-up (about 4 min
+  # under TCG) and the backstop the guest keeps after VSTest's own session timeout.
+  printf 'DRIVER_TIMEOUT=%d\nHANG_TIMEOUT=%d\n' \
+    $(((TIMEOUT - (SECONDS - T0) - 240) / $(wc -w <<<"$DRIVERS") - 150)) 600
   [[ -z ${SANDBOX_RUNC_TEST_TIMEOUT_SCALE:-} ]] || printf 'TIMEOUT_SCALE=%q\n' "$SANDBOX_RUNC_TEST_TIMEOUT_SCALE"
 } >"$RUN/in/env"
 step "inputs staged in $((SECONDS - t)) s (test image $(du -h "$RUN/in/test-image.tar" | cut -f1))"
@@ -231,7 +234,7 @@ fi
 grep '^\[guest' "$log" | tail -n +$((shown + 1)) | tr -d '\r' | sed 's/^/    /'
 QEMU_PID=
 
-# trx_check FILE: "TOTAL FAILED FIRST-RUN-ERROR" of a TRX file (VSTest's own errors are RunInfos).
+# trx_check FILE: "TOTAL FAILED OUTCOME FIRST-RUN-ERROR" of a TRX file (VSTest's own errors are RunInfos).
 trx_check() {
   python3 - "$1" <<'EOF'
 import sys, xml.etree.ElementTree as ET
@@ -239,12 +242,17 @@ ns = "{http://microsoft.com/schemas/VisualStudio/TeamTest/2010}"
 try:
     root = ET.parse(sys.argv[1]).getroot()
 except (ET.ParseError, OSError) as e:
-    print(0, 0, f"unreadable TRX: {e}"); sys.exit()
+    print(0, 0, "Error", f"unreadable TRX: {e}"); sys.exit()
+summary = root.find(f"{ns}ResultSummary")
+outcome = summary.get("outcome", "?") if summary is not None else "?"
+# VSTest reports a session timeout or a blame-hang abort only as a run message.
+if any("abort" in (t.text or "").lower() for t in root.iter(f"{ns}Text")):
+    outcome = "Aborted"
 c = root.find(f"{ns}ResultSummary/{ns}Counters")
 n = lambda k: int(c.get(k, "0") or 0) if c is not None else 0
 errors = [" ".join((t.text or "").split())[:300] for t in root.iter(f"{ns}Text")
           if "Catastrophic" in (t.text or "") or "error" in (t.text or "").lower()]
-print(n("total"), n("failed") + n("error") + n("timeout") + n("aborted"), errors[0] if errors else "")
+print(n("total"), n("failed") + n("error") + n("timeout") + n("aborted"), outcome, errors[0] if errors else "")
 EOF
 }
 
@@ -252,10 +260,14 @@ ran=0
 for d in $DRIVERS; do
   if [[ -f $RUN/results/v2-$d.trx ]]; then
     cp "$RUN/results/v2-$d.trx" "$RESULTS_DIR/"
-    read -r total failed error < <(trx_check "$RUN/results/v2-$d.trx")
+    read -r total failed outcome error < <(trx_check "$RUN/results/v2-$d.trx")
     exit_code=$(sed -n "s/^DRIVER-DONE $d: dotnet test exit \([0-9]*\).*/\1/p" "$RUN/results/summary.txt" 2>/dev/null)
     if [[ $total -eq 0 ]]; then
       harness_fail "$d" "dotnet test ran no test under the $d driver${error:+: $error}"
+    elif [[ $outcome == Aborted ]]; then
+      harness_fail "$d" "the test run under the $d driver was aborted after $total tests (VSTest's session" \
+        "timeout, a test host crash or a hang; see ${log#"$ROOT"/})"
+      ran=$((ran + 1))
     elif [[ ${exit_code:-0} -ne 0 && $failed -eq 0 ]]; then
       harness_fail "$d" "dotnet test exited with $exit_code and no failed test under the $d driver" \
         "(a test host crash, or a test hanging over the hang timeout; see ${log#"$ROOT"/})"
