@@ -11,6 +11,11 @@
 # the guest (guest/), the Debian release and the architecture. When artifacts/vm/<hash>/disk.img
 # exists nothing is done. With --print-dir the directory is the last line printed.
 #
+# A second, machine-wide copy (SANDBOX_RUNC_VM_CACHE, default /var/cache/sandbox-runc/vm/<hash>; "none"
+# turns it off) lets a fresh clone on the same machine (CI) take the image instead of building it again:
+# hard links when on the same filesystem (the image is never written in place: qemu boots it as a
+# snapshot), a sparse copy otherwise. Only the current hash is kept there too.
+#
 # How: debootstrap --variant=minbase, then apt-get install --no-install-recommends of packages.txt
 # in a chroot (services are kept from starting there), the guest's systemd unit that runs the tests,
 # then mkfs.ext4 -d (no loop device, no mount). Only Debian's repositories are used: the mirror is the
@@ -20,6 +25,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 VMART=${SANDBOX_RUNC_VM_ARTIFACTS:-$ROOT/artifacts/vm}
+CACHE=${SANDBOX_RUNC_VM_CACHE:-/var/cache/sandbox-runc/vm}
 RELEASE=bookworm
 ARCH=amd64
 DISK_SIZE=6G
@@ -167,6 +173,27 @@ build() {
   step "$(cat "$dir/build-info.txt")"
 }
 
+complete() { [[ -f $1/disk.img && -f $1/vmlinuz && -f $1/initrd.img && -f $1/build-info.txt ]]; }
+
+# copy_image FROM TO: hard links if possible, else a sparse copy; TO appears whole or not at all.
+copy_image() {
+  local from=$1 to=$2
+  rm -rf "$to.tmp"
+  mkdir -p "$(dirname "$to")"
+  cp -al "$from" "$to.tmp" 2>/dev/null || { rm -rf "$to.tmp"; cp -a --sparse=always "$from" "$to.tmp"; } || return 1
+  rm -rf "$to"
+  mv "$to.tmp" "$to"
+}
+
+# keep_only DIR HASHDIR: removes the images of other hashes under DIR.
+keep_only() {
+  local old
+  for old in "$1"/*/; do
+    old=${old%/}
+    [[ $old == "$2" || ! -f $old/disk.img ]] || rm -rf "$old"
+  done
+}
+
 main() {
   [[ $(id -u) -eq 0 ]] || die "must run as root (debootstrap, chroot)"
   local hash dir print_dir=no
@@ -176,17 +203,22 @@ main() {
   mkdir -p "$VMART"
   exec 9>"$VMART/.build.lock"
   flock 9
-  if [[ -f $dir/disk.img && -f $dir/vmlinuz && -f $dir/initrd.img ]]; then
-    step "cached: artifacts/vm/$hash ($(cat "$dir/build-info.txt" 2>/dev/null || echo '?'))"
+  if complete "$dir"; then
+    step "cached: artifacts/vm/$hash ($(cat "$dir/build-info.txt"))"
+  elif [[ $CACHE != none ]] && complete "$CACHE/$hash" && copy_image "$CACHE/$hash" "$dir"; then
+    step "taken from $CACHE/$hash ($(cat "$dir/build-info.txt"))"
   else
     step "building artifacts/vm/$hash (no image for this content hash yet)"
     build "$dir"
     # Images of older hashes are of no further use: keep only this one.
-    local old
-    for old in "$VMART"/*/; do
-      old=${old%/}
-      [[ $old == "$dir" || ! -f $old/disk.img ]] || rm -rf "$old"
-    done
+    keep_only "$VMART" "$dir"
+  fi
+  if [[ $CACHE != none ]] && ! complete "$CACHE/$hash"; then
+    if copy_image "$dir" "$CACHE/$hash"; then
+      keep_only "$CACHE" "$CACHE/$hash"
+    else
+      printf 'WARNING: vm-image: could not keep a copy in %s\n' "$CACHE" >&2
+    fi
   fi
   [[ $print_dir == no ]] || printf '%s\n' "$dir"
 }
