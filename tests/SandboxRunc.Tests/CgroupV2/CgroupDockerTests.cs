@@ -184,7 +184,10 @@ public sealed class CgroupDockerTests : IDisposable
     /// <summary>
     /// The container raising its own memory limit from inside: writing the limit file, after remounting the
     /// cgroup filesystem read-write, and through a cgroup filesystem it mounts itself. runc with
-    /// CAP_SYS_ADMIN (no AppArmor, no seccomp) lifts it by remounting; sandbox-runc with --privileged must not.
+    /// CAP_SYS_ADMIN (no AppArmor, no seccomp) lifts it through a cgroup filesystem it mounts; sandbox-runc
+    /// with --privileged must not. On v2 the kernel refuses writes to the limits of a cgroup namespace's own
+    /// root from inside that namespace, so the runc reference runs in the host's (--cgroupns host), where
+    /// the attempt works.
     /// </summary>
     [IntegrationFact]
     public async Task TheContainerCannotLiftItsOwnMemoryLimit()
@@ -195,8 +198,8 @@ public sealed class CgroupDockerTests : IDisposable
         // limit may not exceed.
         const string unlimited = "100663296";
         string fresh = HostCgroups.V2 ? "mount -t cgroup2 none /tmp/cg" : "mount -t cgroup -o memory none /tmp/cg";
-        // The container's own cgroup below the root of a cgroup filesystem it mounts itself: "/" on v2 (its
-        // own cgroup namespace), "/docker/ID" on v1 (docker shares the host's cgroup namespace there).
+        // The container's own cgroup below the root of a cgroup filesystem it mounts itself, as its
+        // /proc/self/cgroup names it: "/" in a cgroup namespace of its own, "/docker/ID" (or the scope) in the host's.
         string own = HostCgroups.V2 ? "$1 == \"0\"" : "$2 ~ /(^|,)memory(,|$)/";
         string script = $$"""
             echo {{unlimited}} > {{inside}}/{{file}}; echo write=$?
@@ -207,7 +210,8 @@ public sealed class CgroupDockerTests : IDisposable
         var v = new Verdict();
         foreach (var runtime in new[] { Runtimes.Sandbox, Runtimes.Runc })
         {
-            string[] options = runtime == Runtimes.Sandbox ? ["--privileged"] : Runtimes.RuncMountPrivileges;
+            string[] options = runtime == Runtimes.Sandbox ? ["--privileged"]
+                : HostCgroups.V2 ? [.. Runtimes.RuncMountPrivileges, "--cgroupns", "host"] : Runtimes.RuncMountPrivileges;
             string name = await _docker.RunDetached("cglift", runtime, [.. options, "--memory", "64m"], "sleep", "100");
             string dir = HostCgroups.OfProcess(await Pid(name), "memory");
             Assert.Equal("67108864", HostCgroups.Read(dir, file));
