@@ -8,7 +8,7 @@
 //  * v1 relative paths are joined to the caller's own cgroup in that hierarchy (translated through the
 //    mount's root, for nested setups); v2 relative paths are joined to the *parent* of the caller's cgroup,
 //    because the caller's own cgroup usually holds processes and v2 forbids enabling controllers in it;
-//  * "slice:prefix:name" is the systemd driver's syntax, which we do not implement.
+//  * "slice:prefix:name" is the systemd driver's syntax: SystemdLayout (CgroupManager chooses).
 namespace SandboxRunc.Cgroups;
 
 internal sealed record MountEntry(string Root, string MountPoint, string FsType, string SuperOptions);
@@ -110,8 +110,6 @@ internal static class CgroupLayout
         return path.StartsWith('/') ? "/" + joined : joined;
     }
 
-    static bool LooksLikeSystemd(string path) => !path.StartsWith('/') && path.Split(':').Length == 3;
-
     static string Join(string a, string b) => b.Length == 0 ? a : a.TrimEnd('/') + "/" + b.TrimStart('/');
 
     /// <summary>The caller's own cgroup as seen through a mount whose root is mountRoot.</summary>
@@ -124,12 +122,12 @@ internal static class CgroupLayout
     }
 
     /// <summary>Resolves the container's directories: controller -> absolute dir (v2: "" -> dir).</summary>
-    internal static (CgroupVersion Version, Dictionary<string, string> Paths) Resolve(
+    internal static CgroupPaths Resolve(
         string containerId, string? cgroupsPath, string mountInfoText, string procSelfCgroupText)
     {
         string raw = cgroupsPath ?? "";
-        if (LooksLikeSystemd(raw))
-            throw new CgroupException($"cgroup: cgroupsPath \"{raw}\" is in systemd \"slice:prefix:name\" form, but only the cgroupfs driver is supported");
+        if (SystemdLayout.IsSystemdPath(raw))
+            throw new CgroupException($"cgroup: cgroupsPath \"{raw}\" is in systemd \"slice:prefix:name\" form: use the systemd cgroup driver (--systemd-cgroup)");
         string inner = CleanPath(raw.Length == 0 ? containerId : raw);
         if (inner.Length == 0 || inner == "/")
             throw new CgroupException($"cgroup: cgroupsPath \"{raw}\" resolves to the root cgroup");
@@ -149,8 +147,7 @@ internal static class CgroupLayout
                 string parent = CleanPath("/" + self + "/..");
                 dir = Join(OwnDir(CgroupRoot, m.Root, parent), inner);
             }
-            paths[""] = dir;
-            return (CgroupVersion.V2, paths);
+            return CgroupPaths.V2(dir);
         }
 
         var hierarchies = V1Hierarchies(mounts);
@@ -163,7 +160,7 @@ internal static class CgroupLayout
                 : Join(OwnDir(h.MountPoint, h.MountRoot, own.GetValueOrDefault(h.Controllers[0], "/")), inner);
             foreach (var c in h.Controllers) paths[c] = dir;
         }
-        return (CgroupVersion.V1, paths);
+        return CgroupPaths.V1(paths);
     }
 
     /// <summary>The v1 hierarchy whose mount point holds dir (longest prefix), or null.</summary>

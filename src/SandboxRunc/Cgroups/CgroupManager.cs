@@ -1,54 +1,163 @@
-// The cgroupfs driver's public face. A manager is just the container's directories (controller -> dir,
-// or "" -> dir on v2) so it can be rebuilt from the container state by later CLI calls (FromPaths); all
-// layout knowledge lives in CgroupLayout (pure, testable) and all file access in CgroupFs. The systemd
-// driver and v2 device filtering (eBPF) are deliberately not implemented.
+// A container's cgroup, whichever driver and version made it: one manager interface with three
+// implementations chosen once, when the container is created (and again from its state by later commands):
+//
+//   CgroupV1Manager      cgroupfs driver, v1 (or hybrid) hosts: one directory per controller hierarchy
+//   CgroupV2Manager      cgroupfs driver, v2 hosts: one unified directory; device rules as an eBPF program
+//   SystemdCgroupManager systemd driver on v2: a transient scope made through systemd's D-Bus API, with
+//                        Delegate=yes and the resource properties systemd understands; the files and the
+//                        device program are then written as on v2, in the scope's directory
+//
+// Layout knowledge (which directories) lives in CgroupLayout and SystemdLayout (pure, testable), file access
+// in CgroupFs, freezing in Freezer, reading usage in CgroupStats: the managers only put them together.
 using SandboxRunc.Interop;
 using SandboxRunc.Oci;
 
 namespace SandboxRunc.Cgroups;
 
-public enum CgroupVersion { V1, V2 }
+public enum CgroupDriver { Cgroupfs, Systemd }
 
-public sealed class CgroupManager
+public abstract class CgroupManager
 {
-    readonly Dictionary<string, string> _paths;
-    List<V1Hierarchy>? _hierarchies;   // v1 only; read lazily from /proc/self/mountinfo when rebuilt from paths
+    protected CgroupManager(CgroupPaths paths) => Paths = paths;
 
-    public CgroupVersion Version { get; }
-    public IReadOnlyDictionary<string, string> Paths => _paths;
+    public CgroupPaths Paths { get; }
+    public CgroupVersion Version => Paths.Version;
+    public virtual CgroupDriver Driver => CgroupDriver.Cgroupfs;
+    /// <summary>The systemd unit (the systemd driver), else null.</summary>
+    public virtual string? Unit => null;
 
-    CgroupManager(CgroupVersion version, Dictionary<string, string> paths, List<V1Hierarchy>? hierarchies)
-    {
-        Version = version;
-        _paths = paths;
-        _hierarchies = hierarchies;
-    }
-
-    public static CgroupManager ForContainer(string containerId, string? cgroupsPath)
+    /// <summary>The container's cgroup as `create` makes it: the driver asked (--systemd-cgroup), the spec's cgroupsPath.</summary>
+    public static CgroupManager ForContainer(string containerId, string? cgroupsPath, bool systemd)
     {
         string mountInfo = File.ReadAllText("/proc/self/mountinfo");
-        var (version, paths) = CgroupLayout.Resolve(containerId, cgroupsPath, mountInfo, File.ReadAllText("/proc/self/cgroup"));
-        var hierarchies = version == CgroupVersion.V1 ? CgroupLayout.V1Hierarchies(CgroupLayout.ParseMountInfo(mountInfo)) : null;
-        return new CgroupManager(version, paths, hierarchies);
+        string procSelf = File.ReadAllText("/proc/self/cgroup");
+        var mounts = CgroupLayout.ParseMountInfo(mountInfo);
+        bool unified = CgroupLayout.IsUnified(mounts);
+        if (systemd || SystemdLayout.IsSystemdPath(cgroupsPath))
+        {
+            var unit = SystemdLayout.Parse(cgroupsPath, containerId);
+            if (unified) return new SystemdCgroupManager(CgroupPaths.V2(SystemdLayout.UnifiedDir(unit)), unit);
+            // v1: systemd's layout of directories, made by the cgroupfs driver (see SystemdLayout).
+            return new CgroupV1Manager(CgroupPaths.V1(SystemdLayout.V1Dirs(unit, CgroupLayout.V1Hierarchies(mounts))));
+        }
+        var paths = CgroupLayout.Resolve(containerId, cgroupsPath, mountInfo, procSelf);
+        return paths.IsV2 ? new CgroupV2Manager(paths) : new CgroupV1Manager(paths);
     }
 
-    public static CgroupManager FromPaths(IReadOnlyDictionary<string, string> paths)
+    /// <summary>The manager of an existing container, from what its state recorded.</summary>
+    public static CgroupManager Of(IReadOnlyDictionary<string, string>? paths, string? driver = null, string? unit = null)
     {
-        if (paths.Count == 0) throw new CgroupException("cgroup: no cgroup paths saved for this container");
-        var version = paths.Count == 1 && paths.ContainsKey("") ? CgroupVersion.V2 : CgroupVersion.V1;
-        return new CgroupManager(version, new Dictionary<string, string>(paths), null);
+        var p = CgroupPaths.Require(paths);
+        if (driver == nameof(CgroupDriver.Systemd) && unit is { Length: > 0 } && p.IsV2)
+            return new SystemdCgroupManager(p, SystemdLayout.Parse(unit), started: true);
+        return p.IsV2 ? new CgroupV2Manager(p) : new CgroupV1Manager(p);
     }
 
-    /// <summary>Each container directory once (co-mounted controllers share one), in a stable order.</summary>
-    IEnumerable<string> Dirs => _paths.Values.Distinct();
+    /// <summary>Makes the cgroup (the systemd driver makes its scope with the first process).</summary>
+    public abstract void Create();
 
+    /// <summary>Puts a process into the cgroup.</summary>
+    public virtual void AddProcess(int pid)
+    {
+        foreach (var dir in Paths.Dirs) CgroupFs.Write(dir, "cgroup.procs", pid.ToString());
+    }
+
+    /// <summary>Sets the resources (create and update alike).</summary>
+    public abstract void Apply(Resources? r);
+
+    /// <summary>The container's processes (not a helper's: see HelperCgroup).</summary>
+    public abstract IReadOnlyList<int> Pids();
+
+    public bool IsFrozen() => Freezer.IsFrozen(Paths);
+    public void Freeze(TimeSpan timeout) => Freezer.Freeze(Paths, timeout);
+    public void Thaw() => Freezer.Thaw(Paths);
+
+    public void KillAll(int signal)
+    {
+        // Freeze first (best effort) so nothing can fork between reading cgroup.procs and signalling;
+        // the signals are delivered when the cgroup is thawed.
+        bool frozen = Freezer.TryFreeze(Paths);
+        try
+        {
+            foreach (int pid in Pids())
+                if (Libc.kill(pid, signal) == -1 && Libc.Errno != Libc.ESRCH)
+                    throw new CgroupException($"cgroup: kill {pid} with signal {signal}: {CgroupFs.ErrText(Libc.Errno)}", Libc.Errno);
+        }
+        finally { if (frozen) Freezer.TryThaw(Paths); }
+    }
+
+    /// <summary>The processes of a cgroup directory and of the cgroups below it, except the helper's own.</summary>
+    protected static List<int> AllPids(string dir)
+    {
+        var pids = CgroupFs.ReadPids(dir);
+        string[] children;
+        try { children = Directory.GetDirectories(dir, "*", SearchOption.AllDirectories); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return pids; }
+        foreach (var child in children)
+            if (Path.GetFileName(child) != HelperCgroup.V2ChildName) pids.AddRange(CgroupFs.ReadPids(child));
+        return pids;
+    }
+
+    /// <summary>Removes the cgroup: sub-cgroups the container made first, deepest first (and any process left in them).</summary>
+    public virtual void Destroy(TimeSpan timeout)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        foreach (var dir in Paths.Dirs)
+        {
+            string[] children;
+            try { children = Directory.GetDirectories(dir, "*", SearchOption.AllDirectories); }
+            catch (DirectoryNotFoundException) { continue; }
+            foreach (var d in children.OrderByDescending(c => c.Length).Append(dir))
+                RemoveDir(d, deadline);
+        }
+    }
+
+    static void RemoveDir(string dir, DateTime deadline)
+    {
+        bool killed = false;
+        while (true)
+        {
+            int err = CgroupFs.Rmdir(dir);
+            if (err == 0 || err == Libc.ENOENT) return;
+            // EBUSY: processes are still exiting, or one is left that nobody killed (a helper the container
+            // cannot see, in a child cgroup): kill what is there once, then retry until the deadline.
+            if (err != Libc.EBUSY || DateTime.UtcNow >= deadline)
+                throw new CgroupException($"cgroup: rmdir {dir}: {CgroupFs.ErrText(err)}", err);
+            if (!killed)
+            {
+                foreach (int pid in CgroupFs.ReadPids(dir)) Libc.kill(pid, 9);
+                killed = true;
+            }
+            Thread.Sleep(10);
+        }
+    }
+
+    /// <summary>mkdir each level below top, calling onLevel(parent, child) top-down.</summary>
+    protected static void MakeChain(string top, string dir, Action<string, string> onLevel)
+    {
+        string current = top;
+        foreach (var part in dir[top.Length..].Split('/', StringSplitOptions.RemoveEmptyEntries))
+        {
+            string next = current + "/" + part;
+            try { Directory.CreateDirectory(next); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            { throw new CgroupException($"cgroup: mkdir {next}: {e.Message}"); }
+            onLevel(current, next);
+            current = next;
+        }
+    }
+}
+
+/// <summary>cgroupfs on v1 (and the v1 side of a hybrid host).</summary>
+public sealed class CgroupV1Manager(CgroupPaths paths) : CgroupManager(paths)
+{
+    List<V1Hierarchy>? _hierarchies;
     List<V1Hierarchy> Hierarchies => _hierarchies ??=
         CgroupLayout.V1Hierarchies(CgroupLayout.ParseMountInfo(File.ReadAllText("/proc/self/mountinfo")));
 
-    public void Create()
+    public override void Create()
     {
-        if (Version == CgroupVersion.V2) { CreateV2(_paths[""]); return; }
-        foreach (var dir in Dirs)
+        foreach (var dir in Paths.Dirs)
         {
             string top = CgroupLayout.HierarchyOf(dir, Hierarchies)?.MountPoint
                 ?? throw new CgroupException($"cgroup: {dir} is not inside a mounted cgroup hierarchy");
@@ -62,121 +171,60 @@ public sealed class CgroupManager
         }
     }
 
-    static void CreateV2(string dir)
+    public override void Apply(Resources? r)
     {
-        MakeChain(CgroupLayout.CgroupRoot, dir, (parent, _) =>
-        {
-            // Delegate every controller the parent has to its children; one at a time so that one refusal
-            // (e.g. a controller busy in a threaded subtree) does not block the rest. Apply reports what is missing.
-            foreach (var c in CgroupFs.Read(parent, "cgroup.controllers").Split(' ', StringSplitOptions.RemoveEmptyEntries))
-                CgroupFs.TryWrite(Path.Combine(parent, "cgroup.subtree_control"), "+" + c);
-        });
+        if (r is not null) V1Resources.Apply(Paths.Map, r);
     }
 
-    /// <summary>mkdir each level below top, calling onLevel(parent, child) top-down.</summary>
-    static void MakeChain(string top, string dir, Action<string, string> onLevel)
+    /// <summary>
+    /// From a hierarchy the emulation helper never joins (it joins the memory one only, see HelperCgroup):
+    /// pids, else freezer, devices, cpu..., memory only as the last resort.
+    /// </summary>
+    public override IReadOnlyList<int> Pids()
     {
-        string current = top;
-        foreach (var part in dir[top.Length..].Split('/', StringSplitOptions.RemoveEmptyEntries))
-        {
-            string next = current + "/" + part;
-            try { Directory.CreateDirectory(next); }
-            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-            { throw new CgroupException($"cgroup: mkdir {next}: {e.Message}"); }
-            onLevel(current, next);
-            current = next;
-        }
+        string dir = new[] { "pids", "freezer", "devices", "cpu", "cpuacct", "blkio", "memory" }
+            .Select(Paths.Of).FirstOrDefault(d => d is not null) ?? Paths.Dirs.First();
+        return AllPids(dir);
     }
 
-    public void Apply(Resources? r)
+    /// <summary>The directories to bind into a container without a cgroup namespace: (hierarchy name, container dir).</summary>
+    public IReadOnlyList<(string MountName, string HostDir)> MountSources()
     {
-        if (r is null) return;
-        if (Version == CgroupVersion.V2) V2Resources.Apply(_paths[""], r);
-        else V1Resources.Apply(_paths, r);
-    }
-
-    public void AddProcess(int pid)
-    {
-        foreach (var dir in Dirs) CgroupFs.Write(dir, "cgroup.procs", pid.ToString());
-    }
-
-    public IReadOnlyList<int> Pids()
-    {
-        string dir = Version == CgroupVersion.V2 ? _paths[""]
-            : _paths.GetValueOrDefault("pids") ?? _paths.GetValueOrDefault("memory") ?? Dirs.First();
-        return CgroupFs.ReadPids(dir);
-    }
-
-    public void KillAll(int signal)
-    {
-        // Freeze first (best effort) so nothing can fork between reading cgroup.procs and signalling;
-        // the signals are delivered when the cgroup is thawed.
-        bool frozen = SetFrozen(true);
-        try
-        {
-            foreach (int pid in Pids())
-                if (Libc.kill(pid, signal) == -1 && Libc.Errno != Libc.ESRCH)
-                    throw new CgroupException($"cgroup: kill {pid} with signal {signal}: {CgroupFs.ErrText(Libc.Errno)}", Libc.Errno);
-        }
-        finally { if (frozen) SetFrozen(false); }
-    }
-
-    bool SetFrozen(bool freeze)
-    {
-        string? dir, file, value;
-        if (Version == CgroupVersion.V2) (dir, file, value) = (_paths[""], "cgroup.freeze", freeze ? "1" : "0");
-        else (dir, file, value) = (_paths.GetValueOrDefault("freezer"), "freezer.state", freeze ? "FROZEN" : "THAWED");
-        if (dir is null || !CgroupFs.Exists(dir, file)) return false;
-        if (CgroupFs.TryWrite(Path.Combine(dir, file), value) != 0) return false;
-        if (!freeze) return true;
-        // Wait (briefly) until the freeze has taken effect; v1 passes through FREEZING.
-        var deadline = DateTime.UtcNow.AddSeconds(1);
-        while (DateTime.UtcNow < deadline)
-        {
-            bool done = Version == CgroupVersion.V2
-                ? CgroupFs.Read(dir, "cgroup.events").Split('\n').Contains("frozen 1")
-                : CgroupFs.Read(dir, "freezer.state") == "FROZEN";
-            if (done) return true;
-            Thread.Sleep(5);
-        }
-        return true;   // partially frozen is still worth thawing afterwards
-    }
-
-    public void Destroy(TimeSpan timeout)
-    {
-        var deadline = DateTime.UtcNow + timeout;
-        foreach (var dir in Dirs)
-        {
-            // Sub-cgroups the container made (e.g. with its own cgroup namespace) go first, deepest first.
-            string[] children;
-            try { children = Directory.GetDirectories(dir, "*", SearchOption.AllDirectories); }
-            catch (DirectoryNotFoundException) { continue; }
-            foreach (var d in children.OrderByDescending(c => c.Length).Append(dir))
-                RemoveDir(d, deadline);
-        }
-    }
-
-    static void RemoveDir(string dir, DateTime deadline)
-    {
-        while (true)
-        {
-            int err = CgroupFs.Rmdir(dir);
-            if (err == 0 || err == Libc.ENOENT) return;
-            // EBUSY: processes are still exiting (or a child appeared); retry until the deadline.
-            if (err != Libc.EBUSY || DateTime.UtcNow >= deadline)
-                throw new CgroupException($"cgroup: rmdir {dir}: {CgroupFs.ErrText(err)}", err);
-            Thread.Sleep(10);
-        }
-    }
-
-    public IReadOnlyList<(string MountName, string HostDir)> V1MountSources()
-    {
-        if (Version == CgroupVersion.V2)
-            throw new CgroupException("cgroup: V1MountSources is only meaningful on cgroup v1");
         var result = new List<(string, string)>();
-        foreach (var dir in Dirs)
+        foreach (var dir in Paths.Dirs)
             if (CgroupLayout.HierarchyOf(dir, Hierarchies) is { } h)
                 result.Add((h.MountName, dir));
         return result;
     }
+}
+
+/// <summary>cgroupfs on a v2 (unified) host.</summary>
+public class CgroupV2Manager(CgroupPaths paths) : CgroupManager(paths)
+{
+    protected string Dir => Paths.Unified!;
+
+    public override void Create()
+    {
+        MakeChain(CgroupLayout.CgroupRoot, Dir, (parent, _) => EnableControllers(parent));
+    }
+
+    /// <summary>
+    /// Delegates every controller the parent has to its children; one at a time so that one refusal (e.g.
+    /// a controller busy in a threaded subtree) does not block the rest. Apply reports what is missing.
+    /// </summary>
+    protected static void EnableControllers(string parent)
+    {
+        foreach (var c in CgroupFs.Read(parent, "cgroup.controllers").Split(' ', StringSplitOptions.RemoveEmptyEntries))
+            CgroupFs.TryWrite(Path.Combine(parent, "cgroup.subtree_control"), "+" + c);
+    }
+
+    public override void Apply(Resources? r)
+    {
+        if (r is null) return;
+        V2Resources.Apply(Dir, r);
+        if (r.Devices is { } devices) DeviceFilter.Apply(Dir, devices);
+    }
+
+    /// <summary>The container's cgroup and those it made below (an inner runtime's), not the helper's child (see HelperCgroup).</summary>
+    public override IReadOnlyList<int> Pids() => AllPids(Dir);
 }

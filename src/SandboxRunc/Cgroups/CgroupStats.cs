@@ -32,25 +32,24 @@ public static class CgroupStats
     }
 
     /// <summary>The container's OOM kill count so far (v1 memory.oom_control oom_kill, v2 memory.events oom_kill).</summary>
-    public static ulong OomKills(IReadOnlyDictionary<string, string> paths)
+    public static ulong OomKills(CgroupPaths paths)
     {
-        if (paths.TryGetValue("", out var v2)) return KeyValues(TryRead(v2, "memory.events")).GetValueOrDefault("oom_kill");
-        if (paths.TryGetValue("memory", out var mem)) return KeyValues(TryRead(mem, "memory.oom_control")).GetValueOrDefault("oom_kill");
+        if (paths.Unified is { } v2) return KeyValues(TryRead(v2, "memory.events")).GetValueOrDefault("oom_kill");
+        if (paths.Of("memory") is { } mem) return KeyValues(TryRead(mem, "memory.oom_control")).GetValueOrDefault("oom_kill");
         return 0;
     }
 
-    public static void Write(Utf8JsonWriter w, IReadOnlyDictionary<string, string> paths)
+    public static void Write(Utf8JsonWriter w, CgroupPaths paths)
     {
         w.WriteStartObject();
-        if (paths.TryGetValue("", out var v2)) WriteV2(w, v2);
+        if (paths.Unified is { } v2) WriteV2(w, v2);
         else WriteV1(w, paths);
         w.WriteEndObject();
     }
 
-    static void WriteV1(Utf8JsonWriter w, IReadOnlyDictionary<string, string> paths)
+    static void WriteV1(Utf8JsonWriter w, CgroupPaths paths)
     {
-        string? acct = paths.GetValueOrDefault("cpuacct"), cpu = paths.GetValueOrDefault("cpu"),
-            mem = paths.GetValueOrDefault("memory"), pids = paths.GetValueOrDefault("pids"), blkio = paths.GetValueOrDefault("blkio");
+        string? acct = paths.Of("cpuacct"), cpu = paths.Of("cpu"), mem = paths.Of("memory"), pids = paths.Of("pids"), blkio = paths.Of("blkio");
 
         // cpuacct.stat counts USER_HZ ticks (100 per second on Linux): convert to nanoseconds as runc does.
         var ticks = KeyValues(TryRead(acct, "cpuacct.stat"));

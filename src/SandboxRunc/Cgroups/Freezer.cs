@@ -7,24 +7,43 @@ namespace SandboxRunc.Cgroups;
 /// </summary>
 public static class Freezer
 {
-    public static bool IsFrozen(IReadOnlyDictionary<string, string> paths)
+    public static bool IsFrozen(CgroupPaths paths)
     {
         try
         {
-            if (paths.TryGetValue("freezer", out var v1) && File.Exists(v1 + "/freezer.state"))
+            if (paths.IsV2)
+                return File.Exists(paths.Unified + "/cgroup.freeze") && File.ReadAllText(paths.Unified + "/cgroup.freeze").Trim() == "1";
+            if (paths.Of("freezer") is { } v1 && File.Exists(v1 + "/freezer.state"))
                 return File.ReadAllText(v1 + "/freezer.state").Trim() == "FROZEN";
-            if (paths.TryGetValue("", out var v2) && File.Exists(v2 + "/cgroup.freeze"))
-                return File.ReadAllText(v2 + "/cgroup.freeze").Trim() == "1";
         }
         catch (IOException) { }
         return false;
     }
 
+    /// <summary>Best effort, briefly (for kill --all): true when a freeze was asked, so it must be thawed after.</summary>
+    public static bool TryFreeze(CgroupPaths paths)
+    {
+        string? dir = paths.IsV2 ? paths.Unified : paths.Of("freezer");
+        string file = paths.IsV2 ? "cgroup.freeze" : "freezer.state";
+        if (dir is null || !CgroupFs.Exists(dir, file)) return false;
+        if (CgroupFs.TryWrite(Path.Combine(dir, file), paths.IsV2 ? "1" : "FROZEN") != 0) return false;
+        var deadline = DateTime.UtcNow.AddSeconds(1);
+        while (DateTime.UtcNow < deadline && !(paths.IsV2 ? V2Frozen(dir) : CgroupFs.Read(dir, file) == "FROZEN"))
+            Thread.Sleep(5);
+        return true; // partially frozen is still worth thawing afterwards
+    }
+
+    public static void TryThaw(CgroupPaths paths)
+    {
+        string? dir = paths.IsV2 ? paths.Unified : paths.Of("freezer");
+        if (dir is not null) CgroupFs.TryWrite(Path.Combine(dir, paths.IsV2 ? "cgroup.freeze" : "freezer.state"), paths.IsV2 ? "0" : "THAWED");
+    }
+
     /// <summary>Freezes every process of the cgroup and waits until the kernel reports it frozen.</summary>
-    public static void Freeze(IReadOnlyDictionary<string, string> paths, TimeSpan timeout)
+    public static void Freeze(CgroupPaths paths, TimeSpan timeout)
     {
         var deadline = DateTime.UtcNow + timeout;
-        if (paths.TryGetValue("freezer", out var v1))
+        if (!paths.IsV2 && paths.Of("freezer") is { } v1)
         {
             // A v1 cgroup can stay in FREEZING while a task is in an uninterruptible sleep or forking;
             // writing FROZEN again retries the freeze, so keep writing until it sticks.
@@ -43,7 +62,7 @@ public static class Freezer
                 }
             }
         }
-        if (paths.TryGetValue("", out var v2))
+        if (paths.Unified is { } v2)
         {
             CgroupFs.Write(v2, "cgroup.freeze", "1");
             while (!V2Frozen(v2))
@@ -61,15 +80,15 @@ public static class Freezer
     }
 
     /// <summary>Thaws the cgroup (a no-op when it is not frozen).</summary>
-    public static void Thaw(IReadOnlyDictionary<string, string> paths)
+    public static void Thaw(CgroupPaths paths)
     {
-        if (paths.TryGetValue("freezer", out var v1))
+        if (!paths.IsV2 && paths.Of("freezer") is { } v1)
         {
             CgroupFs.Write(v1, "freezer.state", "THAWED");
             for (int i = 0; i < 200 && CgroupFs.Read(v1, "freezer.state") != "THAWED"; i++) Thread.Sleep(2);
             return;
         }
-        if (paths.TryGetValue("", out var v2))
+        if (paths.Unified is { } v2)
         {
             CgroupFs.Write(v2, "cgroup.freeze", "0");
             for (int i = 0; i < 200 && V2Frozen(v2); i++) Thread.Sleep(2);

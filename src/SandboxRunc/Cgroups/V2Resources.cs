@@ -2,10 +2,8 @@
 // does (shares -> cpu.weight, memory+swap -> swap.max, blkio weight -> io.weight). The conversions are
 // separate pure functions so they can be unit-tested.
 //
-// Device rules are NOT applied on v2: the v2 devices controller has no files, it is an eBPF program of
-// type BPF_PROG_TYPE_CGROUP_DEVICE attached to the cgroup. Building and attaching that program is out of
-// scope here, so resources.devices is ignored on v2 (device nodes are still limited by the mount namespace
-// and capabilities, but not by the cgroup).
+// Device rules have no files on v2: they are an eBPF program attached to the cgroup (DeviceFilter), which
+// the v2 managers apply after these files.
 using SandboxRunc.Oci;
 
 namespace SandboxRunc.Cgroups;
@@ -108,7 +106,6 @@ internal static class V2Resources
         }
         foreach (var h in r.HugepageLimits ?? [])
             CgroupFs.Write(d, $"hugetlb.{h.PageSize}.max", h.Limit.ToString());
-        // resources.devices: ignored on v2, see the note at the top of this file.
 
         // unified is written last and verbatim, so it can override anything above.
         foreach (var (key, value) in r.Unified ?? [])

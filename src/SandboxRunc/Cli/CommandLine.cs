@@ -47,8 +47,7 @@ public static class CommandLine
         int rest = args.Length - g.Positional.Count + 1;
         try
         {
-            if (g.Has("systemd-cgroup"))
-                throw new RuntimeException("--systemd-cgroup: the systemd cgroup driver is not supported by sandbox-runc; use the cgroupfs driver (dockerd: native.cgroupdriver=cgroupfs)");
+            s_systemdCgroup = g.Has("systemd-cgroup");
             return command switch
             {
                 "create" => Create(store, args, rest),
@@ -70,6 +69,7 @@ public static class CommandLine
                 "events" => Events(store, args, rest),
                 "install" or "uninstall" => InstallCommand(command == "uninstall", args, rest),
                 "policy" => PolicyCommand(store, args, rest),
+                "ranges" => Ranges(store, args, rest),
                 "init" => throw new RuntimeException("init is started by sandbox-runc itself, not by users"),
                 _ => throw new UsageException($"unknown command \"{command}\" (see sandbox-runc --help)"),
             };
@@ -91,6 +91,9 @@ public static class CommandLine
         return r.Positional[0];
     }
 
+    /// <summary>The global --systemd-cgroup: create's cgroup is a systemd scope (cgroupsPath "slice:prefix:name").</summary>
+    static bool s_systemdCgroup;
+
     static CreateOptions ParseCreate(ArgParser.Result r, string command)
     {
         string id = OneId(r, command);
@@ -98,7 +101,7 @@ public static class CommandLine
         if (r.Get("preserve-fds") is { } p && (!int.TryParse(p, out preserve) || preserve < 0))
             throw new UsageException($"--preserve-fds: \"{p}\" is not a non-negative number");
         return new CreateOptions(id, r.Get("bundle") ?? Directory.GetCurrentDirectory(), r.Get("pid-file"),
-            r.Get("console-socket"), r.Has("no-pivot"), r.Has("no-new-keyring"), preserve);
+            r.Get("console-socket"), r.Has("no-pivot"), r.Has("no-new-keyring"), preserve, s_systemdCgroup);
     }
 
     static int Create(StateStore store, string[] args, int start)
@@ -260,6 +263,14 @@ public static class CommandLine
         return PolicyCheck.Run(bundle, r.Get("id"), store.Root, Console.Out);
     }
 
+    static int Ranges(StateStore store, string[] args, int start)
+    {
+        var r = new ArgParser().Flag("rebuild").Parse(args, start);
+        if (r.Positional.Count != 0) throw new UsageException("usage: sandbox-runc ranges [--rebuild]");
+        var allocator = new Policy.IdRangeAllocator(Policy.IdPoolConfig.FromEnvironment());
+        return r.Has("rebuild") ? RangesOperation.Rebuild(store, allocator, Console.Out) : RangesOperation.List(allocator, Console.Out);
+    }
+
     static int FeaturesCommand()
     {
         Console.Out.WriteLine(JsonSerializer.Serialize(FeaturesDocument.Create(), OciJsonIndented.Default.Features));
@@ -358,6 +369,8 @@ public static class CommandLine
                         is a link to sandbox-runc, so --runtime=runc is isolated too
               uninstall undo install (same flags); default-runtime is removed only if it names sandbox-runc
               policy    policy check BUNDLE [--id ID]: run the isolation policy on a bundle, create nothing
+              ranges    list who holds which host IDs (/run/sandbox-runc/id-ranges.json); --rebuild: rebuild that
+                        table from the containers' state and the live user namespaces (when it cannot be read)
 
             global options: --root DIR (default /run/sandbox-runc), --log FILE, --log-format text|json,
                             --debug, --systemd-cgroup, --version

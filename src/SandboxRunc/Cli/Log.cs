@@ -19,6 +19,10 @@ public static class Log
         _debug = debug;
     }
 
+    /// <summary>The --log file, if any, and its format ("text" or "json"): for services that log on their own (the supervisor).</summary>
+    public static string? FilePath => _file;
+    public static string FormatName => _json ? "json" : "text";
+
     public static void Error(string message) => Write("error", message, alsoStderr: true);
     public static void Warn(string message) => Write("warning", message, alsoStderr: _file is null);
     public static void Debug(string message) { if (_debug) Write("debug", message, alsoStderr: _file is null); }

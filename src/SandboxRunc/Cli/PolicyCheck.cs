@@ -27,6 +27,12 @@ public static class PolicyCheck
             output.WriteLine($"refused: {e.Message}");
             return 1;
         }
+        // A spec's own mappings are checked against the pool and the ranges held now, as create will.
+        if (new IdRangeAllocator(IdPoolConfig.FromEnvironment()).Refusal(IdClaim.Of(decision.UserNamespace, spec, null)) is { } refusal)
+        {
+            output.WriteLine($"refused: {refusal}");
+            return 1;
+        }
         output.WriteLine("allowed");
         foreach (var line in Describe(spec, decision)) output.WriteLine(line);
         return 0;

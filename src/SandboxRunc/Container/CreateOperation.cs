@@ -15,7 +15,8 @@ public sealed record CreateOptions(
     string? ConsoleSocket = null,
     bool NoPivot = false,
     bool NoNewKeyring = false,
-    int PreserveFds = 0);
+    int PreserveFds = 0,
+    bool SystemdCgroup = false);
 
 /// <summary>
 /// `create`, as a short story: load the spec → apply the isolation policy (admin settings + engine facts →
@@ -44,13 +45,15 @@ public static class CreateOperation
         string stateDir = store.CreateDir(o.Id);
         var allocator = new IdRangeAllocator(IdPoolConfig.FromEnvironment());
         IdRange? range = null;
+        RangeHolder? ids = null; // what the range table records for this container (its own, or the one it joins)
         CgroupManager? cgroup = null;
         InitLauncher.Launched? init = null;
         IdmappedStaging? staging = null;
         try
         {
             using var dirLock = store.Lock(o.Id);
-            if (decision.UserNamespace == UserNamespaceDecision.AllocateRange) range = allocator.Allocate(o.Id, stateDir);
+            ids = allocator.Reserve(o.Id, stateDir, IdClaim.Of(decision.UserNamespace, spec, sharedWith?.Range));
+            range = ids?.AllocatedRange;
             // The IDs the container's root maps to: its own range, or the one of the container whose user namespace it joins.
             IdRange? mapped = range ?? sharedWith?.Range;
             spec = IsolationPolicy.Rewrite(spec, range);
@@ -60,8 +63,8 @@ public static class CreateOperation
             byte[]? notifyProgram = mapped is null ? null : VettingProgram();
             if (spec.Linux is not null) spec.Linux.Seccomp = null; // from here on, the compiled program stands for it
 
-            cgroup = CgroupManager.ForContainer(o.Id, spec.Linux?.CgroupsPath);
-            store.NoteCreating(o.Id, cgroup.Paths);
+            cgroup = CgroupManager.ForContainer(o.Id, spec.Linux?.CgroupsPath, o.SystemdCgroup);
+            store.NoteCreating(o.Id, cgroup, ids);
             cgroup.Create();
             cgroup.Apply(spec.Linux?.Resources);
             NetworkSysctls.WriteForJoinedNetns(spec);
@@ -92,7 +95,7 @@ public static class CreateOperation
                 if (mapped is not null)
                 {
                     initRootfs = staging.StageRootfs(rootfs);
-                    emulationDir = MountEmulation(store, o.Id, staging.Dir, mapped, cgroup!);
+                    emulationDir = MountEmulation(store, o.Id, staging.Dir, mapped, cgroup!, userns.Fd);
                 }
                 var mounts = spec.Mounts ?? [];
                 for (int i = 0; i < mounts.Count; i++)
@@ -117,7 +120,9 @@ public static class CreateOperation
                 Pid = init.Pid,
                 PidStartTime = ProcStat.StartTime(init.Pid),
                 Created = DateTime.UtcNow,
-                CgroupPaths = new Dictionary<string, string>(cgroup.Paths),
+                CgroupPaths = new Dictionary<string, string>(cgroup.Paths.Map),
+                CgroupDriver = cgroup.Driver.ToString(),
+                SystemdUnit = cgroup.Unit,
                 Annotations = spec.Annotations,
                 Poststart = spec.Hooks?.Poststart,
                 Poststop = spec.Hooks?.Poststop,
@@ -144,8 +149,8 @@ public static class CreateOperation
                 SeccompProgram = compiled?.Program,
                 SeccompFlags = compiled?.Flags ?? 0,
                 UserNamespace = spec.Linux?.Namespaces?.Any(n => n.Type == "user") == true,
-                CgroupMounts = cgroup.Version == CgroupVersion.V1
-                    ? cgroup.V1MountSources().Select(m => new CgroupMountSource { Name = m.MountName, HostDir = m.HostDir }).ToList()
+                CgroupMounts = cgroup is CgroupV1Manager v1
+                    ? v1.MountSources().Select(m => new CgroupMountSource { Name = m.MountName, HostDir = m.HostDir }).ToList()
                     : [],
                 MountSources = mountSources,
                 NotifyProgram = notifyProgram,
@@ -166,7 +171,6 @@ public static class CreateOperation
 
             store.SaveSpec(o.Id, spec);
             store.Save(record);
-            File.Delete(Path.Combine(stateDir, StateStore.CreatingFile));
             if (o.PidFile is { } pidFile) PidFile.Write(pidFile, init.Pid);
             return record;
         }
@@ -182,16 +186,17 @@ public static class CreateOperation
             Supervisor.Stop(store, o.Id);
             IdmappedStaging.Remove(staging?.Dir);
             store.RemoveDir(o.Id);
-            if (range is not null) allocator.Release(stateDir);
+            if (ids is not null && allocator.Release(stateDir) is { } warning) Cli.Log.Warn(warning);
             throw;
         }
     }
 
     /// <summary>
     /// Mounts the container's FUSE fs in its staging dir (so the init finds it and nothing else in the host's
-    /// mount namespace sees it) and hands the /dev/fuse connection to the supervisor, which serves it from now on.
+    /// mount namespace sees it) and hands the /dev/fuse connection to the supervisor, which serves it from now on,
+    /// with the container's user namespace (its capability checks are made against it, pinned by this fd).
     /// </summary>
-    static string MountEmulation(StateStore store, string id, string stagingDir, IdRange mapped, CgroupManager cgroup)
+    static string MountEmulation(StateStore store, string id, string stagingDir, IdRange mapped, CgroupManager cgroup, int userNs)
     {
         string dir = Path.Combine(stagingDir, "emu");
         Directory.CreateDirectory(dir);
@@ -206,9 +211,9 @@ public static class CreateOperation
                 RootUid = (uint)mapped.UidBase,
                 RootGid = (uint)mapped.GidBase,
                 StartedBoottimeNs = Emulation.HostClock.BoottimeNs(),
-                CgroupPaths = new Dictionary<string, string>(cgroup.Paths),
+                CgroupPaths = new Dictionary<string, string>(cgroup.Paths.Map),
             },
-        }, device.Fd);
+        }, [device.Fd, userNs]);
         return dir;
     }
 

@@ -14,7 +14,7 @@ public static class EventsOperation
 {
     static readonly TimeSpan OomPoll = TimeSpan.FromMilliseconds(100);
 
-    public static string StatsLine(string id, IReadOnlyDictionary<string, string> paths)
+    public static string StatsLine(string id, CgroupPaths paths)
     {
         using var ms = new MemoryStream();
         using (var w = new Utf8JsonWriter(ms))
@@ -46,24 +46,25 @@ public static class EventsOperation
     {
         var r = store.Load(id);
         if (store.StatusOf(r) == ContainerStatus.Stopped) throw new RuntimeException($"container not running: {id}");
+        var paths = CgroupPaths.FromMap(r.CgroupPaths);
         if (statsOnly)
         {
-            output.WriteLine(StatsLine(id, r.CgroupPaths));
+            output.WriteLine(StatsLine(id, paths));
             output.Flush();
             return;
         }
         if (interval <= TimeSpan.Zero) throw new Cli.UsageException("--interval must be greater than 0");
 
-        ulong ooms = CgroupStats.OomKills(r.CgroupPaths);
+        ulong ooms = CgroupStats.OomKills(paths);
         var nextStats = DateTime.UtcNow;
         while (true)
         {
-            ulong now = CgroupStats.OomKills(r.CgroupPaths);
+            ulong now = CgroupStats.OomKills(paths);
             for (; ooms < now; ooms++) output.WriteLine(EventLine("oom", id));
             bool alive = ProcStat.IsAlive(r.Pid, r.PidStartTime);
             if (alive && DateTime.UtcNow >= nextStats)
             {
-                output.WriteLine(StatsLine(id, r.CgroupPaths));
+                output.WriteLine(StatsLine(id, paths));
                 nextStats = DateTime.UtcNow + interval;
             }
             output.Flush();

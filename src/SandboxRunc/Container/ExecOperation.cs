@@ -47,7 +47,7 @@ public static class ExecOperation
                 GidMappings = containerSpec.Linux?.GidMappings,
             },
         };
-        var cgroup = CgroupManager.FromPaths(r.CgroupPaths);
+        var cgroup = r.Cgroup();
         using var console = o.ConsoleSocket is { } cs ? UnixSocket.Connect(cs) : null;
 
         var init = InitLauncher.Launch(new InitLauncher.Request(spec, o.PreserveFds, console?.Fd ?? -1, -1,

@@ -57,7 +57,7 @@ public static class KillOperation
             throw new RuntimeException($"container not running: {id}");
         if (all)
         {
-            CgroupManager.FromPaths(r.CgroupPaths).KillAll(signal);
+            r.Cgroup().KillAll(signal);
             if (status != ContainerStatus.Stopped) Libc.kill(r.Pid, signal);
             return;
         }
@@ -70,32 +70,33 @@ public static class DeleteOperation
     public static void Run(StateStore store, string id, bool force)
     {
         StateStore.ValidateId(id);
-        if (!store.Exists(id) && Directory.Exists(store.Dir(id)))
-        {
-            // A directory without state: a create in progress (it holds the directory's lock until it has
-            // saved state.json or undone everything), or one that died (SIGKILL) half-way.
-            using (store.Lock(id))
-            {
-                if (!store.Exists(id))
-                {
-                    RemoveUnfinishedCreate(store, id);
-                    if (force) return;
-                    throw new RuntimeException($"container does not exist: {id}");
-                }
-            }
-        }
-        if (!store.Exists(id))
+        if (!Directory.Exists(store.Dir(id)))
         {
             if (force) return;
             throw new RuntimeException($"container does not exist: {id}");
         }
-        var r = store.Load(id);
+        // Under the container's lock: a create in progress holds it until it has saved state.json or undone everything.
         using (store.Lock(id))
         {
+            if (!store.Exists(id))
+            {
+                // A directory without state: a create that died (SIGKILL) half-way.
+                RemoveWithoutState(store, id);
+                if (force) return;
+                throw new RuntimeException($"container does not exist: {id}");
+            }
+            if (store.TryLoad(id, out string? corruption) is not { } r)
+            {
+                if (!force) throw new RuntimeException($"{corruption}; {StateStore.CorruptHint(id)}");
+                Cli.Log.Warn($"{corruption}; removing what can be found without it: the processes in the cgroups noted at create, " +
+                             "the supervisor, the staging mounts and the ID range (poststop hooks are not run)");
+                RemoveWithoutState(store, id);
+                return;
+            }
             string status = store.StatusOf(r);
             if (status is ContainerStatus.Running or ContainerStatus.Paused && !force)
                 throw new RuntimeException($"cannot delete container {id} that is not stopped: {status}");
-            var cgroup = CgroupManager.FromPaths(r.CgroupPaths);
+            var cgroup = r.Cgroup();
             if (status != ContainerStatus.Stopped)
             {
                 if (status == ContainerStatus.Paused) Cli.Log.Debug("killing a paused container");
@@ -121,35 +122,43 @@ public static class DeleteOperation
                 Cli.Log.Warn(e.Message);
             }
         }
-        string stateDir = store.Dir(id);
         store.RemoveDir(id);
-        if (r.IdRange is not null)
-            new Policy.IdRangeAllocator(Policy.IdPoolConfig.FromEnvironment()).Release(stateDir);
+        ReleaseIds(store, id);
     }
 
     /// <summary>
-    /// Undoes what a create that died before saving state may have made, in the order create made it:
-    /// the ID range (held through the state dir), the cgroup it noted (and any process already in it:
-    /// the init), the ID-mapped staging dir (its name comes from the state dir), then the dir itself.
+    /// Undoes what a container whose state.json is missing (a create that died before saving it) or
+    /// unreadable may have made, in the order create made it, from what can be found without the state:
+    /// the cgroups create noted (and every process in them: the init and its children), the supervisor
+    /// (identified by pid, start time and command line), its socket and the ID-mapped staging dir (their
+    /// names come from the state dir), the dir itself, and the IDs held through it.
     /// </summary>
-    static void RemoveUnfinishedCreate(StateStore store, string id)
+    static void RemoveWithoutState(StateStore store, string id)
     {
-        string stateDir = store.Dir(id);
-        var cgroupPaths = store.CreatingCgroups(id);
-        if (cgroupPaths.Count > 0)
+        var note = store.ReadNote(id);
+        if (note is { CgroupPaths.Count: > 0 })
         {
-            var cgroup = CgroupManager.FromPaths(cgroupPaths);
+            var cgroup = note.Cgroup()!;
             try
             {
                 cgroup.KillAll(9);
                 cgroup.Destroy(TimeSpan.FromSeconds(5));
             }
-            catch (Exception e) { Cli.Log.Warn($"delete {id}: cgroup of an unfinished create: {e.Message}"); }
+            catch (Exception e) { Cli.Log.Warn($"delete {id}: cgroup: {e.Message}"); }
         }
+        else if (File.Exists(Path.Combine(store.Dir(id), StateStore.StateFile)))
+            Cli.Log.Warn($"delete {id}: create left no readable note of its cgroups: processes of the container may be left running");
         Supervisor.Stop(store, id);
         Rootfs.IdmappedStaging.Remove(Path.Combine(Rootfs.IdmappedStaging.StagingRoot, CreateOperation.StagingKey(store, id)));
         store.RemoveDir(id);
-        new Policy.IdRangeAllocator(Policy.IdPoolConfig.FromEnvironment()).Release(Path.GetFullPath(stateDir));
+        ReleaseIds(store, id);
+    }
+
+    /// <summary>Frees the IDs held through the state dir; a table that cannot be read is left as it is, with a warning.</summary>
+    static void ReleaseIds(StateStore store, string id)
+    {
+        if (new Policy.IdRangeAllocator(Policy.IdPoolConfig.FromEnvironment()).Release(Path.GetFullPath(store.Dir(id))) is { } warning)
+            Cli.Log.Warn($"delete {id}: {warning}");
     }
 
     static void WaitStopped(ContainerRecord r)

@@ -12,7 +12,7 @@ public static class PauseOperation
         string status = store.StatusOf(r);
         // As runc: only a running container can be paused (an already paused one is "not running" too).
         if (status != Oci.ContainerStatus.Running) throw new RuntimeException($"container not running: {id}");
-        Freezer.Freeze(r.CgroupPaths, TimeSpan.FromSeconds(10));
+        r.Cgroup().Freeze(TimeSpan.FromSeconds(10));
     }
 
     public static void Resume(StateStore store, string id)
@@ -20,6 +20,6 @@ public static class PauseOperation
         var r = store.Load(id);
         using var _ = store.Lock(id);
         if (store.StatusOf(r) != Oci.ContainerStatus.Paused) throw new RuntimeException($"container not paused: {id}");
-        Freezer.Thaw(r.CgroupPaths);
+        r.Cgroup().Thaw();
     }
 }

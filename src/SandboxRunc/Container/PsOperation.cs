@@ -13,7 +13,7 @@ public static class PsOperation
     {
         var r = store.Load(id);
         if (store.StatusOf(r) == Oci.ContainerStatus.Stopped && !AnyLeft(r)) return [];
-        return CgroupManager.FromPaths(r.CgroupPaths).Pids();
+        return r.Cgroup().Pids();
     }
 
     static bool AnyLeft(Oci.ContainerRecord r) =>

@@ -15,7 +15,7 @@ public sealed class RuntimeException(string message) : Exception(message);
 /// </summary>
 public sealed partial class StateStore(string root)
 {
-    public const string StateFile = "state.json", ExecFifo = "exec.fifo", CreatingFile = "creating";
+    public const string StateFile = "state.json", ExecFifo = "exec.fifo", NoteFile = "created.json", LegacyCreatingFile = "creating";
     public string Root { get; } = root;
 
     [GeneratedRegex(@"^[\w+\-\.]+$")]
@@ -52,41 +52,104 @@ public sealed partial class StateStore(string root)
     }
 
     /// <summary>
-    /// What an unfinished create has made that `delete` cannot otherwise find (the cgroup dirs come from
-    /// the bundle's spec), noted before it is made: one "controller=dir" line each. If the create dies
-    /// (SIGKILL) before state.json, `delete` cleans up from this note.
+    /// What create makes that `delete` must undo even without state.json (a create killed before writing it,
+    /// or a state.json that became unreadable): the cgroup dirs (they come from the bundle's spec) and the
+    /// host IDs the container runs as. Noted before they are made and kept for the container's whole life.
+    /// JSON, because cgroup keys hold '=' themselves ("name=systemd").
     /// </summary>
-    public void NoteCreating(string id, IReadOnlyDictionary<string, string> cgroupPaths)
+    public sealed record CreateNote(Dictionary<string, string> CgroupPaths, Policy.RangeHolder? Ids, string? CgroupDriver = null, string? SystemdUnit = null)
     {
-        string file = Path.Combine(Dir(id), CreatingFile);
-        AtomicFile.Write(file, string.Concat(cgroupPaths.Select(kv => $"{kv.Key}={kv.Value}\n")));
+        /// <summary>The manager of the noted cgroup (null when nothing was noted).</summary>
+        public Cgroups.CgroupManager? Cgroup() =>
+            CgroupPaths.Count == 0 ? null : Cgroups.CgroupManager.Of(CgroupPaths, CgroupDriver, SystemdUnit);
     }
 
-    /// <summary>The cgroup dirs noted by <see cref="NoteCreating"/> (empty if there is no note).</summary>
-    public Dictionary<string, string> CreatingCgroups(string id)
+    /// <summary>Writes the <see cref="CreateNote"/> (create calls it before it makes the cgroups).</summary>
+    public void NoteCreating(string id, Cgroups.CgroupManager cgroup, Policy.RangeHolder? ids)
     {
-        string file = Path.Combine(Dir(id), CreatingFile);
-        if (!File.Exists(file)) return [];
-        return File.ReadAllLines(file).Select(l => l.Split('=', 2)).Where(kv => kv.Length == 2 && kv[1].StartsWith('/'))
-            .GroupBy(kv => kv[0]).ToDictionary(g => g.Key, g => g.Last()[1]);
+        using var buffer = new MemoryStream();
+        using (var w = new Utf8JsonWriter(buffer))
+        {
+            w.WriteStartObject();
+            w.WriteStartObject("cgroupPaths");
+            foreach (var (key, dir) in cgroup.Paths.Map) w.WriteString(key, dir);
+            w.WriteEndObject();
+            w.WriteString("cgroupDriver", cgroup.Driver.ToString());
+            if (cgroup.Unit is { } unit) w.WriteString("systemdUnit", unit);
+            if (ids is not null) Policy.IdRangeTable.WriteNoted(w, "ids", ids);
+            w.WriteEndObject();
+        }
+        AtomicFile.Write(Path.Combine(Dir(id), NoteFile), buffer.ToArray());
+    }
+
+    /// <summary>The note of <see cref="NoteCreating"/>; null when there is none or it cannot be read.</summary>
+    public CreateNote? ReadNote(string id)
+    {
+        string dir = Dir(id), file = Path.Combine(dir, NoteFile);
+        try
+        {
+            if (!File.Exists(file)) return ReadLegacyNote(Path.Combine(dir, LegacyCreatingFile));
+            using var doc = JsonDocument.Parse(File.ReadAllBytes(file));
+            if (doc.RootElement.ValueKind != JsonValueKind.Object) return null;
+            var paths = new Dictionary<string, string>();
+            if (doc.RootElement.TryGetProperty("cgroupPaths", out var cg) && cg.ValueKind == JsonValueKind.Object)
+                foreach (var p in cg.EnumerateObject())
+                    if (p.Value.ValueKind == JsonValueKind.String && p.Value.GetString() is { } v && v.StartsWith('/'))
+                        paths[p.Name] = v;
+            var ids = doc.RootElement.TryGetProperty("ids", out var e) ? Policy.IdRangeTable.ReadNoted(e, id, Path.GetFullPath(dir)) : null;
+            string? Str(string key) => doc.RootElement.TryGetProperty(key, out var v) && v.ValueKind == JsonValueKind.String ? v.GetString() : null;
+            return new CreateNote(paths, ids, Str("cgroupDriver"), Str("systemdUnit"));
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or JsonException) { return null; }
+    }
+
+    /// <summary>
+    /// The note of an earlier version ("controller=dir" lines, written during create only). The dir starts
+    /// with '/', so a line splits at its first "=/": the key "name=systemd" holds a '=' of its own.
+    /// </summary>
+    static CreateNote? ReadLegacyNote(string file)
+    {
+        if (!File.Exists(file)) return null;
+        var paths = new Dictionary<string, string>();
+        foreach (var line in File.ReadAllLines(file))
+            if (line.IndexOf("=/", StringComparison.Ordinal) is var at and >= 0) paths[line[..at]] = line[(at + 1)..];
+        return new CreateNote(paths, null);
     }
 
     public bool Exists(string id) => File.Exists(Path.Combine(Dir(id), StateFile));
 
-    public ContainerRecord Load(string id)
+    public ContainerRecord Load(string id) =>
+        TryLoad(id, out string? problem) ?? throw new RuntimeException(Exists(id) ? $"{problem}; {CorruptHint(id)}" : problem!);
+
+    public static string CorruptHint(string id) => $"\"delete --force {id}\" removes what it can find without it";
+
+    /// <summary>The container's state, or null and why it cannot be had (it does not exist, or state.json is corrupt).</summary>
+    public ContainerRecord? TryLoad(string id, out string? problem)
     {
         ValidateId(id);
+        problem = null;
         string file = Path.Combine(Dir(id), StateFile);
-        if (!File.Exists(file)) throw new RuntimeException($"container does not exist: {id}");
+        if (!File.Exists(file))
+        {
+            problem = $"container does not exist: {id}";
+            return null;
+        }
+        string? why;
+        ContainerRecord? record = null;
         try
         {
-            return JsonSerializer.Deserialize(File.ReadAllBytes(file), OciJson.Default.ContainerRecord)
-                ?? throw new RuntimeException($"{file}: empty state");
+            record = JsonSerializer.Deserialize(File.ReadAllBytes(file), OciJson.Default.ContainerRecord);
+            why = record is null ? "it is null"
+                : record.Id != id ? $"it names container \"{record.Id}\""
+                : record.Pid <= 0 ? "it has no init pid"
+                : record.CgroupPaths is null ? "it has no cgroup paths"
+                : null;
         }
-        catch (JsonException e)
-        {
-            throw new RuntimeException($"{file}: corrupt state: {e.Message}");
-        }
+        catch (JsonException e) { why = e.Message.Split('\n')[0]; }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { why = e.Message; }
+        if (why is null) return record;
+        problem = $"container {id}: its state file {file} is corrupt ({why})";
+        return null;
     }
 
     public void Save(ContainerRecord record)
@@ -122,7 +185,7 @@ public sealed partial class StateStore(string root)
     {
         if (!ProcStat.IsAlive(r.Pid, r.PidStartTime)) return ContainerStatus.Stopped;
         if (File.Exists(FifoPath(r.Id))) return ContainerStatus.Created;
-        if (Cgroups.Freezer.IsFrozen(r.CgroupPaths)) return ContainerStatus.Paused;
+        if (Cgroups.Freezer.IsFrozen(Cgroups.CgroupPaths.FromMap(r.CgroupPaths))) return ContainerStatus.Paused;
         return ContainerStatus.Running;
     }
 
@@ -184,6 +247,19 @@ public static class ProcStat
     }
 
     public static ulong StartTime(int pid) => Read(pid)?.StartTime ?? 0;
+
+    /// <summary>The real uid of a process (the Uid: line of /proc/PID/status), or null when it is gone.</summary>
+    public static long? RealUid(int pid)
+    {
+        try
+        {
+            foreach (var line in File.ReadLines($"/proc/{pid}/status"))
+                if (line.StartsWith("Uid:", StringComparison.Ordinal))
+                    return long.TryParse(line[4..].Trim().Split('\t', ' ')[0], out long uid) ? uid : null;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
+        return null;
+    }
 
     public static bool IsAlive(int pid, ulong startTime)
     {

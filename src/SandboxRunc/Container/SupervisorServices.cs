@@ -18,6 +18,8 @@ public sealed class SupervisorRequest
 /// <summary>What the supervisor needs to know to serve a container's emulated /proc and /sys.</summary>
 public sealed class EmulationSettings
 {
+    /// <summary>Whether the request brings the container's user namespace (a second fd): the emulation gets it as fd 4.</summary>
+    [JsonPropertyName("userNamespace")] public bool UserNamespace { get; set; }
     /// <summary>Host dir where the container's FUSE fs is mounted (inside its staging dir).</summary>
     [JsonPropertyName("mountDir")] public string MountDir { get; set; } = "";
     [JsonPropertyName("rootUid")] public uint RootUid { get; set; }
@@ -51,27 +53,59 @@ internal sealed partial class SupervisorJson : JsonSerializerContext
 }
 
 /// <summary>
-/// The services one supervisor runs for its container: the FUSE server of its emulated /proc and /sys,
-/// and the seccomp-notify server that vets its mount/umount2 calls. Both fail closed when this process
-/// dies: the kernel aborts the FUSE connection (reads fail with ENOTCONN, never host values) and answers
-/// trapped syscalls with ENOSYS once the last listener fd closes.
+/// The services one supervisor runs for its container: the FUSE server of its emulated /proc and /sys (in
+/// a child process, <see cref="EmulationServer"/>), and the seccomp-notify server that vets its
+/// mount/umount2 calls. Both fail closed when this process dies: the kernel aborts the FUSE connection
+/// (reads fail with ENOTCONN, never host values) and answers trapped syscalls with ENOSYS once the last
+/// listener fd closes.
 /// </summary>
 internal sealed class SupervisorServices(string id, string stateDir, string root) : IDisposable
 {
+    SafeFd? _emulation;   // pidfd of the emulation child
     int _emulationPid;
     string? _emulationDir;
     Seccomp.Notify.NotifyServer? _notify;
 
-    public void Handle(SupervisorRequest request, SafeFd? fd)
+    /// <summary>A pidfd that becomes readable when the emulation child exits; -1 when there is none.</summary>
+    public int EmulationExit => _emulation?.Fd ?? -1;
+
+    /// <summary>
+    /// The emulation child has died: reaps it (no zombie) and says how it ended. The supervisor then exits
+    /// too, and that is deliberate (fail closed, visibly): the dead child's FUSE connection is aborted for
+    /// good (the kernel ended it when the child's /dev/fuse descriptor closed), the container's /proc and
+    /// /sys files are bind mounts of that connection inside its mount namespace and fail with ENOTCONN, and
+    /// no new server can be attached to them or mounted over them safely from here. A supervisor that
+    /// stayed would report a healthy container in `state` (supervisorRunning) whose emulation is gone; one
+    /// that exits shows supervisorRunning false, and its notify listeners close, so the container's
+    /// trapped mount/umount2 calls fail with ENOSYS instead of being vetted by a half-alive helper. The
+    /// container itself keeps running (as after a kill of the supervisor): the engine decides its fate.
+    /// </summary>
+    public unsafe string EmulationExited()
     {
+        int status = 0, r;
+        do r = Libc.waitpid(_emulationPid, &status, 0); while (r < 0 && Libc.Errno == Libc.EINTR);
+        _emulation?.Dispose();
+        _emulation = null;
+        string how = r != _emulationPid ? "exited" : (status & 0x7f) == 0 ? $"exited with status {(status >> 8) & 0xff}" : $"was killed by signal {status & 0x7f}";
+        return $"the emulation server (pid {_emulationPid}) {how}";
+    }
+
+    public void Handle(SupervisorRequest request, SafeFd[] fds)
+    {
+        SafeFd? fd = fds.Length > 0 ? fds[0] : null;
         switch (request.Kind)
         {
             case SupervisorRequest.Emulation:
                 var e = request.Emulation_ ?? throw new InvalidOperationException("emulation request without settings");
                 if (fd is null) throw new InvalidOperationException("emulation request without a /dev/fuse fd");
+                if (_emulation is not null) throw new InvalidOperationException("this container has an emulation server already");
+                e.UserNamespace = fds.Length > 1;
                 _emulationDir = e.MountDir;
-                _emulationPid = EmulationServer.Start(root, id, e, fd);
-                fd.Dispose();
+                _emulationPid = EmulationServer.Start(root, id, e, fd, fds.Length > 1 ? fds[1] : null);
+                // Our child, not waited for yet: its pid cannot be reused before we reap it.
+                int pidfd = (int)Libc.syscall(Libc.SYS_pidfd_open, _emulationPid, 0, 0, 0, 0, 0);
+                if (pidfd < 0) throw new SysException("pidfd_open", "emulation server", Libc.Errno);
+                _emulation = new SafeFd(pidfd);
                 break;
             case SupervisorRequest.Container:
                 if (fd is null) break; // no vetting for this container
@@ -95,7 +129,6 @@ internal sealed class SupervisorServices(string id, string stateDir, string root
                 _notify.AddListener(fd.Release());
                 break;
             default:
-                fd?.Dispose();
                 throw new InvalidOperationException($"unknown request \"{request.Kind}\"");
         }
     }
@@ -105,7 +138,11 @@ internal sealed class SupervisorServices(string id, string stateDir, string root
         _notify?.Dispose();
         // The container is gone: its emulated files go with it (delete detaches the staging dir too).
         if (_emulationDir is not null) Libc.umount2(_emulationDir, Libc.MNT_DETACH);
-        if (_emulationPid > 0) Libc.kill(_emulationPid, 9);
+        if (_emulation is not null)
+        {
+            Libc.syscall(Libc.SYS_pidfd_send_signal, _emulation.Fd, 9, 0, 0, 0, 0);
+            _emulation.Dispose();
+        }
     }
 }
 
@@ -116,18 +153,35 @@ internal sealed class SupervisorServices(string id, string stateDir, string root
 /// and the .NET GC reads /proc/meminfo at every collection on the thread that triggered it. Had that
 /// thread's FUSE request to be answered by threads of the same process, suspended for that very
 /// collection, the supervisor would deadlock (seen: a collection during a mount froze it).
+///
+/// It runs as host root outside the container, so what a container makes it hold must be bounded and
+/// paid by that container: every table and snapshot of the server is bounded (see FuseServerOptions and
+/// ContainerFileSystem), its managed heap has a hard limit (<see cref="HeapHardLimit"/>, a backstop), and
+/// once started it moves into the container's memory cgroup (<see cref="Cgroups.HelperCgroup"/>), where
+/// what it grows by from then on is charged to the container and limited by the container's limit (what
+/// it used before stays charged where it was: a container with a tiny limit pays only the growth). It
+/// asks the kernel to prefer the container's own processes over it in an out-of-memory kill (oom_score_adj
+/// -999; best effort: lowering it needs CAP_SYS_RESOURCE).
 /// </summary>
 internal static class EmulationServer
 {
     const string SettingsVariable = "_SANDBOX_RUNC_EMULATION";
 
-    public static int Start(string root, string id, EmulationSettings settings, SafeFd fuse)
+    /// <summary>DOTNET_GCHeapHardLimit of the emulation process: its bounded tables fit in a fraction of it.</summary>
+    public const long HeapHardLimit = 32L << 20;
+
+    /// <summary>Reader threads at most (each holds ~260 KiB of request and reply buffers).</summary>
+    const int MaxThreads = 8;
+
+    public static int Start(string root, string id, EmulationSettings settings, SafeFd fuse, SafeFd? userNs)
     {
         string json = System.Text.Json.JsonSerializer.Serialize(settings, SupervisorJson.Default.EmulationSettings);
-        return Supervisor.SpawnService(["--root", root, "emulate", id], [.. Supervisor.ServiceEnvironment, $"{SettingsVariable}={json}"], fuse.Fd);
+        return Supervisor.SpawnService(["--root", root, "emulate", id],
+            [.. Supervisor.ServiceEnvironment, $"DOTNET_GCHeapHardLimit={HeapHardLimit:x}", $"{SettingsVariable}={json}"],
+            fuse.Fd, userNs?.Fd ?? -1);
     }
 
-    /// <summary>`emulate ID`: serves fd 3 until the mount goes away or the supervisor dies.</summary>
+    /// <summary>`emulate ID`: serves fd 3 until the mount goes away or the supervisor dies; fd 4 is the container's user namespace.</summary>
     public static int Run(string id)
     {
         Libc.prctl(Libc.PR_SET_PDEATHSIG, 9, 0, 0, 0);
@@ -136,10 +190,29 @@ internal static class EmulationServer
             SupervisorJson.Default.EmulationSettings) ?? throw new InvalidOperationException("no emulation settings");
         var fuse = new SafeFd(3);
         Libc.fcntl(3, Libc.F_SETFD, Libc.FD_CLOEXEC);
+        // The container's user namespace, pinned for our whole life: capability checks compare callers with it.
+        using var userNs = settings.UserNamespace ? new SafeFd(4) : null;
+        if (userNs is not null) Libc.fcntl(4, Libc.F_SETFD, Libc.FD_CLOEXEC);
+        var userNsFacts = userNs is null ? null : Namespaces.UserNamespaceChain.Of(userNs.Fd);
+        if (userNs is not null && userNsFacts is null) throw new InvalidOperationException("cannot read the container's user namespace");
+        RaiseFileLimit();
         using var fs = new Emulation.ContainerFileSystem(new Emulation.ContainerView(id, settings.StartedBoottimeNs,
-            settings.RootUid, settings.RootGid, settings.CgroupPaths) { HostWriter = Emulation.HostSysctlWriter.Real });
-        var server = Fuse.FuseServer.Serve(fuse, fs, new Fuse.FuseServerOptions { Threads = 2 });
+            settings.RootUid, settings.RootGid, settings.CgroupPaths) { HostWriter = Emulation.HostSysctlWriter.Real, UserNs = userNsFacts });
+        var server = Fuse.FuseServer.Serve(fuse, fs, new Fuse.FuseServerOptions { Threads = 2, MaxThreads = MaxThreads });
+        // Started: from here on the container pays for what we grow by.
+        Emulation.HostFiles.Write("/proc/self/oom_score_adj", "-999"u8);   // -EACCES without CAP_SYS_RESOURCE: kept as is
+        Cgroups.HelperCgroup.Join(Cgroups.CgroupPaths.FromMap(settings.CgroupPaths), Environment.ProcessId, TimeSpan.FromSeconds(30));
         server.Wait(Timeout.InfiniteTimeSpan);
         return 0;
+    }
+
+    /// <summary>Streamed files hold a host descriptor per open handle (FuseServerOptions.MaxOpen): the soft limit goes up to the hard one.</summary>
+    static unsafe void RaiseFileLimit()
+    {
+        const int RLIMIT_NOFILE = 7;
+        ulong* limit = stackalloc ulong[2];
+        if (Libc.prlimit(0, RLIMIT_NOFILE, null, limit) != 0) return;
+        limit[0] = Math.Min(limit[1], 1UL << 16);
+        Libc.prlimit(0, RLIMIT_NOFILE, limit, null);
     }
 }

@@ -21,7 +21,7 @@ public static partial class UpdateOperation
         if (status == ContainerStatus.Stopped) throw new RuntimeException($"container not running: {id}");
         // Devices are not updatable (as in runc): the cgroup's device rules stay the ones of create.
         request.Devices = null;
-        CgroupManager.FromPaths(r.CgroupPaths).Apply(request);
+        r.Cgroup().Apply(request);
         r.Resources = Merge(r.Resources ?? new Resources(), request);
         store.Save(r);
     }

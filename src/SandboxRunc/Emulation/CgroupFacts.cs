@@ -27,7 +27,6 @@ public static class CgroupFacts
     /// <summary>v1 reports "unlimited" as a huge page-aligned number (LONG_MAX rounded down).</summary>
     const ulong V1Unlimited = 1UL << 62;
 
-    static bool IsV2(IReadOnlyDictionary<string, string> paths) => paths.ContainsKey("");
 
     static string? Text(string? dir, string file) => dir is null ? null : HostFiles.ReadText(dir + "/" + file)?.Trim();
 
@@ -42,24 +41,13 @@ public static class CgroupFacts
         return n;
     }
 
-    internal static Dictionary<string, ulong> KeyValues(string? text)
-    {
-        var d = new Dictionary<string, ulong>(StringComparer.Ordinal);
-        if (text is null) return d;
-        foreach (var line in text.Split('\n'))
-        {
-            int sp = line.IndexOf(' ');
-            if (sp > 0 && ulong.TryParse(line.AsSpan(sp + 1).Trim(), NumberStyles.None, CultureInfo.InvariantCulture, out var n))
-                d[line[..sp]] = n;
-        }
-        return d;
-    }
+    static Dictionary<string, ulong> KeyValues(string? text) => Cgroups.CgroupStats.KeyValues(text);
 
-    public static MemoryFacts Memory(IReadOnlyDictionary<string, string> paths)
+    public static MemoryFacts Memory(Cgroups.CgroupPaths paths)
     {
-        if (IsV2(paths))
+        if (paths.IsV2)
         {
-            string dir = paths[""];
+            string dir = paths.Unified!;
             var s = KeyValues(Text(dir, "memory.stat"));
             bool swapAccounted = File.Exists(dir + "/memory.swap.max");
             return new MemoryFacts(Limit(dir, "memory.max"), Num(dir, "memory.current"), swapAccounted,
@@ -69,7 +57,7 @@ public static class CgroupFacts
                 s.GetValueOrDefault("active_file"), s.GetValueOrDefault("inactive_file"),
                 s.GetValueOrDefault("slab_reclaimable"), s.GetValueOrDefault("slab_unreclaimable"));
         }
-        string? mem = paths.GetValueOrDefault("memory");
+        string? mem = paths.Of("memory");
         var st = KeyValues(Text(mem, "memory.stat"));
         ulong? limit = Limit(mem, "memory.limit_in_bytes");
         ulong usage = Num(mem, "memory.usage_in_bytes");
@@ -90,11 +78,11 @@ public static class CgroupFacts
             st.GetValueOrDefault("total_inactive_file"), 0, 0);
     }
 
-    public static CpuFacts Cpu(IReadOnlyDictionary<string, string> paths)
+    public static CpuFacts Cpu(Cgroups.CgroupPaths paths)
     {
-        if (IsV2(paths))
+        if (paths.IsV2)
         {
-            string dir = paths[""];
+            string dir = paths.Unified!;
             var cpuset = CpuList.Parse(Text(dir, "cpuset.cpus.effective"));
             long quota = -1, period = 100000;
             var max = Text(dir, "cpu.max")?.Split(' ');
@@ -104,7 +92,7 @@ public static class CgroupFacts
             return new CpuFacts(cpuset, quota, period, null, null, s.GetValueOrDefault("user_usec") * 1000,
                 s.GetValueOrDefault("system_usec") * 1000);
         }
-        string? cs = paths.GetValueOrDefault("cpuset"), cpu = paths.GetValueOrDefault("cpu"), acct = paths.GetValueOrDefault("cpuacct");
+        string? cs = paths.Of("cpuset"), cpu = paths.Of("cpu"), acct = paths.Of("cpuacct");
         var set = CpuList.Parse(Text(cs, "cpuset.effective_cpus")) ?? CpuList.Parse(Text(cs, "cpuset.cpus"));
         long qv = long.TryParse(Text(cpu, "cpu.cfs_quota_us"), out var qq) ? qq : -1;
         long pv = long.TryParse(Text(cpu, "cpu.cfs_period_us"), out var pp) && pp > 0 ? pp : 100000;
@@ -148,14 +136,14 @@ public static class CgroupFacts
         return new CpuFacts(set, qv, pv, pu, ps, user, system);
     }
 
-    public static List<DeviceIo> Io(IReadOnlyDictionary<string, string> paths)
+    public static List<DeviceIo> Io(Cgroups.CgroupPaths paths)
     {
         var devices = new Dictionary<(int, int), DeviceIo>();
         DeviceIo Get(int ma, int mi) => devices.TryGetValue((ma, mi), out var d) ? d : new DeviceIo(ma, mi, 0, 0, 0, 0);
-        if (IsV2(paths))
+        if (paths.IsV2)
         {
             // "8:0 rbytes=4096 wbytes=0 rios=1 wios=0 dbytes=0 dios=0"
-            foreach (var line in (Text(paths[""], "io.stat") ?? "").Split('\n', StringSplitOptions.RemoveEmptyEntries))
+            foreach (var line in (Text(paths.Unified!, "io.stat") ?? "").Split('\n', StringSplitOptions.RemoveEmptyEntries))
             {
                 var f = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
                 if (!ParseDev(f[0], out int ma, out int mi)) continue;
@@ -173,7 +161,7 @@ public static class CgroupFacts
                 devices[(ma, mi)] = d;
             }
         }
-        else if (paths.GetValueOrDefault("blkio") is { } blkio)
+        else if (paths.Of("blkio") is { } blkio)
         {
             // "8:0 Read 4096" ... "Total N"; the _recursive files include the container's own sub-cgroups.
             string? ios = Text(blkio, "blkio.throttle.io_serviced_recursive") ?? Text(blkio, "blkio.throttle.io_serviced");
@@ -206,22 +194,22 @@ public static class CgroupFacts
     }
 
     /// <summary>Tasks in the container (pids controller), null when unknown.</summary>
-    public static ulong? Tasks(IReadOnlyDictionary<string, string> paths)
+    public static ulong? Tasks(Cgroups.CgroupPaths paths)
     {
-        string? dir = IsV2(paths) ? paths[""] : paths.GetValueOrDefault("pids");
+        string? dir = paths.IsV2 ? paths.Unified! : paths.Of("pids");
         var t = Text(dir, "pids.current");
         return ulong.TryParse(t, out var n) ? n : null;
     }
 
     /// <summary>Container CPU time in ns, the cheap way (one file): for /proc/uptime's idle field.</summary>
-    public static ulong CpuUsageNs(IReadOnlyDictionary<string, string> paths)
+    public static ulong CpuUsageNs(Cgroups.CgroupPaths paths)
     {
-        if (IsV2(paths))
+        if (paths.IsV2)
         {
-            var t = Text(paths[""], "cpu.stat");
+            var t = Text(paths.Unified!, "cpu.stat");
             return KeyValues(t).GetValueOrDefault("usage_usec") * 1000;
         }
-        return Num(paths.GetValueOrDefault("cpuacct"), "cpuacct.usage");
+        return Num(paths.Of("cpuacct"), "cpuacct.usage");
     }
 }
 

@@ -7,20 +7,37 @@
 //   sys/module/nf_conntrack/parameters/**                        read-only mirror; hashsize per container
 //
 // Every node is owned by the container's root (host uid/gid), so inside the user namespace it is root's.
-// Modes: directories 0555, read-only files 0444, per-container writable files 0644, namespaced sysctls the
-// mode the kernel shows in the caller's namespace. Writes: only from the container's root uid (-EACCES
-// otherwise) holding CAP_NET_ADMIN (net/*, hashsize) or CAP_SYS_ADMIN (the rest) in CapEff (-EPERM
-// otherwise); a write to a read-only entry is -EACCES. Thread-safe; throws nothing.
+// Modes: fixed directories 0555, generated files 0444, per-container writable files 0644, namespaced
+// sysctls the mode the kernel shows in the caller's namespace.
+//
+// The mirrors (/sys/kernel, /proc/sys entries that stay the host's, the nf_conntrack parameters) keep the
+// host's owner semantics: the container's root is never host root, so it gets what an unprivileged host
+// user gets, the host node's "other" bits. Shown modes say so (a 0600 host file shows 0000), and since
+// container root holds CAP_DAC_OVERRIDE over nodes it owns, which makes the kernel's default_permissions
+// check pass whatever the mode, the server enforces it itself: a lookup needs "other" search permission
+// on every host directory from the mirror's root down, a read or a listing "other" read permission on the
+// node (-EACCES). Large mirrored files (sysfs binary attributes such as btf/vmlinux) are served by offset
+// from the host file (FuseContent.Streamed), never copied whole; other contents are snapshots, capped.
+//
+// Writes: only from the container's root uid (-EACCES otherwise), holding CAP_NET_ADMIN (net/*, hashsize)
+// or CAP_SYS_ADMIN (the rest) over the user namespace the write touches (-EPERM otherwise, see
+// Namespaces/NamespaceCapability.cs): the container's own user namespace for per-container values and
+// "max wins" host raises, the user namespace owning the caller's net/uts/ipc namespace for namespaced
+// sysctls. A write to a read-only entry is -EACCES. A write's side effect happens only while its caller
+// still waits (IFuseRequest.Commit). Thread-safe; throws nothing.
 using System.Security.Cryptography;
 using System.Text;
 using SandboxRunc.Fuse;
 using SandboxRunc.Interop;
+using SandboxRunc.Namespaces;
 
 namespace SandboxRunc.Emulation;
 
 public sealed class ContainerFileSystem : IFuseFileSystem, IDisposable
 {
     const uint DirMode = 0x16D /*0555*/, RoMode = 0x124 /*0444*/, RwMode = 0x1A4 /*0644*/;
+    /// <summary>The kernel reads at most a page less one of a sysctl write (proc_dointvec and friends); so do we.</summary>
+    const int MaxWrite = 4095;
     const string ConntrackParams = "sys/module/nf_conntrack/parameters";
     static readonly string[] HiddenKernelDirs = ["config", "debug", "security", "tracing"];
     static readonly string[] ProcFiles = ["cpuinfo", "diskstats", "loadavg", "meminfo", "stat", "swaps", "uptime"];
@@ -121,25 +138,76 @@ public sealed class ContainerFileSystem : IFuseFileSystem, IDisposable
                 node = Node(FuseNodeKind.Directory, DirMode);
                 return 0;
             }
-            return MirrorNode(_view.SysRoot + "/kernel" + (rest.Length > 0 ? "/" + rest : ""), out node);
+            return MirrorNode(_view.SysRoot + "/kernel", rest, out node);
         }
         if (Under(path, ConntrackParams, out var param))
         {
-            int r = MirrorNode(_view.SysRoot + "/module/nf_conntrack/parameters" + (param.Length > 0 ? "/" + param : ""), out node);
+            int r = MirrorNode(_view.SysRoot + "/module/nf_conntrack/parameters", param, out node);
             if (r == 0 && param == "hashsize") node = Node(FuseNodeKind.File, RwMode);
             return r;
         }
         return -Libc.ENOENT;
     }
 
-    /// <summary>A host node as a read-only one: write bits dropped, directories 0555.</summary>
-    int MirrorNode(string hostPath, out FuseNode node)
+    /// <summary>
+    /// A host node of a mirror, as an unprivileged host user sees it: reachable only through directories
+    /// "other" may search (-EACCES), shown with its "other" read (and, for directories, search) bits for
+    /// everyone and no write bits. A large file reports its host size (it is served by offset).
+    /// </summary>
+    int MirrorNode(string hostRoot, string rest, out FuseNode node)
     {
         node = default;
-        int r = HostFiles.Stat(hostPath, out var kind, out var mode);
+        int r = Reach(hostRoot, rest, out string hostPath);
         if (r != 0) return r;
-        node = Node(kind, kind switch { FuseNodeKind.Directory => DirMode, FuseNodeKind.Symlink => 0x1FF, _ => mode & RoMode });
+        r = HostFiles.Stat(hostPath, out var kind, out var mode, out long size);
+        if (r != 0) return r;
+        node = kind switch
+        {
+            FuseNodeKind.Directory => Node(kind, OtherBits(mode, 5)),
+            FuseNodeKind.Symlink => Node(kind, 0x1FF),
+            _ => Node(kind, OtherBits(mode, 4)) with { Size = size > HostFiles.StreamAbove ? size : -1 },
+        };
         return 0;
+    }
+
+    /// <summary>The host mode's "other" bits among <paramref name="mask"/> (4 read, 1 search), for owner, group and other.</summary>
+    internal static uint OtherBits(uint hostMode, uint mask)
+    {
+        uint o = hostMode & mask;
+        return (o << 6) | (o << 3) | o;
+    }
+
+    /// <summary>
+    /// The host path of <paramref name="rest"/> below a mirror's host root, if an unprivileged host user could
+    /// reach it: the root and every directory on the way must grant "other" search permission; -EACCES
+    /// otherwise (-ENOTDIR for a non-directory on the way). Nothing is followed: the kernel walks our tree
+    /// itself, component by component, and never asks for a name below a symlink node.
+    /// </summary>
+    static int Reach(string hostRoot, string rest, out string hostPath)
+    {
+        hostPath = rest.Length == 0 ? hostRoot : hostRoot + "/" + rest;
+        int r = Searchable(hostRoot);
+        for (int slash = rest.IndexOf('/'); r == 0 && slash >= 0; slash = rest.IndexOf('/', slash + 1))
+            r = Searchable(hostRoot + "/" + rest[..slash]);
+        return r;
+    }
+
+    static int Searchable(string hostDir)
+    {
+        int r = HostFiles.Stat(hostDir, out var kind, out var mode);
+        if (r != 0) return r;
+        if (kind != FuseNodeKind.Directory) return -Libc.ENOTDIR;
+        return (mode & 1) != 0 ? 0 : -Libc.EACCES;
+    }
+
+    /// <summary>A mirrored node an unprivileged host user may read (a file) or list (a directory): its host path, else -EACCES.</summary>
+    static int Readable(string hostRoot, string rest, out string hostPath)
+    {
+        int r = Reach(hostRoot, rest, out hostPath);
+        if (r != 0) return r;
+        r = HostFiles.Stat(hostPath, out _, out var mode);
+        if (r != 0) return r;
+        return (mode & 4) != 0 ? 0 : -Libc.EACCES;
     }
 
     int LookupSysctl(string key, FuseCaller caller, out FuseNode node)
@@ -153,7 +221,7 @@ public sealed class ContainerFileSystem : IFuseFileSystem, IDisposable
             case SysctlKind.Namespaced:
             {
                 if (caller.Pid <= 0) return -Libc.EACCES;
-                int r = _ns.Stat(caller.Pid, c.Namespace, key, out var kind, out var mode);
+                int r = _ns.Stat(caller, c.Namespace, key, out var kind, out var mode);
                 if (r != 0) return r;
                 node = Node(kind, kind == FuseNodeKind.Directory ? DirMode : mode & 0x1B6 /*rw bits only*/);
                 return 0;
@@ -166,7 +234,7 @@ public sealed class ContainerFileSystem : IFuseFileSystem, IDisposable
                 return 0;
             }
             default:
-                return MirrorNode(HostSysctlPath(key), out node);
+                return MirrorNode(_view.ProcRoot + "/sys", key, out node);
         }
     }
 
@@ -213,16 +281,16 @@ public sealed class ContainerFileSystem : IFuseFileSystem, IDisposable
             if (c.Kind == SysctlKind.Namespaced)
             {
                 if (caller.Pid <= 0) return -Libc.EACCES;
-                return _ns.List(caller.Pid, c.Namespace, key, out list);
+                return _ns.List(caller, c.Namespace, key, out list);
             }
-            return HostFiles.List(HostSysctlPath(key).TrimEnd('/'), out list);
+            return ListMirror(_view.ProcRoot + "/sys", key, out list);
         }
         if (Under(path, "sys/kernel", out var rest))
         {
             int slash = rest.IndexOf('/');
             string first = slash < 0 ? rest : rest[..slash];
             if (Array.IndexOf(HiddenKernelDirs, first) >= 0) return slash < 0 ? 0 : -Libc.ENOENT;
-            int r = HostFiles.List(_view.SysRoot + "/kernel" + (rest.Length > 0 ? "/" + rest : ""), out list);
+            int r = ListMirror(_view.SysRoot + "/kernel", rest, out list);
             if (r == 0 && rest.Length == 0)
             {
                 list.RemoveAll(e => Array.IndexOf(HiddenKernelDirs, e.Name) >= 0);
@@ -232,8 +300,15 @@ public sealed class ContainerFileSystem : IFuseFileSystem, IDisposable
             return r;
         }
         if (Under(path, ConntrackParams, out var param))
-            return HostFiles.List(_view.SysRoot + "/module/nf_conntrack/parameters" + (param.Length > 0 ? "/" + param : ""), out list);
+            return ListMirror(_view.SysRoot + "/module/nf_conntrack/parameters", param, out list);
         return -Libc.ENOENT;
+    }
+
+    static int ListMirror(string hostRoot, string rest, out List<(string Name, FuseNodeKind Kind)> list)
+    {
+        list = [];
+        int r = Readable(hostRoot, rest, out string hostPath);
+        return r != 0 ? r : HostFiles.List(hostPath, out list);
     }
 
     // ---------------------------------------------------------------- Read
@@ -276,11 +351,11 @@ public sealed class ContainerFileSystem : IFuseFileSystem, IDisposable
         {
             case "proc/uptime": content = Uptime(); return 0;
             case "proc/swaps": return Text(ProcText.Swaps, "swaps", out content);
-            case "proc/meminfo": return Text(h => ProcText.Meminfo(h, CgroupFacts.Memory(_view.CgroupPaths)), "meminfo", out content);
+            case "proc/meminfo": return Text(h => ProcText.Meminfo(h, CgroupFacts.Memory(_view.Cgroup)), "meminfo", out content);
             case "proc/cpuinfo": return Cpuinfo(out content);
             case "proc/stat": return Stat(out content);
-            case "proc/loadavg": return Text(h => ProcText.Loadavg(h, CgroupFacts.Tasks(_view.CgroupPaths)), "loadavg", out content);
-            case "proc/diskstats": return Text(h => ProcText.Diskstats(h, CgroupFacts.Io(_view.CgroupPaths)), "diskstats", out content);
+            case "proc/loadavg": return Text(h => ProcText.Loadavg(h, CgroupFacts.Tasks(_view.Cgroup)), "loadavg", out content);
+            case "proc/diskstats": return Text(h => ProcText.Diskstats(h, CgroupFacts.Io(_view.Cgroup)), "diskstats", out content);
             case "sys/devices/virtual/dmi/id/product_uuid": content = _productUuid; return 0;
         }
         if (IsFixedDir(path)) return -Libc.EISDIR;
@@ -292,8 +367,13 @@ public sealed class ContainerFileSystem : IFuseFileSystem, IDisposable
             switch (c.Kind)
             {
                 case SysctlKind.Namespaced:
+                {
                     if (caller.Pid <= 0) return -Libc.EACCES;
-                    return _ns.Read(caller.Pid, c.Namespace, key, out content);
+                    int cap = Sysctls.RequiredCapability(key);
+                    // An entry "other" may not read (net.ipv6.conf.*.stable_secret, 0600): as the kernel, only to a
+                    // holder of the capability over the namespace's owner (net_ctl_permissions gives it the owner's bits).
+                    return _ns.Read(caller, c.Namespace, key, owner => MayActIn(caller, owner, cap), out content);
+                }
                 case SysctlKind.PerContainer:
                 {
                     int r = CurrentValue(key, HostSysctlPath(key), c.Rule!, out var value);
@@ -303,7 +383,7 @@ public sealed class ContainerFileSystem : IFuseFileSystem, IDisposable
                 case SysctlKind.Refused:
                     return -Libc.EACCES;
                 default:
-                    return HostFiles.Read(HostSysctlPath(key), out content);
+                    return ReadMirror(_view.ProcRoot + "/sys", key, out content);
             }
         }
         if (Under(path, "sys/kernel", out var rest))
@@ -311,7 +391,7 @@ public sealed class ContainerFileSystem : IFuseFileSystem, IDisposable
             int slash = rest.IndexOf('/');
             string first = slash < 0 ? rest : rest[..slash];
             if (rest.Length == 0 || Array.IndexOf(HiddenKernelDirs, first) >= 0) return slash < 0 ? -Libc.EISDIR : -Libc.ENOENT;
-            return HostFiles.Read(_view.SysRoot + "/kernel/" + rest, out content);
+            return ReadMirror(_view.SysRoot + "/kernel", rest, out content);
         }
         if (Under(path, ConntrackParams, out var param))
         {
@@ -322,9 +402,74 @@ public sealed class ContainerFileSystem : IFuseFileSystem, IDisposable
                 if (r == 0) content = Encoding.ASCII.GetBytes(value);
                 return r;
             }
-            return param.Length == 0 ? -Libc.EISDIR : HostFiles.Read(host, out content);
+            return param.Length == 0 ? -Libc.EISDIR : ReadMirror(_view.SysRoot + "/module/nf_conntrack/parameters", param, out content);
         }
         return -Libc.ENOENT;
+    }
+
+    /// <summary>A mirrored file read whole (small ones only: a larger one is -EFBIG here, <see cref="Open"/> streams it).</summary>
+    static int ReadMirror(string hostRoot, string rest, out byte[] content)
+    {
+        content = [];
+        int r = Readable(hostRoot, rest, out string hostPath);
+        return r != 0 ? r : HostFiles.Read(hostPath, out content, HostFiles.MaxMirrored);
+    }
+
+    /// <summary>Whether a path is a file of a mirror (the host's node, read-only): its mirror's host root and the rest.</summary>
+    bool MirrorOf(string path, out string hostRoot, out string rest)
+    {
+        hostRoot = "";
+        if (Under(path, "sys/kernel", out rest) && rest.Length > 0)
+        {
+            int slash = rest.IndexOf('/');
+            hostRoot = _view.SysRoot + "/kernel";
+            return Array.IndexOf(HiddenKernelDirs, slash < 0 ? rest : rest[..slash]) < 0;
+        }
+        if (Under(path, ConntrackParams, out rest) && rest.Length > 0 && rest != "hashsize")
+        {
+            hostRoot = _view.SysRoot + "/module/nf_conntrack/parameters";
+            return true;
+        }
+        if (Under(path, "proc/sys", out rest) && rest.Length > 0 && !rest.Contains("..", StringComparison.Ordinal)
+            && Sysctls.Classify(rest).Kind == SysctlKind.Mirror)
+        {
+            hostRoot = _view.ProcRoot + "/sys";
+            return true;
+        }
+        return false;
+    }
+
+    // ---------------------------------------------------------------- Open
+
+    /// <summary>
+    /// What an OPEN serves: a large mirrored file (host size above HostFiles.StreamAbove, e.g. a sysfs binary
+    /// attribute) is served by offset from the host file opened now, never copied; everything else is a
+    /// snapshot (<see cref="Read"/>).
+    /// </summary>
+    public int Open(string path, FuseCaller caller, out FuseContent? content)
+    {
+        content = null;
+        try
+        {
+            if (BadPath(path)) return -Libc.ENOENT;
+            if (MirrorOf(path, out var hostRoot, out var rest))
+            {
+                int r = Readable(hostRoot, rest, out string hostPath);
+                if (r != 0) return r;
+                r = HostFiles.Stat(hostPath, out var kind, out _, out long size);
+                if (r != 0) return r;
+                if (kind == FuseNodeKind.File && size > HostFiles.StreamAbove)
+                {
+                    r = HostFiles.OpenForOffsetReads(hostPath, out var file, out size);
+                    if (r == 0) content = FuseContent.Streamed(file!, size);
+                    return r;
+                }
+            }
+            int rr = ReadCore(path, caller, out var bytes);
+            if (rr == 0) content = FuseContent.Of(bytes);
+            return rr;
+        }
+        catch (Exception) { return -Libc.EIO; }
     }
 
     int Text(Func<string, string> render, string file, out byte[] content)
@@ -376,7 +521,7 @@ public sealed class ContainerFileSystem : IFuseFileSystem, IDisposable
             if (_cpuAt == long.MinValue || now - _cpuAt > 500_000_000 || now < _cpuAt)
             {
                 _cpuCount = VisibleCpus(out _, out _).Length;
-                _cpuUsageNs = (long)Math.Min(CgroupFacts.CpuUsageNs(_view.CgroupPaths), long.MaxValue);
+                _cpuUsageNs = (long)Math.Min(CgroupFacts.CpuUsageNs(_view.Cgroup), long.MaxValue);
                 _cpuAt = now;
             }
             cpus = _cpuCount;
@@ -392,7 +537,7 @@ public sealed class ContainerFileSystem : IFuseFileSystem, IDisposable
 
     int[] VisibleCpus(out CpuFacts cpu, out List<int> hostCpus)
     {
-        cpu = CgroupFacts.Cpu(_view.CgroupPaths);
+        cpu = CgroupFacts.Cpu(_view.Cgroup);
         hostCpus = ProcText.HostCpus(HostFiles.ReadText(_view.ProcRoot + "/stat") ?? "");
         return ProcText.VisibleCpus(hostCpus, cpu.Cpuset, cpu.Quota, cpu.Period);
     }
@@ -423,7 +568,7 @@ public sealed class ContainerFileSystem : IFuseFileSystem, IDisposable
         int r = HostFiles.Read(_view.ProcRoot + "/stat", out var bytes);
         if (r != 0) return r;
         string host = Encoding.ASCII.GetString(bytes);
-        var cpu = CgroupFacts.Cpu(_view.CgroupPaths);
+        var cpu = CgroupFacts.Cpu(_view.Cgroup);
         var hostCpus = ProcText.HostCpus(host);
         var visible = ProcText.VisibleCpus(hostCpus, cpu.Cpuset, cpu.Quota, cpu.Period);
         var members = ProcText.VisibleCpus(hostCpus, cpu.Cpuset, -1, 1);   // every CPU it may run on
@@ -441,33 +586,51 @@ public sealed class ContainerFileSystem : IFuseFileSystem, IDisposable
 
     int WriteCore(string path, FuseCaller caller, ReadOnlySpan<byte> data)
     {
+        if (data.Length > MaxWrite) data = data[..MaxWrite];
         if (Under(path, ConntrackParams, out var param) && param == "hashsize")
         {
-            int p = CheckWriter(caller, Sysctls.CAP_NET_ADMIN);
+            int p = CheckContainerWriter(caller, Sysctls.CAP_NET_ADMIN);
             if (p != 0) return p;
             return SetValue("module/nf_conntrack/hashsize", _view.SysRoot + "/module/nf_conntrack/parameters/hashsize",
-                Sysctls.ConntrackHashsize, data, null);
+                Sysctls.ConntrackHashsize, data, null, caller);
         }
         if (!Under(path, "proc/sys", out var key) || key.Length == 0 || key.Contains("..", StringComparison.Ordinal))
             return Lookup(path, caller, out _) == 0 ? -Libc.EACCES : -Libc.ENOENT;
         var c = Sysctls.Classify(key);
         if (c.Kind is SysctlKind.Mirror or SysctlKind.Refused) return -Libc.EACCES;
-        int perm = CheckWriter(caller, Sysctls.RequiredCapability(key));
+        int cap = Sysctls.RequiredCapability(key);
+        if (c.Kind == SysctlKind.Namespaced)
+        {
+            if (caller.Uid != _view.RootUid || caller.Pid <= 0) return -Libc.EACCES;
+            // Decided inside the caller's namespace, on the namespace the write lands in.
+            return _ns.Write(caller, c.Namespace, key, data, owner => MayActIn(caller, owner, cap));
+        }
+        int perm = CheckContainerWriter(caller, cap);
         if (perm != 0) return perm;
-        if (c.Kind == SysctlKind.Namespaced) return _ns.Write(caller.Pid, c.Namespace, key, data.ToArray());
-        return SetValue(key, HostSysctlPath(key), c.Rule!, data, key);
+        return SetValue(key, HostSysctlPath(key), c.Rule!, data, key, caller);
     }
 
-    /// <summary>The container's root with the capability in its effective set: 0, else -EACCES/-EPERM.</summary>
-    int CheckWriter(FuseCaller caller, int capability)
+    /// <summary>
+    /// For per-container values (and the "max wins" host raises that come with them): the container's root
+    /// uid (-EACCES otherwise) holding the capability over the container's own user namespace (-EPERM
+    /// otherwise). A process in a nested user namespace holds none there, whatever its CapEff says.
+    /// </summary>
+    int CheckContainerWriter(FuseCaller caller, int capability)
     {
         if (caller.Uid != _view.RootUid || caller.Pid <= 0) return -Libc.EACCES;
-        var status = HostFiles.ReadText(_view.ProcRoot + "/" + caller.Pid + "/status");
-        if (status is null || Sysctls.EffectiveCaps(status) is not { } caps) return -Libc.EACCES;
-        return (caps & (1UL << capability)) != 0 ? 0 : -Libc.EPERM;
+        if (_view.UserNs is not { } container) return -Libc.EPERM;   // unknown: nobody may
+        return MayActIn(caller, container, capability);
     }
 
-    int SetValue(string storeKey, string hostPath, SysctlRule rule, ReadOnlySpan<byte> data, string? hostKey)
+    /// <summary>0 when the caller holds the capability over the user namespace <paramref name="target"/>; -EACCES
+    /// when the caller cannot be identified (gone, or no longer waiting), -EPERM otherwise.</summary>
+    int MayActIn(FuseCaller caller, UserNamespaceChain target, int capability)
+    {
+        if (_view.Credentials(caller) is not { } credentials) return -Libc.EACCES;
+        return NamespaceCapability.Holds(credentials, target, capability) ? 0 : -Libc.EPERM;
+    }
+
+    int SetValue(string storeKey, string hostPath, SysctlRule rule, ReadOnlySpan<byte> data, string? hostKey, FuseCaller caller)
     {
         int r = CurrentValue(storeKey, hostPath, rule, out _);
         if (r != 0) return r;
@@ -476,6 +639,8 @@ public sealed class ContainerFileSystem : IFuseFileSystem, IDisposable
         {
             r = Sysctls.Check(rule, _values[storeKey], data, out value);
             if (r != 0) return r;
+            // Nothing happens for a caller that no longer waits (answered EINTR/ETIMEDOUT already).
+            if (caller.Request is { } request && !request.Commit()) return -Libc.EINTR;
             _values[storeKey] = value;
         }
         // "Max wins": raise the host value when this one is higher; never lower it. Best effort: the
@@ -498,10 +663,14 @@ public sealed class ContainerFileSystem : IFuseFileSystem, IDisposable
             {
                 int slash = rest.IndexOf('/');
                 if (Array.IndexOf(HiddenKernelDirs, slash < 0 ? rest : rest[..slash]) >= 0) return -Libc.ENOENT;
-                return HostFiles.ReadLink(_view.SysRoot + "/kernel/" + rest, out target);
+                int r = Reach(_view.SysRoot + "/kernel", rest, out string hostPath);
+                return r != 0 ? r : HostFiles.ReadLink(hostPath, out target);
             }
             if (Under(path, ConntrackParams, out var param) && param.Length > 0)
-                return HostFiles.ReadLink(_view.SysRoot + "/module/nf_conntrack/parameters/" + param, out target);
+            {
+                int r = Reach(_view.SysRoot + "/module/nf_conntrack/parameters", param, out string hostPath);
+                return r != 0 ? r : HostFiles.ReadLink(hostPath, out target);
+            }
             return Lookup(path, caller, out _) == 0 ? -Libc.EINVAL : -Libc.ENOENT;
         }
         catch (Exception) { return -Libc.EIO; }

@@ -1,9 +1,12 @@
 // What the emulated /proc and /sys of one container are computed from: who the container is, when it
-// started, which host IDs are its root, and where its cgroups live. The host roots, the clock, the
-// namespace access and the host sysctl writer are seams: unit tests point them at a fixture tree, a fixed
-// clock and fakes; production keeps the defaults (real /proc and /sys, CLOCK_BOOTTIME, setns) and opts in
-// to raising host values explicitly (HostSysctlWriter.Real).
+// started, which host IDs are its root, its user namespace, and where its cgroups live. The host roots,
+// the clock, the namespace access, the callers' credentials and the host sysctl writer are seams: unit
+// tests point them at a fixture tree, a fixed clock and fakes; production keeps the defaults (real /proc
+// and /sys, CLOCK_BOOTTIME, setns, CallerIdentity) and opts in to raising host values explicitly
+// (HostSysctlWriter.Real).
+using SandboxRunc.Fuse;
 using SandboxRunc.Interop;
+using SandboxRunc.Namespaces;
 
 namespace SandboxRunc.Emulation;
 
@@ -16,6 +19,9 @@ namespace SandboxRunc.Emulation;
 public sealed record ContainerView(string Id, long StartBoottimeNs, uint RootUid, uint RootGid,
     IReadOnlyDictionary<string, string> CgroupPaths)
 {
+    /// <summary>The container's cgroup, from <see cref="CgroupPaths"/> (its saved map).</summary>
+    public Cgroups.CgroupPaths Cgroup { get; } = Cgroups.CgroupPaths.FromMap(CgroupPaths);
+
     /// <summary>Host procfs the values are read from (a fixture dir in tests). Namespaced sysctls always use
     /// the real /proc of the entered namespaces, whatever this says.</summary>
     public string ProcRoot { get; init; } = "/proc";
@@ -34,6 +40,16 @@ public sealed record ContainerView(string Id, long StartBoottimeNs, uint RootUid
 
     /// <summary>How long a request may wait for namespaced sysctl access.</summary>
     public TimeSpan NamespaceTimeout { get; init; } = TimeSpan.FromSeconds(2);
+
+    /// <summary>
+    /// The container's user namespace (facts read once from a descriptor taken when the container was made
+    /// and kept open, so the namespace cannot be freed and its identity reused): capabilities over it decide
+    /// writes of per-container values. Null: unknown, and such writes are refused to everyone.
+    /// </summary>
+    public UserNamespaceChain? UserNs { get; init; }
+
+    /// <summary>The credentials of a request's caller (user namespace, euid, CapEff), or null when it cannot be identified.</summary>
+    public Func<FuseCaller, CallerCredentials?> Credentials { get; init; } = CallerIdentity.Credentials;
 }
 
 public static class HostClock

@@ -10,8 +10,24 @@ namespace SandboxRunc.Emulation;
 
 internal static unsafe class HostFiles
 {
-    /// <summary>Whole content of a (small, procfs-like) file; at most 16 MiB.</summary>
-    internal static int Read(string path, out byte[] content)
+    /// <summary>The most a host text file may hold to be read whole (the host's /proc/cpuinfo and /proc/stat
+    /// on a large machine are hundreds of KiB); beyond, -EFBIG.</summary>
+    internal const int MaxText = 4 << 20;
+
+    /// <summary>
+    /// Files of the /sys and /proc/sys mirror whose host size is above this are served by offset from the host
+    /// file (sysfs binary attributes such as /sys/kernel/btf/vmlinux report their real size; text attributes
+    /// report one page, procfs files 0); the others are read whole, up to <see cref="MaxMirrored"/>.
+    /// </summary>
+    internal const long StreamAbove = 4096;
+    internal const int MaxMirrored = 64 << 10;
+
+    /// <summary>Buffers up to this size come from the shared pool; larger ones are plain arrays, so that a
+    /// rare large host file does not leave a large buffer parked in the pool (and in the capped heap).</summary>
+    const int PooledUpTo = 64 << 10;
+
+    /// <summary>Whole content of a (small, procfs-like) file: at most <paramref name="max"/> bytes, -EFBIG beyond.</summary>
+    internal static int Read(string path, out byte[] content, int max = MaxText)
     {
         content = [];
         int fd;
@@ -19,6 +35,7 @@ internal static unsafe class HostFiles
         while (fd == -1 && Libc.Errno == Libc.EINTR);
         if (fd == -1) return -Libc.Errno;
         byte[] buf = ArrayPool<byte>.Shared.Rent(16384);
+        bool pooled = true;
         try
         {
             int len = 0;
@@ -26,10 +43,12 @@ internal static unsafe class HostFiles
             {
                 if (len == buf.Length)
                 {
-                    if (buf.Length >= 16 << 20) return -Libc.EIO;
-                    var bigger = ArrayPool<byte>.Shared.Rent(buf.Length * 2);
+                    if (buf.Length > max) return -Libc.EFBIG;
+                    int size = buf.Length * 2;
+                    var bigger = size <= PooledUpTo ? ArrayPool<byte>.Shared.Rent(size) : new byte[size];
                     Buffer.BlockCopy(buf, 0, bigger, 0, len);
-                    ArrayPool<byte>.Shared.Return(buf);
+                    if (pooled) ArrayPool<byte>.Shared.Return(buf);
+                    pooled = size <= PooledUpTo;
                     buf = bigger;
                 }
                 nint n;
@@ -42,12 +61,13 @@ internal static unsafe class HostFiles
                 if (n == 0) break;
                 len += (int)n;
             }
+            if (len > max) return -Libc.EFBIG;
             content = buf.AsSpan(0, len).ToArray();
             return 0;
         }
         finally
         {
-            ArrayPool<byte>.Shared.Return(buf);
+            if (pooled) ArrayPool<byte>.Shared.Return(buf);
             Libc.close(fd);
         }
     }
@@ -76,15 +96,41 @@ internal static unsafe class HostFiles
     }
 
     /// <summary>lstat: the node kind and permission bits (07777).</summary>
-    internal static int Stat(string path, out FuseNodeKind kind, out uint mode)
+    internal static int Stat(string path, out FuseNodeKind kind, out uint mode) => Stat(path, out kind, out mode, out _);
+
+    /// <summary>lstat: the node kind, permission bits (07777) and size.</summary>
+    internal static int Stat(string path, out FuseNodeKind kind, out uint mode, out long size)
     {
         byte* st = stackalloc byte[Libc.StatSize];
         kind = FuseNodeKind.File;
         mode = 0;
+        size = 0;
         if (Libc.lstat(path, st) != 0) return -Libc.Errno;
-        uint m = *(uint*)(st + 24);
+        uint m = *(uint*)(st + Libc.StatModeOffset);
         mode = m & 0xFFF;
         kind = (m & 0xF000) switch { 0x4000 => FuseNodeKind.Directory, 0xA000 => FuseNodeKind.Symlink, _ => FuseNodeKind.File };
+        size = *(long*)(st + Libc.StatSizeOffset);
+        return 0;
+    }
+
+    /// <summary>Opens a regular host file for reading by offset; its size from fstat. -EISDIR etc. otherwise.</summary>
+    internal static int OpenForOffsetReads(string path, out SafeFd? file, out long size)
+    {
+        file = null;
+        size = 0;
+        int fd;
+        do fd = Libc.open(path, Libc.O_RDONLY | Libc.O_CLOEXEC | Libc.O_NOFOLLOW | Libc.O_NONBLOCK, 0);
+        while (fd == -1 && Libc.Errno == Libc.EINTR);
+        if (fd == -1) return Libc.Errno == Libc.EMFILE ? -Libc.ENFILE : -Libc.Errno;
+        var handle = new SafeFd(fd);
+        byte* st = stackalloc byte[Libc.StatSize];
+        if (Libc.fstat(fd, st) != 0 || (*(uint*)(st + Libc.StatModeOffset) & 0xF000) != 0x8000)
+        {
+            handle.Dispose();
+            return -Libc.EINVAL;
+        }
+        size = *(long*)(st + Libc.StatSizeOffset);
+        file = handle;
         return 0;
     }
 

@@ -7,10 +7,15 @@ namespace SandboxRunc.Fuse;
 /// reused (a 64-bit counter), so the (node id, generation) pair the kernel requires to be unique over the
 /// mount's lifetime is unique with a constant generation. Inode numbers are a hash of the path, so a file
 /// keeps its st_ino across FORGET and a new LOOKUP. The root (id 1, path "") is never dropped.
+///
+/// Bounded: at most <see cref="MaxNodes"/> nodes the kernel holds at once (a node is ~200 bytes). Files are
+/// looked up with an entry timeout of 0, so the kernel forgets them as soon as their dentry is unused; only
+/// directories stay cached. A container that makes the kernel hold more gets ENFILE on new lookups.
 /// </summary>
 sealed class FuseNodeTable
 {
     public const ulong Generation = 1;
+    public const int DefaultMaxNodes = 32768;
 
     sealed class Node(ulong id, string path)
     {
@@ -24,8 +29,11 @@ sealed class FuseNodeTable
     readonly Dictionary<string, Node> _byPath = new(StringComparer.Ordinal);
     ulong _nextId = FuseProtocol.RootId + 1;
 
-    public FuseNodeTable()
+    public int MaxNodes { get; }
+
+    public FuseNodeTable(int maxNodes = DefaultMaxNodes)
     {
+        MaxNodes = maxNodes;
         var root = new Node(FuseProtocol.RootId, "");
         _byId[root.Id] = root;
         _byPath[root.Path] = root;
@@ -39,13 +47,15 @@ sealed class FuseNodeTable
         lock (_lock) return _byId.TryGetValue(id, out var node) ? node.Path : null;
     }
 
-    /// <summary>Gives the kernel one more reference to the node of <paramref name="path"/>; returns its id.</summary>
+    /// <summary>Gives the kernel one more reference to the node of <paramref name="path"/>; returns its id, or 0 when
+    /// the path has no node yet and the table is full.</summary>
     public ulong Remember(string path)
     {
         lock (_lock)
         {
             if (!_byPath.TryGetValue(path, out var node))
             {
+                if (_byId.Count >= MaxNodes) return 0;
                 node = new Node(_nextId++, path);
                 _byId[node.Id] = node;
                 _byPath[path] = node;

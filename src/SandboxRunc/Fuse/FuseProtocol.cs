@@ -55,7 +55,7 @@ static class FuseProtocol
 
     // errno values replies use (asm-generic/errno-base.h, errno.h).
     public const int EPERM = 1, ENOENT = 2, EINTR = 4, EIO = 5, EBADF = 9, EAGAIN = 11, EACCES = 13,
-        EISDIR = 21, EINVAL = 22, ENOSYS = 38, EPROTO = 71, ETIMEDOUT = 110, ENODEV = 19;
+        EISDIR = 21, EINVAL = 22, ENFILE = 23, ENOSYS = 38, EPROTO = 71, ETIMEDOUT = 110, ENODEV = 19;
 
     [StructLayout(LayoutKind.Sequential)]
     public struct InHeader

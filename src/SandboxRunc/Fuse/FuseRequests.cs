@@ -9,13 +9,15 @@ namespace SandboxRunc.Fuse;
 /// or <see cref="NoReply"/> (FORGET, BATCH_FORGET, a handled INTERRUPT).
 ///
 /// What users see: files are procfs-like (content read through the server with FOPEN_DIRECT_IO from a
-/// snapshot); unlike procfs their size is the snapshot's length (see <see cref="Sized"/>); a write is one whole value at offset 0 handed to
+/// snapshot, or for large files from the host file by offset); unlike procfs their size is the snapshot's
+/// length or the host file's size (see <see cref="Sized"/>); a write is one whole value at offset 0 handed to
 /// <see cref="IFuseFileSystem.Write"/> at once (so its error reaches write(2)); a write at a later
 /// offset is EINVAL (no partial values are pieced together), except with O_APPEND, where every write is
 /// a whole value as well ("echo 1 >> file" works as on procfs). Truncation to 0 succeeds (O_TRUNC, so that
 /// "echo 1 > file" works); every other change of attributes and every namespace change (create, mkdir,
 /// unlink, rename, link, symlink, xattrs) is EPERM. Other opcodes get ENOSYS, which the kernel
-/// remembers and does not send again.
+/// remembers and does not send again. Limits (see <see cref="FuseServerOptions"/>): open handles and their
+/// snapshot bytes, nodes, prefetched contents; an OPEN or LOOKUP beyond them is ENFILE.
 /// </summary>
 public sealed unsafe partial class FuseServer
 {
@@ -25,10 +27,10 @@ public sealed unsafe partial class FuseServer
     readonly ulong _startSeconds;
     uint _minor;
 
-    int Dispatch(Worker w, InHeader* h, byte* body, int bodyLength)
+    int Dispatch(Worker w, InHeader* h, byte* body, int bodyLength, IFuseRequest request)
     {
         byte* result = w.Out + sizeof(OutHeader);
-        var caller = new FuseCaller((int)h->Pid, h->Uid, h->Gid);
+        var caller = new FuseCaller((int)h->Pid, h->Uid, h->Gid) { Request = request };
         switch (h->Opcode)
         {
             case Opcode.Init: return bodyLength < sizeof(InitIn) ? -EINVAL : Init((InitIn*)body, (InitOut*)result);
@@ -97,14 +99,16 @@ public sealed unsafe partial class FuseServer
         string path = FuseNodeTable.Child(parentPath, Encoding.UTF8.GetString(body, nameLength));
         int r = _fs.Lookup(path, caller, out var node);
         if (r < 0) return r;
+        ulong size = node.Kind == FuseNodeKind.File ? Sized(path, node, caller) : 0;
         *o = default;
         o->NodeId = _nodes.Remember(path);
+        if (o->NodeId == 0) return -ENFILE;
         o->Generation = FuseNodeTable.Generation;
         bool file = node.Kind == FuseNodeKind.File;
         SplitTime(file ? TimeSpan.Zero : _options.EntryTimeout, out o->EntryValid, out o->EntryValidNsec);
         SplitTime(file ? TimeSpan.Zero : _options.AttrTimeout, out o->AttrValid, out o->AttrValidNsec);
         FillAttr(path, node, &o->Attr);
-        if (file) o->Attr.Size = Sized(path, caller);
+        o->Attr.Size = size;
         return sizeof(EntryOut);
     }
 
@@ -127,7 +131,7 @@ public sealed unsafe partial class FuseServer
         bool file = node.Kind == FuseNodeKind.File;
         SplitTime(file ? TimeSpan.Zero : _options.AttrTimeout, out o->AttrValid, out o->AttrValidNsec);
         FillAttr(path, node, &o->Attr);
-        if (file) o->Attr.Size = Sized(path, caller);
+        if (file) o->Attr.Size = Sized(path, node, caller);
         return sizeof(AttrOut);
     }
 
@@ -138,19 +142,50 @@ public sealed unsafe partial class FuseServer
     /// FOPEN_DIRECT_IO, so a size-0 file reads as empty there. Files therefore get entry and attribute
     /// timeouts of 0: every open revalidates by LOOKUP, which sets the inode size to the snapshot the
     /// OPEN then serves, and no open reuses the page cache (no FOPEN_KEEP_CACHE).
+    /// A large file served by offset (node.Size set) reports its host size and is not read here at all.
+    /// The prefetched contents are bounded (count, bytes) and live 200 ms: when they are full, nothing is
+    /// kept, and the OPEN reads the content again (its length may then differ from the size reported).
     /// </summary>
-    ulong Sized(string path, FuseCaller caller)
+    ulong Sized(string path, FuseNode node, FuseCaller caller)
     {
+        if (node.Size >= 0) return (ulong)node.Size;
         if (_fs.Read(path, caller, out var content) < 0) return 0; // write-only, or refused: the OPEN will say why
-        if (_prefetched.Count > 1024) _prefetched.Clear();
-        _prefetched[(path, caller.Pid)] = (content, Environment.TickCount64);
+        Prefetch(path, caller.Pid, content);
         return (ulong)content.Length;
     }
 
-    readonly System.Collections.Concurrent.ConcurrentDictionary<(string, int), (byte[] Content, long At)> _prefetched = new();
+    const long PrefetchMs = 200;
+    readonly Lock _prefetchLock = new();
+    readonly Dictionary<(string, int), (byte[] Content, long At)> _prefetched = [];
+    long _prefetchedBytes;
 
-    byte[]? TakePrefetched(string path, FuseCaller caller) =>
-        _prefetched.TryRemove((path, caller.Pid), out var p) && Environment.TickCount64 - p.At < 200 ? p.Content : null;
+    void Prefetch(string path, int pid, byte[] content)
+    {
+        long now = Environment.TickCount64;
+        lock (_prefetchLock)
+        {
+            var key = (path, pid);
+            if (_prefetched.Remove(key, out var old)) _prefetchedBytes -= old.Content.Length;
+            if (_prefetched.Count >= _options.MaxPrefetched || _prefetchedBytes + content.Length > _options.MaxPrefetchedBytes)
+            {
+                foreach (var (k, v) in _prefetched)
+                    if (now - v.At >= PrefetchMs && _prefetched.Remove(k)) _prefetchedBytes -= v.Content.Length;
+                if (_prefetched.Count >= _options.MaxPrefetched || _prefetchedBytes + content.Length > _options.MaxPrefetchedBytes) return;
+            }
+            _prefetched[key] = (content, now);
+            _prefetchedBytes += content.Length;
+        }
+    }
+
+    byte[]? TakePrefetched(string path, FuseCaller caller)
+    {
+        lock (_prefetchLock)
+        {
+            if (!_prefetched.Remove((path, caller.Pid), out var p)) return null;
+            _prefetchedBytes -= p.Content.Length;
+            return Environment.TickCount64 - p.At < PrefetchMs ? p.Content : null;
+        }
+    }
 
     int Setattr(ulong id, SetattrIn* i, FuseCaller caller, AttrOut* o)
     {
@@ -186,17 +221,24 @@ public sealed unsafe partial class FuseServer
     {
         string? path = _nodes.PathOf(id);
         if (path is null) return -ENOENT;
+        ulong fh;
         // A write-only open (echo 1 > file) needs no content, and write-only files may refuse Read.
-        byte[] content = [];
-        if ((i->Flags & O_ACCMODE) != O_WRONLY && TakePrefetched(path, caller) is { } prefetched)
-            content = prefetched;
-        else if ((i->Flags & O_ACCMODE) != O_WRONLY)
+        if ((i->Flags & O_ACCMODE) == O_WRONLY)
+            fh = _handles.Add(path, Array.Empty<byte>());
+        else if (TakePrefetched(path, caller) is { } prefetched)
+            fh = _handles.Add(path, prefetched);
+        else
         {
-            int r = _fs.Read(path, caller, out content);
+            int r = _fs.Open(path, caller, out var content);
             if (r < 0) return r;
+            if (content is null) return -EIO;
+            if (content.File is { } file) fh = _handles.Add(path, file);
+            else fh = _handles.Add(path, content.Snapshot ?? []);
+            if (fh == 0) content.Dispose();
         }
+        if (fh == 0) return -ENFILE;
         *o = default;
-        o->Fh = _handles.Add(path, content);
+        o->Fh = fh;
         o->OpenFlags = FOPEN_DIRECT_IO | (_minor >= 35 ? FOPEN_NOFLUSH : 0);
         return sizeof(OpenOut);
     }
@@ -204,11 +246,40 @@ public sealed unsafe partial class FuseServer
     int Read(ReadIn* i, byte* o)
     {
         if (!_handles.TryGet(i->Fh, out var handle)) return -EBADF;
-        byte[] content = handle.Data;
+        int room = (int)Math.Min(i->Size, (uint)MaxRead);
+        if (handle.File is { } file) return ReadAt(file, i->Offset, o, room);
+        byte[] content = handle.Data!;
         if (i->Offset >= (ulong)content.Length) return 0;
-        int n = (int)Math.Min((ulong)content.Length - i->Offset, Math.Min(i->Size, (uint)MaxRead));
+        int n = (int)Math.Min((ulong)content.Length - i->Offset, (ulong)room);
         content.AsSpan((int)i->Offset, n).CopyTo(new Span<byte>(o, n));
         return n;
+    }
+
+    /// <summary>
+    /// pread(2) of the host file straight into the reply (no copy of the file is ever kept), until the
+    /// request is filled or the file ends: FUSE takes a short read for the end of the file (the kernel then
+    /// shrinks the inode size), and sysfs binary attributes return at most a page per read.
+    /// </summary>
+    static int ReadAt(Interop.SafeFd file, ulong offset, byte* o, int room)
+    {
+        if (offset > long.MaxValue) return 0;
+        bool added = false;
+        try
+        {
+            file.DangerousAddRef(ref added); // a RELEASE racing an abandoned READ must not close it under us
+            int done = 0;
+            while (done < room)
+            {
+                nint n = Interop.Libc.pread(file.Fd, o + done, room - done, (long)offset + done);
+                if (n < 0 && Interop.Libc.Errno == EINTR) continue;
+                if (n < 0) return done > 0 ? done : -Interop.Libc.Errno;
+                if (n == 0) break;
+                done += (int)n;
+            }
+            return done;
+        }
+        catch (ObjectDisposedException) { return -EBADF; }
+        finally { if (added) file.DangerousRelease(); }
     }
 
     int Write(WriteIn* i, int bodyLength, FuseCaller caller, WriteOut* o)
@@ -231,8 +302,10 @@ public sealed unsafe partial class FuseServer
         if (path is null) return -ENOENT;
         int r = _fs.List(path, caller, out var entries);
         if (r < 0) return r;
+        ulong fh = _handles.Add(path, EncodeListing(path, entries));
+        if (fh == 0) return -ENFILE;
         *o = default;
-        o->Fh = _handles.Add(path, EncodeListing(path, entries));
+        o->Fh = fh;
         return sizeof(OpenOut);
     }
 
@@ -243,7 +316,7 @@ public sealed unsafe partial class FuseServer
     int Readdir(ReadIn* i, byte* o)
     {
         if (!_handles.TryGet(i->Fh, out var handle)) return -EBADF;
-        byte[] listing = handle.Data;
+        byte[] listing = handle.Data ?? [];
         int start = (int)Math.Min(i->Offset, (ulong)listing.Length), end = start;
         int room = (int)Math.Min(i->Size, (uint)MaxRead);
         while (end < listing.Length)

@@ -19,6 +19,14 @@ public sealed record FuseServerOptions
     /// <summary>How long the kernel may cache a name → node (LOOKUP) and a node's attributes.</summary>
     public TimeSpan EntryTimeout { get; init; } = TimeSpan.FromSeconds(1);
     public TimeSpan AttrTimeout { get; init; } = TimeSpan.FromSeconds(1);
+    /// <summary>Files and directories open at once, and the bytes of their snapshots (beyond: ENFILE).</summary>
+    public int MaxOpen { get; init; } = FuseHandleTable.DefaultMaxOpen;
+    public long MaxSnapshotBytes { get; init; } = FuseHandleTable.DefaultMaxSnapshotBytes;
+    /// <summary>Node ids the kernel may hold at once (beyond: ENFILE on new lookups).</summary>
+    public int MaxNodes { get; init; } = FuseNodeTable.DefaultMaxNodes;
+    /// <summary>Contents read at LOOKUP/GETATTR and kept for the next OPEN (see FuseServer.Sized): at most this many, this many bytes.</summary>
+    public int MaxPrefetched { get; init; } = 256;
+    public long MaxPrefetchedBytes { get; init; } = 1L << 20;
 }
 
 /// <summary>
@@ -37,6 +45,10 @@ public sealed record FuseServerOptions
 /// A slow one (running longer than SlowCallAfter) is answered EINTR by the watchdog at once, which frees
 /// the caller; the reader's own late reply is then dropped. Each reader's Claim word (the unique it may
 /// still answer) decides with one compare-exchange who answers a request: the reader or the watchdog.
+/// A handler about to do something irreversible first commits its request (IFuseRequest.Commit: the
+/// Claim word is marked, so that only the reader may answer from then on); a handler whose request the
+/// watchdog answered already finds it abandoned and does nothing. The caller's identity is pinned the
+/// same way: a pidfd taken while the Claim word shows the request unanswered names the waiting thread.
 ///
 /// Stop. The server ends when read(2) says ENODEV (the mount is gone or the connection aborted) or the
 /// descriptor reaches end of file; each reader exits on its own and <see cref="Wait"/> returns when all
@@ -58,12 +70,58 @@ public sealed unsafe partial class FuseServer
         public long BusySince;
     }
 
+    /// <summary>Set in a Claim word by <see cref="Request.Commit"/>: only the reader may answer (uniques stay far below).</summary>
+    const long Committed = 1L << 62;
+
+    /// <summary>The request a reader is handling, as the file system sees it (<see cref="IFuseRequest"/>).</summary>
+    sealed class Request(Worker worker, long unique, int pid) : IFuseRequest
+    {
+        SafeFd? _pidfd;
+        bool _pidfdTried;
+
+        public bool Abandoned
+        {
+            get
+            {
+                long claim = Volatile.Read(ref worker.Claim);
+                return claim != unique && claim != (unique | Committed);
+            }
+        }
+
+        public bool Commit()
+        {
+            long claim = Interlocked.CompareExchange(ref worker.Claim, unique | Committed, unique);
+            return claim == unique || claim == (unique | Committed);
+        }
+
+        public SafeFd? CallerPidFd()
+        {
+            if (_pidfdTried) return _pidfd;
+            _pidfdTried = true;
+            if (pid <= 0) return null;
+            int fd = (int)Libc.syscall(Libc.SYS_pidfd_open, pid, Libc.PIDFD_THREAD, 0, 0, 0, 0);
+            // Before Linux 6.9 (no PIDFD_THREAD): only a thread-group leader has a pidfd.
+            if (fd < 0 && Libc.Errno == Libc.EINVAL) fd = (int)Libc.syscall(Libc.SYS_pidfd_open, pid, 0, 0, 0, 0, 0);
+            if (fd < 0) return null;
+            var pidfd = new SafeFd(fd);
+            // Taken while the request was still unanswered, its caller still waiting: the pid was that caller's.
+            if (Abandoned)
+            {
+                pidfd.Dispose();
+                return null;
+            }
+            return _pidfd = pidfd;
+        }
+
+        public void End() => _pidfd?.Dispose();
+    }
+
     readonly SafeFd _device;
     readonly int _fd;
     readonly IFuseFileSystem _fs;
     readonly FuseServerOptions _options;
-    readonly FuseNodeTable _nodes = new();
-    readonly FuseHandleTable _handles = new();
+    readonly FuseNodeTable _nodes;
+    readonly FuseHandleTable _handles;
     readonly Worker?[] _workers;
     readonly Lock _poolLock = new();
     readonly ManualResetEventSlim _done = new(false);
@@ -80,6 +138,8 @@ public sealed unsafe partial class FuseServer
         if (_options.Threads < 1 || _options.MaxThreads < _options.Threads)
             throw new ArgumentException("FuseServerOptions: need 1 <= Threads <= MaxThreads", nameof(options));
         _workers = new Worker?[_options.MaxThreads];
+        _nodes = new FuseNodeTable(_options.MaxNodes);
+        _handles = new FuseHandleTable(_options.MaxOpen, _options.MaxSnapshotBytes);
         _startSeconds = (ulong)DateTimeOffset.UtcNow.ToUnixTimeSeconds();
     }
 
@@ -97,6 +157,8 @@ public sealed unsafe partial class FuseServer
     /// <summary>Node ids the kernel holds and files/directories open: for tests and diagnostics.</summary>
     public int NodeCount => _nodes.Count;
     public int OpenHandleCount => _handles.OpenCount;
+    public long SnapshotBytes => _handles.SnapshotBytes;
+    public int PrefetchedCount { get { lock (_prefetchLock) return _prefetched.Count; } }
 
     public void Start()
     {
@@ -188,13 +250,18 @@ public sealed unsafe partial class FuseServer
     void Handle(Worker w, InHeader* h, int length)
     {
         int result;
+        var request = new Request(w, (long)h->Unique, (int)h->Pid);
         try
         {
-            result = Dispatch(w, h, w.In + sizeof(InHeader), length - sizeof(InHeader));
+            result = Dispatch(w, h, w.In + sizeof(InHeader), length - sizeof(InHeader), request);
         }
         catch (Exception)
         {
             result = -EIO; // the contract says implementations do not throw; a bug must not kill the reader
+        }
+        finally
+        {
+            request.End();
         }
         if (result == NoReply) return;
         if (!Reply(w, h->Unique, result))
@@ -207,7 +274,8 @@ public sealed unsafe partial class FuseServer
     /// </summary>
     bool Reply(Worker w, ulong unique, int result)
     {
-        if (Interlocked.CompareExchange(ref w.Claim, 0, (long)unique) != (long)unique) return false;
+        if (Interlocked.CompareExchange(ref w.Claim, 0, (long)unique) != (long)unique
+            && Interlocked.CompareExchange(ref w.Claim, 0, (long)unique | Committed) != ((long)unique | Committed)) return false;
         Send(w.Out, unique, result);
         return true;
     }
@@ -245,6 +313,7 @@ public sealed unsafe partial class FuseServer
                 if (unique == 0 || busy < slowMs) continue;
                 anySlow = true;
                 int answer = Volatile.Read(ref w.Interrupted) == unique ? -EINTR : busy >= timeoutMs ? -ETIMEDOUT : 0;
+                // A committed request (its side effect under way) is the reader's to answer.
                 if (answer != 0 && Interlocked.CompareExchange(ref w.Claim, 0, unique) == unique)
                     Send(buffer, (ulong)unique, answer);
             }

@@ -38,6 +38,8 @@ public static unsafe partial class Libc
     [LibraryImport(C, SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     public static partial int chown(string path, uint uid, uint gid);
     [LibraryImport(C, SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int mkdir(string path, uint mode);
+    [LibraryImport(C, SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     public static partial int chmod(string path, uint mode);
     [LibraryImport(C, SetLastError = true)]
     public static partial int fchown(int fd, uint uid, uint gid);
@@ -80,12 +82,6 @@ public static unsafe partial class Libc
     [LibraryImport(C, SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     public static partial int stat(string path, byte* buf);
     public const int StatSize = 144;
-    [LibraryImport(C, SetLastError = true)]
-    public static partial int fstat(int fd, byte* buf);
-    [LibraryImport(C, SetLastError = true)]
-    public static partial nint pread(int fd, byte* buf, nint count, long offset);
-    [LibraryImport(C, SetLastError = true)]
-    public static partial nint pwrite(int fd, byte* buf, nint count, long offset);
 
     /// <summary>struct statvfs is 112 bytes on x86_64; f_flag is the ulong at offset 72.</summary>
     [LibraryImport(C, SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]

@@ -106,8 +106,20 @@ public static unsafe class UnixSocket
     /// <summary>One packet with an optional fd (SCM_RIGHTS); returns the payload length (0: the peer closed).</summary>
     public static int ReceiveMessage(int socket, Span<byte> buffer, out SafeFd? fd)
     {
-        fd = null;
-        int cmsgSpace = sizeof(Libc.CmsgHdr) + 8;
+        int n = ReceiveMessageFds(socket, buffer, out SafeFd[] fds);
+        fd = fds.Length > 0 ? fds[0] : null;
+        for (int i = 1; i < fds.Length; i++) fds[i].Dispose();
+        return n;
+    }
+
+    /// <summary>At most this many fds come with one packet.</summary>
+    public const int MaxFds = 4;
+
+    /// <summary>One packet with up to <see cref="MaxFds"/> fds (SCM_RIGHTS, close-on-exec); returns the payload length (0: the peer closed).</summary>
+    public static int ReceiveMessageFds(int socket, Span<byte> buffer, out SafeFd[] fds)
+    {
+        fds = [];
+        int cmsgSpace = sizeof(Libc.CmsgHdr) + MaxFds * sizeof(int); // CMSG_SPACE(4 ints) on 64-bit
         byte* control = stackalloc byte[cmsgSpace];
         fixed (byte* data = buffer)
         {
@@ -118,8 +130,16 @@ public static unsafe class UnixSocket
             if (n < 0) throw new SysException("recvmsg", "unix socket", Libc.Errno);
             var cmsg = (Libc.CmsgHdr*)control;
             if (msg.ControlLen >= (nuint)sizeof(Libc.CmsgHdr) && cmsg->Level == Libc.SOL_SOCKET && cmsg->Type == Libc.SCM_RIGHTS)
-                fd = new SafeFd(*(int*)(control + sizeof(Libc.CmsgHdr)));
-            if ((msg.Flags & Libc.MSG_CTRUNC) != 0) throw new InvalidOperationException("recvmsg: control message truncated");
+            {
+                int count = (int)((cmsg->Len - (nuint)sizeof(Libc.CmsgHdr)) / sizeof(int));
+                fds = new SafeFd[Math.Clamp(count, 0, MaxFds)];
+                for (int i = 0; i < fds.Length; i++) fds[i] = new SafeFd(((int*)(control + sizeof(Libc.CmsgHdr)))[i]);
+            }
+            if ((msg.Flags & Libc.MSG_CTRUNC) != 0)
+            {
+                foreach (var fd in fds) fd.Dispose();
+                throw new InvalidOperationException("recvmsg: control message truncated");
+            }
             return (int)n;
         }
     }
@@ -128,20 +148,24 @@ public static unsafe class UnixSocket
     public static void SendFd(int socket, int fdToSend, string payload) => SendFd(socket, fdToSend, Encoding.UTF8.GetBytes(payload));
 
     /// <summary>Sends one packet, with one fd (SCM_RIGHTS) unless <paramref name="fdToSend"/> is negative.</summary>
-    public static void SendFd(int socket, int fdToSend, byte[] data)
+    public static void SendFd(int socket, int fdToSend, byte[] data) => SendFds(socket, fdToSend >= 0 ? [fdToSend] : [], data);
+
+    /// <summary>Sends one packet with up to <see cref="MaxFds"/> fds (SCM_RIGHTS).</summary>
+    public static void SendFds(int socket, ReadOnlySpan<int> fds, byte[] data)
     {
-        int cmsgSpace = sizeof(Libc.CmsgHdr) + 8; // CMSG_SPACE(sizeof(int)) on 64-bit
-        byte* control = stackalloc byte[cmsgSpace];
+        if (fds.Length > MaxFds) throw new ArgumentException($"at most {MaxFds} fds per message", nameof(fds));
+        int cmsgSpace = sizeof(Libc.CmsgHdr) + ((fds.Length * sizeof(int) + 7) & ~7); // CMSG_SPACE on 64-bit
+        byte* control = stackalloc byte[sizeof(Libc.CmsgHdr) + MaxFds * sizeof(int)];
         new Span<byte>(control, cmsgSpace).Clear();
         var cmsg = (Libc.CmsgHdr*)control;
-        cmsg->Len = (nuint)(sizeof(Libc.CmsgHdr) + sizeof(int));
+        cmsg->Len = (nuint)(sizeof(Libc.CmsgHdr) + fds.Length * sizeof(int));
         cmsg->Level = Libc.SOL_SOCKET;
         cmsg->Type = Libc.SCM_RIGHTS;
-        *(int*)(control + sizeof(Libc.CmsgHdr)) = fdToSend;
+        for (int i = 0; i < fds.Length; i++) ((int*)(control + sizeof(Libc.CmsgHdr)))[i] = fds[i];
         fixed (byte* d = data)
         {
             var iov = new Libc.IoVec { Base = d, Len = (nuint)data.Length };
-            var msg = new Libc.MsgHdr { Iov = &iov, IovLen = 1, Control = fdToSend >= 0 ? control : null, ControlLen = fdToSend >= 0 ? (nuint)cmsgSpace : 0 };
+            var msg = new Libc.MsgHdr { Iov = &iov, IovLen = 1, Control = fds.Length > 0 ? control : null, ControlLen = fds.Length > 0 ? (nuint)cmsgSpace : 0 };
             nint n;
             do n = Libc.sendmsg(socket, &msg, Libc.MSG_NOSIGNAL); while (n < 0 && Libc.Errno == Libc.EINTR);
             if (n < 0) throw new SysException("sendmsg", "unix socket", Libc.Errno);

@@ -1,109 +1,94 @@
-using System.Globalization;
+// Does a process hold a capability over a namespace? The kernel's answer, for helpers that act as host root
+// on a container's behalf and must ask the question the kernel would have asked the caller.
+//
+// A capability is held over a user namespace, and a net/uts/ipc namespace is governed by the user namespace
+// that owns it. CapEff in /proc/PID/status means nothing alone: it is relative to the caller's own user
+// namespace, and a process that made itself a nested user namespace (unshare -U -r) reads "all
+// capabilities" there while holding none in its parent. The rule (security/commoncap.c cap_capable):
+// walk from the target user namespace up through its parents;
+//   - reaching the caller's own namespace: the caller holds the capability if it is in its CapEff;
+//   - reaching the caller's level without meeting it: no (a process never holds capabilities in an
+//     ancestor or a sibling of its namespace);
+//   - a namespace whose parent is the caller's and whose owner (creator euid) is the caller's euid:
+//     yes, every capability (the creator of a user namespace is all-powerful in it).
+// Namespaces are compared by identity (nsfs device + inode) while open descriptors hold them alive, so an
+// identity cannot be reused under us. Gathering the facts (UserNamespaceChain.Of) needs the descriptors;
+// the decision (NamespaceCapability.Holds) is a pure function over them.
 using SandboxRunc.Interop;
 
 namespace SandboxRunc.Namespaces;
 
-/// <summary>
-/// "Does this process hold capability C over that namespace?", answered as the kernel's cap_capable()
-/// does, for helpers that act as host root on a container process's behalf (the seccomp-notify
-/// supervisor, the /proc emulation). The caller's CapEff alone says nothing: it is relative to the
-/// caller's own user namespace, and a process that ran `unshare -U -r` reads a full CapEff while it
-/// holds no capability at all over the container's namespaces (a child user namespace never has
-/// capabilities in its parent). What counts is the user namespace that OWNS the namespace the
-/// operation touches (a mount namespace for mounts, a network namespace for net sysctls, the
-/// container's own user namespace for per-container settings):
-///
-///   walk from that user namespace up through its parents:
-///     it is the caller's own user namespace      → the caller's effective set decides;
-///     its parent is the caller's user namespace
-///       and its owner is the caller's euid        → every capability (the creator owns it);
-///     no parent left (the caller's namespace
-///       is not an ancestor)                       → no capability.
-///
-/// Facts come from fds, never from a pid after the fact: the caller's user namespace as an open
-/// /proc/PID/ns/user, its euid and CapEff read while the caller is known to be the one asking, the
-/// target through NS_GET_USERNS on an open namespace fd, parents through NS_GET_PARENT.
-/// </summary>
+/// <summary>One user namespace as the host sees it: its identity and the host uid of its creator.</summary>
+public readonly record struct UserNamespaceFacts(FileId Id, uint OwnerUid);
+
+/// <summary>A user namespace and its ancestors, nearest first: [ns, parent, ..., the top one we can see].</summary>
+public sealed class UserNamespaceChain
+{
+    /// <summary>Deeper than the kernel allows (32 levels): a chain that long is not believed.</summary>
+    const int MaxDepth = 33;
+
+    public IReadOnlyList<UserNamespaceFacts> Namespaces { get; }
+
+    public UserNamespaceChain(IReadOnlyList<UserNamespaceFacts> namespaces)
+    {
+        if (namespaces.Count == 0) throw new ArgumentException("a user namespace chain has at least one namespace", nameof(namespaces));
+        Namespaces = namespaces;
+    }
+
+    public FileId Id => Namespaces[0].Id;
+    /// <summary>0 for the top namespace (the host's, seen from the host), 1 for its children, ...</summary>
+    public int Level => Namespaces.Count - 1;
+
+    /// <summary>Reads the chain of the user namespace open at <paramref name="userNs"/>; null when it cannot be read.</summary>
+    public static unsafe UserNamespaceChain? Of(int userNs)
+    {
+        var list = new List<UserNamespaceFacts>();
+        int fd = userNs;
+        try
+        {
+            byte* st = stackalloc byte[Libc.StatSize];
+            while (true)
+            {
+                if (list.Count == MaxDepth || Libc.fstat(fd, st) != 0) return null;
+                uint owner;
+                if (Libc.ioctl(fd, Libc.NS_GET_OWNER_UID, &owner) != 0) return null;
+                list.Add(new UserNamespaceFacts(new FileId(*(ulong*)(st + Libc.StatDevOffset), *(ulong*)(st + Libc.StatInoOffset)), owner));
+                int parent = Libc.ioctl(fd, Libc.NS_GET_PARENT, null);
+                if (parent < 0)
+                {
+                    // EPERM: the parent is outside our view, i.e. this is our own top namespace.
+                    if (Libc.Errno == Libc.EPERM) return new UserNamespaceChain(list);
+                    return null;
+                }
+                if (fd != userNs) Libc.close(fd);
+                fd = parent;
+            }
+        }
+        finally
+        {
+            if (fd != userNs) Libc.close(fd);
+        }
+    }
+
+    /// <summary>The chain of the user namespace that owns the (net, uts, ipc, ...) namespace open at <paramref name="ns"/>.</summary>
+    public static unsafe UserNamespaceChain? OwnerOf(int ns)
+    {
+        int owner = Libc.ioctl(ns, Libc.NS_GET_USERNS, null);
+        if (owner < 0) return null;
+        try { return Of(owner); }
+        finally { Libc.close(owner); }
+    }
+}
+
+/// <summary>What a capability decision needs to know about the caller (host view): its user namespace,
+/// effective uid (host uid) and effective capability set (relative to its own user namespace).</summary>
+public readonly record struct CallerCredentials(UserNamespaceChain UserNs, uint Euid, ulong CapEff);
+
 public static class NamespaceCapability
 {
     public const int CAP_NET_ADMIN = 12, CAP_SYS_ADMIN = 21;
 
-    /// <summary>What is known of the caller: its user namespace (inode), euid and effective set (host view).</summary>
-    public readonly record struct Caller(ulong UserNs, uint Euid, ulong CapEff);
-
-    /// <summary>One user namespace as the walk sees it.</summary>
-    public readonly record struct UserNs(ulong Inode, uint Owner);
-
-    /// <summary>The decision, over any tree of user namespaces (pure: tests hand-build the tree).</summary>
-    /// <param name="parent">a namespace's parent, or null at the top (or when it cannot be seen).</param>
-    public static bool Has<T>(Caller caller, int capability, T target, Func<T, UserNs> describe, Func<T, T?> parent) where T : class
-    {
-        var ns = target;
-        for (int depth = 0; depth < 40; depth++) // the kernel nests at most 32 user namespaces
-        {
-            var d = describe(ns);
-            if (d.Inode == caller.UserNs) return (caller.CapEff & (1UL << capability)) != 0;
-            var up = parent(ns);
-            if (up is null) return false;
-            if (describe(up).Inode == caller.UserNs && d.Owner == caller.Euid) return true;
-            ns = up;
-        }
-        return false;
-    }
-
-    const ulong NS_GET_USERNS = 0xb701, NS_GET_PARENT = 0xb702, NS_GET_OWNER_UID = 0xb704;
-
-    /// <summary>
-    /// The decision on real namespaces: <paramref name="targetNamespace"/> is an fd of any namespace (its
-    /// owning user namespace is looked up) or of a user namespace itself (<paramref name="isUserNs"/>).
-    /// </summary>
-    public static unsafe bool Has(Caller caller, int capability, int targetNamespace, bool isUserNs)
-    {
-        int start = isUserNs ? Libc.fcntl(targetNamespace, 1030 /* F_DUPFD_CLOEXEC */, 0) : Libc.ioctl(targetNamespace, NS_GET_USERNS, null);
-        if (start < 0) return false;
-        var opened = new List<SafeFd>();
-        try
-        {
-            var root = new FdNode(new SafeFd(start));
-            opened.Add(root.Fd);
-            return Has(caller, capability, root, n => n.Describe(), n =>
-            {
-                int p = Libc.ioctl(n.Fd.Fd, NS_GET_PARENT, null);
-                if (p < 0) return null;
-                var node = new FdNode(new SafeFd(p));
-                opened.Add(node.Fd);
-                return node;
-            });
-        }
-        finally
-        {
-            foreach (var fd in opened) fd.Dispose();
-        }
-    }
-
-    sealed class FdNode(SafeFd fd)
-    {
-        public SafeFd Fd { get; } = fd;
-        UserNs? _described;
-
-        public unsafe UserNs Describe()
-        {
-            if (_described is { } d) return d;
-            uint owner = uint.MaxValue;
-            if (Libc.ioctl(Fd.Fd, NS_GET_OWNER_UID, &owner) != 0) owner = uint.MaxValue;
-            _described = new UserNs(InodeOf(Fd.Fd), owner);
-            return _described.Value;
-        }
-    }
-
-    /// <summary>The inode of an open file (a namespace's identity for nsfs fds); 0 if it cannot be stat'ed.</summary>
-    public static unsafe ulong InodeOf(int fd)
-    {
-        byte* st = stackalloc byte[Libc.StatSize];
-        return Libc.fstat(fd, st) == 0 ? *(ulong*)(st + 8) : 0;
-    }
-
-    /// <summary>euid and CapEff from the text of /proc/PID/status (read as host root: host IDs).</summary>
+    /// <summary>euid and CapEff from the text of /proc/PID/status (read as host root: host IDs, CapEff relative to its own user namespace).</summary>
     public static (uint Euid, ulong CapEff)? FromStatus(string status)
     {
         uint? euid = null;
@@ -113,12 +98,29 @@ public static class NamespaceCapability
             if (line.StartsWith("Uid:", StringComparison.Ordinal))
             {
                 var f = line[4..].Split(['\t', ' '], StringSplitOptions.RemoveEmptyEntries);
-                if (f.Length >= 2 && uint.TryParse(f[1], NumberStyles.None, CultureInfo.InvariantCulture, out uint e)) euid = e;
+                if (f.Length >= 2 && uint.TryParse(f[1], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out uint e)) euid = e;
             }
             else if (line.StartsWith("CapEff:", StringComparison.Ordinal)
-                     && ulong.TryParse(line.AsSpan(7).Trim(), NumberStyles.HexNumber, CultureInfo.InvariantCulture, out ulong c))
+                     && ulong.TryParse(line.AsSpan(7).Trim(), System.Globalization.NumberStyles.HexNumber, System.Globalization.CultureInfo.InvariantCulture, out ulong c))
                 capEff = c;
         }
         return euid is { } u && capEff is { } cap ? (u, cap) : null;
+    }
+
+    /// <summary>Whether <paramref name="caller"/> holds <paramref name="capability"/> over the user namespace
+    /// <paramref name="target"/> (the kernel's cap_capable; see the file comment).</summary>
+    public static bool Holds(CallerCredentials caller, UserNamespaceChain target, int capability)
+    {
+        if (capability is < 0 or > 63) return false;
+        var own = caller.UserNs;
+        var chain = target.Namespaces;
+        for (int i = 0; i < chain.Count; i++)
+        {
+            int level = chain.Count - 1 - i;
+            if (chain[i].Id == own.Id) return (caller.CapEff & (1UL << capability)) != 0;
+            if (level <= own.Level) return false;
+            if (i + 1 < chain.Count && chain[i + 1].Id == own.Id && chain[i].OwnerUid == caller.Euid) return true;
+        }
+        return false;
     }
 }

@@ -37,6 +37,13 @@ public sealed class ContainerRecord
     [JsonPropertyName("pidStartTime")] public ulong PidStartTime { get; set; }
     [JsonPropertyName("created")] public DateTime Created { get; set; }
     [JsonPropertyName("cgroupPaths")] public Dictionary<string, string> CgroupPaths { get; set; } = new();
+    /// <summary>"Cgroupfs" or "Systemd" (null: cgroupfs, a container created before drivers were recorded).</summary>
+    [JsonPropertyName("cgroupDriver")] public string? CgroupDriver { get; set; }
+    /// <summary>The systemd driver's unit, "slice:name".</summary>
+    [JsonPropertyName("systemdUnit")] public string? SystemdUnit { get; set; }
+
+    /// <summary>The manager of the container's cgroup, as create made it.</summary>
+    public Cgroups.CgroupManager Cgroup() => Cgroups.CgroupManager.Of(CgroupPaths, CgroupDriver, SystemdUnit);
     // What later commands need from the spec, kept small: start/state/kill/delete read only this file.
     // Parsing the whole spec costs ~2 ms of type metadata set-up in each fresh process; the full spec
     // is saved beside it (spec.json) for exec.

@@ -36,7 +36,11 @@ public sealed record AdminSettings(
     public const string DefaultPath = "/etc/sandbox-runc/admin-settings.json";
 
     /// <summary>Paths users may always bind-mount (and whatever is under them), unless they are the engine's own state.</summary>
-    public static readonly IReadOnlyList<string> DefaultFileSharing = ["/home", "/tmp", "/mnt", "/media", "/srv", "/opt", "/var/tmp"];
+    /// <summary>
+    /// Inside these, binds are ID-mapped (container root acts as host root on those files, as under runc), so
+    /// they are user data places: not /opt, /usr or /etc, whose root-owned programs and settings host root runs.
+    /// </summary>
+    public static readonly IReadOnlyList<string> DefaultFileSharing = ["/home", "/tmp", "/mnt", "/media", "/srv", "/var/tmp"];
 
     public static AdminSettings Defaults(string source = "defaults") =>
         new(source, Value: true, Locked: false, [], AllowDerivedImages: false, null, [], DefaultFileSharing);

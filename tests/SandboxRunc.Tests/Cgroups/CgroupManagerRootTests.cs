@@ -22,7 +22,7 @@ public sealed class CgroupManagerRootTests : IDisposable
 
     CgroupManager NewCgroup()
     {
-        var m = CgroupManager.ForContainer(_name, CgPath);
+        var m = CgroupManager.ForContainer(_name, CgPath, systemd: false);
         _made.Add(m);
         m.Create();
         return m;
@@ -40,7 +40,7 @@ public sealed class CgroupManagerRootTests : IDisposable
             try { m.KillAll(9); } catch { }
             try { m.Destroy(TimeSpan.FromSeconds(5)); } catch { }
             // The shared parent goes too once empty (another test may still use it: then rmdir just fails).
-            foreach (var dir in m.Paths.Values.Distinct())
+            foreach (var dir in m.Paths.Dirs.Distinct())
                 try { Directory.Delete(Path.GetDirectoryName(dir)!); } catch { }
         }
     }
@@ -75,7 +75,7 @@ public sealed class CgroupManagerRootTests : IDisposable
             Assert.Equal("50000 100000", Read(d, "cpu.max"));
             Assert.Equal("0", Read(d, "cpuset.cpus"));
         }
-        Assert.All(m.Paths.Values, d => Assert.EndsWith(CgPath, d));
+        Assert.All(m.Paths.Dirs, d => Assert.EndsWith(CgPath, d));
     }
 
     [RootFact]
@@ -88,14 +88,14 @@ public sealed class CgroupManagerRootTests : IDisposable
         m.AddProcess(p.Id);
 
         Assert.Contains(p.Id, m.Pids());
-        Assert.Contains(p.Id, CgroupManager.FromPaths(m.Paths).Pids());
+        Assert.Contains(p.Id, CgroupManager.Of(m.Paths.Map).Pids());
         string self = File.ReadAllText($"/proc/{p.Id}/cgroup");
         Assert.Contains(":" + CgPath + "\n", self);
 
         m.KillAll(9);
         Assert.True(p.WaitForExit(5000), "sleep survived KillAll(9)");
         m.Destroy(TimeSpan.FromSeconds(5));
-        Assert.All(m.Paths.Values, d => Assert.False(Directory.Exists(d), d + " still exists"));
+        Assert.All(m.Paths.Dirs, d => Assert.False(Directory.Exists(d), d + " still exists"));
     }
 
     [RootFact]
@@ -111,7 +111,7 @@ public sealed class CgroupManagerRootTests : IDisposable
     [RootFact]
     public void DestroyOfMissingCgroupIsFine()
     {
-        var m = CgroupManager.ForContainer(_name, CgPath);
+        var m = CgroupManager.ForContainer(_name, CgPath, systemd: false);
         m.Destroy(TimeSpan.FromSeconds(1));
         var made = NewCgroup();
         made.Destroy(TimeSpan.FromSeconds(1));
@@ -149,13 +149,13 @@ public sealed class CgroupManagerRootTests : IDisposable
         var m = NewCgroup();
         if (m.Version == CgroupVersion.V2)
         {
-            Assert.Throws<CgroupException>(() => m.V1MountSources());
+            Assert.IsNotType<CgroupV1Manager>(m); // v2: no per-hierarchy binds, cgroup2 is mounted instead
             return;
         }
-        var sources = m.V1MountSources();
+        var sources = Assert.IsType<CgroupV1Manager>(m).MountSources();
         Assert.Equal(sources.Count, sources.Select(s => s.MountName).Distinct().Count());
         Assert.Contains(sources, s => s.MountName.Split(',').Contains("memory") && s.HostDir == m.Paths["memory"]);
-        Assert.Equal(sources, CgroupManager.FromPaths(m.Paths).V1MountSources());
+        Assert.Equal(sources, Assert.IsType<CgroupV1Manager>(CgroupManager.Of(m.Paths.Map)).MountSources());
         Assert.All(sources, s => Assert.True(Directory.Exists(s.HostDir)));
     }
     [RootFact]

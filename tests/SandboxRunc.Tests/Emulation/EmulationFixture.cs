@@ -2,6 +2,8 @@
 // (kernel, module/nf_conntrack) and cgroup dirs (v1 per controller, or one v2 dir) filled with fixture text.
 using SandboxRunc.Emulation;
 using SandboxRunc.Fuse;
+using SandboxRunc.Interop;
+using SandboxRunc.Namespaces;
 
 namespace SandboxRunc.Tests.Emulation;
 
@@ -76,10 +78,27 @@ public sealed class EmulationFixture : IDisposable
         Write("sys/kernel/debug/secret", "x\n");
         Write("sys/module/nf_conntrack/parameters/hashsize", "65536\n");
         Write("sys/module/nf_conntrack/parameters/acct", "0\n");
-        Write("1000/status", "Name:\tsh\nUid:\t100000\t100000\t100000\t100000\nCapEff:\t000001ffffffffff\n", Proc);
-        Write("1001/status", "Name:\tsh\nUid:\t100000\t100000\t100000\t100000\nCapEff:\t0000000000000000\n", Proc);
-        Write("1002/status", "Name:\tsh\nCapEff:\t0000000000001000\n", Proc);   // CAP_NET_ADMIN only
     }
+
+    // User namespaces by hand: the host's, the container's (made by host root) and one nested in it by the
+    // container's root (unshare -U -r).
+    public static readonly UserNamespaceFacts HostNs = new(new FileId(4, 0xEFFFFFFD), 0);
+    public static readonly UserNamespaceFacts ContainerNs = new(new FileId(4, 4026532001), 0);
+    public static readonly UserNamespaceFacts NestedNs = new(new FileId(4, 4026532002), 100000);
+    public static readonly UserNamespaceChain HostChain = new([HostNs]);
+    public static readonly UserNamespaceChain ContainerChain = new([ContainerNs, HostNs]);
+    public static readonly UserNamespaceChain NestedChain = new([NestedNs, ContainerNs, HostNs]);
+    public const ulong AllCaps = 0x1ffffffffff;
+
+    /// <summary>Callers by pid: 1000 container root with every capability, 1001 without any, 1002 with CAP_NET_ADMIN
+    /// only, 1003 root of a nested user namespace (all capabilities there, none in the container's).</summary>
+    public readonly Dictionary<int, CallerCredentials> Callers = new()
+    {
+        [1000] = new(ContainerChain, 100000, AllCaps),
+        [1001] = new(ContainerChain, 100000, 0),
+        [1002] = new(ContainerChain, 100000, 1UL << 12),
+        [1003] = new(NestedChain, 100000, AllCaps),
+    };
 
     public void Write(string rel, string text, string? under = null)
     {
@@ -115,6 +134,7 @@ public sealed class EmulationFixture : IDisposable
         new(new ContainerView(id, 1_000_000_000_000, 100000, 100000, cgroups)
         {
             ProcRoot = Proc, SysRoot = Sys, BoottimeNs = () => Now, Namespaced = ns ?? new RecordingNamespaces(), HostWriter = host,
+            UserNs = ContainerChain, Credentials = c => Callers.TryGetValue(c.Pid, out var credentials) ? credentials : null,
         });
 
     public void Dispose()
@@ -123,38 +143,53 @@ public sealed class EmulationFixture : IDisposable
     }
 }
 
-/// <summary>Namespaced access that answers from a dictionary per pid and records calls.</summary>
+/// <summary>
+/// Namespaced access that answers from a dictionary per pid and records calls. The caller's namespaces are
+/// owned by <see cref="Owners"/>[pid] (the container's user namespace unless set), which is what the
+/// authorizers are asked about.
+/// </summary>
 public sealed class RecordingNamespaces : INamespacedSysctls
 {
     public readonly List<(int Pid, NamespaceKind Ns, string Key, string Op)> Calls = [];
     public readonly Dictionary<(int, string), string> Values = [];
+    public readonly Dictionary<int, UserNamespaceChain> Owners = [];
+    /// <summary>Entries "other" may not read (the authorizer decides).</summary>
+    public readonly HashSet<string> Private = [];
 
-    public int Stat(int pid, NamespaceKind ns, string key, out FuseNodeKind kind, out uint mode)
+    UserNamespaceChain OwnerOf(int pid) => Owners.TryGetValue(pid, out var o) ? o : EmulationFixture.ContainerChain;
+
+    public int Stat(FuseCaller caller, NamespaceKind ns, string key, out FuseNodeKind kind, out uint mode)
     {
-        lock (Calls) Calls.Add((pid, ns, key, "stat"));
+        lock (Calls) Calls.Add((caller.Pid, ns, key, "stat"));
         kind = FuseNodeKind.File;
-        mode = 0x1A4;
-        return Values.ContainsKey((pid, key)) ? 0 : -2;
+        mode = Private.Contains(key) ? 0x180u : 0x1A4;
+        return Values.ContainsKey((caller.Pid, key)) ? 0 : -2;
     }
 
-    public int List(int pid, NamespaceKind ns, string key, out List<(string Name, FuseNodeKind Kind)> entries)
+    public int List(FuseCaller caller, NamespaceKind ns, string key, out List<(string Name, FuseNodeKind Kind)> entries)
     {
-        lock (Calls) Calls.Add((pid, ns, key, "list"));
+        lock (Calls) Calls.Add((caller.Pid, ns, key, "list"));
         entries = [("ns-entry", FuseNodeKind.File)];
         return 0;
     }
 
-    public int Read(int pid, NamespaceKind ns, string key, out byte[] content)
+    public int Read(FuseCaller caller, NamespaceKind ns, string key, NamespaceAuthorizer mayReadPrivate, out byte[] content)
     {
-        lock (Calls) Calls.Add((pid, ns, key, "read"));
-        content = Values.TryGetValue((pid, key), out var v) ? System.Text.Encoding.ASCII.GetBytes(v) : [];
-        return Values.ContainsKey((pid, key)) ? 0 : -2;
+        lock (Calls) Calls.Add((caller.Pid, ns, key, "read"));
+        content = [];
+        if (!Values.TryGetValue((caller.Pid, key), out var v)) return -2;
+        if (Private.Contains(key) && mayReadPrivate(OwnerOf(caller.Pid)) is var r && r != 0) return r;
+        content = System.Text.Encoding.ASCII.GetBytes(v);
+        return 0;
     }
 
-    public int Write(int pid, NamespaceKind ns, string key, byte[] data)
+    public int Write(FuseCaller caller, NamespaceKind ns, string key, ReadOnlySpan<byte> data, NamespaceAuthorizer authorize)
     {
-        lock (Calls) Calls.Add((pid, ns, key, "write"));
-        Values[(pid, key)] = System.Text.Encoding.ASCII.GetString(data);
+        lock (Calls) Calls.Add((caller.Pid, ns, key, "write"));
+        int r = authorize(OwnerOf(caller.Pid));
+        if (r != 0) return r;
+        if (caller.Request is { } request && !request.Commit()) return -4;
+        Values[(caller.Pid, key)] = System.Text.Encoding.ASCII.GetString(data);
         return 0;
     }
 

@@ -96,6 +96,74 @@ public class EmulationRootTests(ITestOutputHelper output)
         Assert.NotEqual("emu-test-box", File.ReadAllText("/proc/sys/kernel/hostname").Trim());
     }
 
+    /// <summary>A FUSE request as the server hands it over: the caller's pidfd, and whether the caller still waits.</summary>
+    sealed class FakeRequest(SandboxRunc.Interop.SafeFd? pidfd, bool abandoned) : IFuseRequest
+    {
+        public bool Abandoned => abandoned;
+        public bool Commit() => !abandoned;
+        public SandboxRunc.Interop.SafeFd? CallerPidFd() => pidfd;
+    }
+
+    static SandboxRunc.Interop.SafeFd PidFd(int pid) =>
+        new((int)SandboxRunc.Interop.Libc.syscall(SandboxRunc.Interop.Libc.SYS_pidfd_open, pid, 0, 0, 0, 0, 0));
+
+    [RootFact]
+    public void AWriteWhoseCallerNoLongerWaits_IsDropped_AndOneThatWaitsLands()
+    {
+        using var ns = new Unshared("--net");
+        using var fs = RealFs();
+        using var pidfd = PidFd(ns.Pid);
+        string nsPath = $"--net=/proc/{ns.Pid}/ns/net";
+        string before = Run("nsenter", nsPath, "cat", "/proc/sys/net/ipv4/ip_forward");
+        string other = before == "1" ? "0" : "1";
+        var gone = new FuseCaller(ns.Pid, 0, 0) { Request = new FakeRequest(pidfd, abandoned: true) };
+        Assert.NotEqual(0, fs.Write("proc/sys/net/ipv4/ip_forward", gone, Encoding.ASCII.GetBytes(other)));
+        Assert.Equal(before, Run("nsenter", nsPath, "cat", "/proc/sys/net/ipv4/ip_forward"));
+        var waiting = new FuseCaller(ns.Pid, 0, 0) { Request = new FakeRequest(pidfd, abandoned: false) };
+        Assert.Equal(0, fs.Write("proc/sys/net/ipv4/ip_forward", waiting, Encoding.ASCII.GetBytes(other)));
+        Assert.Equal(other, Run("nsenter", nsPath, "cat", "/proc/sys/net/ipv4/ip_forward"));
+    }
+
+    [RootFact]
+    public void ACallerIsItsPidfd_NeverWhoeverHasItsPidLater()
+    {
+        // The pidfd of a caller that has exited (its pid free for anyone): nothing is read or written by that pid.
+        string hostBefore = File.ReadAllText("/proc/sys/net/ipv4/ip_forward");
+        var p = Process.Start("sleep", "60");
+        using var pidfd = PidFd(p.Id);
+        p.Kill();
+        p.WaitForExit();
+        using var fs = RealFs();
+        var caller = new FuseCaller(p.Id, 0, 0) { Request = new FakeRequest(pidfd, abandoned: false) };
+        Assert.Equal(-13, fs.Read("proc/sys/net/ipv4/ip_forward", caller, out var content));
+        Assert.Empty(content);
+        Assert.Equal(-13, fs.Write("proc/sys/net/ipv4/ip_forward", caller, Encoding.ASCII.GetBytes(hostBefore.Trim() == "1" ? "0" : "1")));
+        Assert.Equal(hostBefore, File.ReadAllText("/proc/sys/net/ipv4/ip_forward"));
+    }
+
+    [RootFact]
+    public void ACallerThreadIsEnteredThroughItsOwnPidfd()
+    {
+        // The request header carries the calling thread's id; a thread that is not its process's leader is
+        // entered through a thread pidfd (PIDFD_THREAD). Here: a thread of this test process, in the host's UTS namespace.
+        int tid = (int)SandboxRunc.Interop.Libc.syscall(186 /* gettid */, 0, 0, 0, 0, 0, 0);
+        string name = "";
+        int r = 0;
+        var t = new Thread(() =>
+        {
+            int me = (int)SandboxRunc.Interop.Libc.syscall(186, 0, 0, 0, 0, 0, 0);
+            using var fs = RealFs();
+            r = fs.Read("proc/sys/kernel/hostname", new FuseCaller(me, 0, 0), out var bytes);
+            name = Encoding.ASCII.GetString(bytes);
+            tid = me;
+        });
+        t.Start();
+        t.Join();
+        Assert.NotEqual(Environment.ProcessId, tid);
+        Assert.Equal(0, r);
+        Assert.Equal(File.ReadAllText("/proc/sys/kernel/hostname"), name);
+    }
+
     [RootFact]
     public void GoneCallerIsEacces()
     {

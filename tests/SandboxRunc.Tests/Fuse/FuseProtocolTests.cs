@@ -229,7 +229,8 @@ public sealed unsafe class FuseProtocolTests : IDisposable
         Assert.Equal(0, error);
         Assert.Equal(2u, As<WriteOut>(payload).Size);
         var write = Assert.Single(_fs.Writes);
-        Assert.Equal(("hello", "1\n", new FuseCaller(4242, 1000, 1001)), (write.Path, write.Data, write.Caller));
+        Assert.Equal(("hello", "1\n", 4242, 1000u, 1001u), (write.Path, write.Data, write.Caller.Pid, write.Caller.Uid, write.Caller.Gid));
+        Assert.NotNull(write.Caller.Request);   // the request it serves comes along (for Commit and the caller's pidfd)
 
         Assert.Equal(-EINVAL, Call(Opcode.Write, id, [.. Bytes(new WriteIn { Fh = open.Fh, Offset = 2, Size = 2 }), .. data]).Error);
         Assert.Equal(0, Call(Opcode.Write, id, [.. Bytes(new WriteIn { Fh = open.Fh, Offset = 2, Size = 2, Flags = 0x401 /* O_WRONLY|O_APPEND */ }), .. data]).Error);

@@ -60,8 +60,9 @@ public sealed class SafetyTests : IDisposable
     {
         using var b = new Bundle("true");
         b.Spec.Linux!.Namespaces!.Add(new SandboxRunc.Oci.Namespace { Type = "user" });
-        b.Spec.Linux.UidMappings = [new() { ContainerId = 0, HostId = 300000, Size = 65536 }];
-        b.Spec.Linux.GidMappings = [new() { ContainerId = 0, HostId = 300000, Size = 65536 }];
+        // Outside the host's pool (a spec's own mappings inside it are refused).
+        b.Spec.Linux.UidMappings = [new() { ContainerId = 0, HostId = 310000000, Size = 65536 }];
+        b.Spec.Linux.GidMappings = [new() { ContainerId = 0, HostId = 310000000, Size = 65536 }];
         await _rt.Create(b.Write(), "memfd");
         int pid = await _rt.Pid("memfd");
         string exe = new FileInfo($"/proc/{pid}/exe").LinkTarget!;

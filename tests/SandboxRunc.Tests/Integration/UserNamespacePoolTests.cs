@@ -111,7 +111,8 @@ public sealed class UserNamespacePoolTests
                 string staging = UserNs.StagingDir(Path.Combine(rt.StateRoot, ids[i]));
                 if (Directory.Exists(staging)) leftovers.Add($"{ids[i]}: staging dir {staging}");
                 if (UserNs.MountsUnder(staging).Length > 0) leftovers.Add($"{ids[i]}: mounts under {staging}");
-                foreach (var controller in new[] { "memory", "pids", "freezer" })
+                // name=systemd too: its key holds a '=' that the create note once split at.
+                foreach (var controller in new[] { "memory", "pids", "freezer", "systemd" })
                 {
                     string cg = bundles[i].CgroupDir(controller);
                     string procs = Path.Combine(cg, "cgroup.procs");

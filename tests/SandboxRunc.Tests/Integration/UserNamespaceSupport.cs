@@ -48,12 +48,13 @@ public static class UserNs
 {
     public const long RangeSize = 65536;
 
+    /// <summary>(index, id) of every holder; index -1 for a range that is not the pool's (a spec's own, a joined one), id "" for a "live" one.</summary>
     public static List<(long Index, string Id)> ReadTable(string path)
     {
         if (!File.Exists(path)) return [];
         using var doc = JsonDocument.Parse(File.ReadAllText(path));
         return doc.RootElement.GetProperty("holders").EnumerateArray()
-            .Select(h => (h.GetProperty("index").GetInt64(), h.GetProperty("id").GetString()!)).ToList();
+            .Select(h => (h.TryGetProperty("index", out var i) ? i.GetInt64() : -1, h.TryGetProperty("id", out var id) ? id.GetString()! : "")).ToList();
     }
 
     /// <summary>The start of the "sandbox-runc" entry in a subuid/subgid file.</summary>

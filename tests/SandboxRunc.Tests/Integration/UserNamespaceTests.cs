@@ -116,11 +116,12 @@ public sealed class UserNamespaceTests : IDisposable
     {
         using var b = new Bundle("cat", "/proc/self/uid_map", "/proc/self/gid_map");
         b.Spec.Linux!.Namespaces!.Add(new Namespace { Type = "user" });
-        b.Spec.Linux.UidMappings = [new IdMapping { ContainerId = 0, HostId = 300000, Size = 65536 }];
-        b.Spec.Linux.GidMappings = [new IdMapping { ContainerId = 0, HostId = 300000, Size = 65536 }];
+        // Outside the host's pool (100000 up, 268435456 IDs): a mapping inside it is refused.
+        b.Spec.Linux.UidMappings = [new IdMapping { ContainerId = 0, HostId = 320000000, Size = 65536 }];
+        b.Spec.Linux.GidMappings = [new IdMapping { ContainerId = 0, HostId = 320000000, Size = 65536 }];
         string output = await _rt.RunOk(b.Write(), "userspecmap");
         var lines = output.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => string.Join(' ', l.Split(' ', StringSplitOptions.RemoveEmptyEntries)));
-        Assert.Equal(["0 300000 65536", "0 300000 65536"], lines);
+        Assert.Equal(["0 320000000 65536", "0 320000000 65536"], lines);
     }
 
     public static TheoryData<string, uint[], string> BadMappings => new()

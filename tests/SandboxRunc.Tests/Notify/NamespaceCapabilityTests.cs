@@ -1,35 +1,33 @@
+using SandboxRunc.Interop;
 using SandboxRunc.Namespaces;
 using Xunit;
 using C = SandboxRunc.Namespaces.NamespaceCapability;
 
 namespace SandboxRunc.Tests.Notify;
 
-/// <summary>The capability walk of <see cref="NamespaceCapability"/> over hand-built user namespace trees (no root).</summary>
+/// <summary>The capability decision of <see cref="NamespaceCapability"/> over hand-built user namespace chains (no root).</summary>
 public class NamespaceCapabilityTests
 {
-    sealed class Ns(ulong inode, uint owner, Ns? parent)
-    {
-        public ulong Inode { get; } = inode;
-        public uint Owner { get; } = owner;
-        public Ns? Parent { get; } = parent;
-    }
-
+    static UserNamespaceFacts Ns(ulong inode, uint owner) => new(new FileId(4, inode), owner);
     // host (1, owned by 0) <- container (2, made by host root for the range 100000..) <- nested (3, `unshare -U -r` by container root)
-    static readonly Ns Host = new(1, 0, null), Container = new(2, 0, Host), Nested = new(3, 100000, Container);
+    static readonly UserNamespaceFacts Host = Ns(1, 0), Container = Ns(2, 0), Nested = Ns(3, 100000), Sibling = Ns(4, 0);
+    static UserNamespaceChain Chain(params UserNamespaceFacts[] nearestFirst) => new(nearestFirst);
+    static readonly UserNamespaceChain HostNs = Chain(Host), ContainerNs = Chain(Container, Host), NestedNs = Chain(Nested, Container, Host),
+        SiblingNs = Chain(Sibling, Host);
     const ulong All = ulong.MaxValue, None = 0, SysAdmin = 1UL << C.CAP_SYS_ADMIN;
 
-    static bool Has(C.Caller caller, Ns target, int cap = C.CAP_SYS_ADMIN) =>
-        C.Has(caller, cap, target, n => new C.UserNs(n.Inode, n.Owner), n => n.Parent);
+    static bool Has(UserNamespaceChain callerNs, uint euid, ulong capEff, UserNamespaceChain target) =>
+        C.Holds(new CallerCredentials(callerNs, euid, capEff), target, C.CAP_SYS_ADMIN);
 
-    [Fact] public void ContainerRootWithTheCapabilityHasItOverTheContainer() => Assert.True(Has(new(2, 100000, SysAdmin), Container));
-    [Fact] public void ContainerRootWithoutItHasNot() => Assert.False(Has(new(2, 100000, None), Container));
-    [Fact] public void ANestedUserNamespaceReadingAFullCapEffHasNothingOverTheContainer() => Assert.False(Has(new(3, 100000, All), Container));
-    [Fact] public void NorOverTheHost() => Assert.False(Has(new(3, 100000, All), Host));
-    [Fact] public void ItDoesOverItsOwnNamespace() => Assert.True(Has(new(3, 100000, All), Nested));
-    [Fact] public void TheCreatorOwnsAChildNamespaceWithoutCapabilities() => Assert.True(Has(new(2, 100000, None), Nested));
-    [Fact] public void AnotherUserOfTheParentDoesNotOwnIt() => Assert.False(Has(new(2, 101000, None), Nested));
-    [Fact] public void HostRootHasEverythingBelow() => Assert.True(Has(new(1, 0, SysAdmin), Nested));
-    [Fact] public void ASiblingContainerHasNothing() => Assert.False(Has(new(4, 165536, All), Container));
+    [Fact] public void ContainerRootWithTheCapabilityHasItOverTheContainer() => Assert.True(Has(ContainerNs, 100000, SysAdmin, ContainerNs));
+    [Fact] public void ContainerRootWithoutItHasNot() => Assert.False(Has(ContainerNs, 100000, None, ContainerNs));
+    [Fact] public void ANestedUserNamespaceReadingAFullCapEffHasNothingOverTheContainer() => Assert.False(Has(NestedNs, 100000, All, ContainerNs));
+    [Fact] public void NorOverTheHost() => Assert.False(Has(NestedNs, 100000, All, HostNs));
+    [Fact] public void ItDoesOverItsOwnNamespace() => Assert.True(Has(NestedNs, 100000, All, NestedNs));
+    [Fact] public void TheCreatorOwnsAChildNamespaceWithoutCapabilities() => Assert.True(Has(ContainerNs, 100000, None, NestedNs));
+    [Fact] public void AnotherUserOfTheParentDoesNotOwnIt() => Assert.False(Has(ContainerNs, 101000, None, NestedNs));
+    [Fact] public void HostRootHasEverythingBelow() => Assert.True(Has(HostNs, 0, SysAdmin, NestedNs));
+    [Fact] public void ASiblingContainerHasNothing() => Assert.False(Has(SiblingNs, 0, All, ContainerNs));
 
     [Fact]
     public void StatusGivesEuidAndCapEff()

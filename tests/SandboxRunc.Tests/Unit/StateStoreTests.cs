@@ -76,6 +76,65 @@ public sealed class StateStoreTests : IDisposable
         Assert.Equal(0, store.ToOci(self, ContainerStatus.Stopped).Pid);
     }
 
+    /// <summary>
+    /// The note create keeps for delete: cgroup v1 keys include "name=systemd", whose '=' once split the
+    /// line in the wrong place (a killed create then left that cgroup behind).
+    /// </summary>
+    [Fact]
+    public void TheCreateNoteKeepsCgroupKeysWithEqualsSignsAndTheIds()
+    {
+        var store = new StateStore(_root);
+        string dir = store.CreateDir("noted");
+        var paths = new Dictionary<string, string>
+        {
+            ["name=systemd"] = "/sys/fs/cgroup/systemd/sandbox-runc-test/noted",
+            ["memory"] = "/sys/fs/cgroup/memory/sandbox-runc-test/noted",
+        };
+        var ids = new SandboxRunc.Policy.RangeHolder(SandboxRunc.Policy.HolderKind.Own, "noted", dir, null,
+            new SandboxRunc.Policy.IdSpan(900000000, 65536), new SandboxRunc.Policy.IdSpan(800000000, 131072));
+        store.NoteCreating("noted", SandboxRunc.Cgroups.CgroupManager.Of(paths), ids);
+        var note = store.ReadNote("noted")!;
+        Assert.Equal(paths.OrderBy(kv => kv.Key), note.CgroupPaths.OrderBy(kv => kv.Key));
+        Assert.Equal(ids, note.Ids);
+    }
+
+    [Fact]
+    public void TheNoteOfTheEarlierFormatSplitsAtTheDirectory()
+    {
+        var store = new StateStore(_root);
+        string dir = store.CreateDir("old");
+        File.WriteAllText(Path.Combine(dir, StateStore.LegacyCreatingFile),
+            "name=systemd=/sys/fs/cgroup/systemd/x\nmemory=/sys/fs/cgroup/memory/x\n=/sys/fs/cgroup/unified/x\n");
+        var note = store.ReadNote("old")!;
+        Assert.Equal("/sys/fs/cgroup/systemd/x", note.CgroupPaths["name=systemd"]);
+        Assert.Equal("/sys/fs/cgroup/memory/x", note.CgroupPaths["memory"]);
+        Assert.Equal("/sys/fs/cgroup/unified/x", note.CgroupPaths[""]);
+        Assert.Equal(3, note.CgroupPaths.Count);
+        Assert.Null(note.Ids);
+    }
+
+    [Theory]
+    [InlineData("garbage", "\u0000\u0001{{")]
+    [InlineData("empty", "")]
+    [InlineData("truncated", "{\"id\":\"bad\",\"bundle\":\"/b\",\"pid\":4")]
+    [InlineData("null", "null")]
+    [InlineData("no init pid", "{\"id\":\"bad\"}")]
+    [InlineData("another container's", "{\"id\":\"other\",\"pid\":42}")]
+    [InlineData("null cgroups", "{\"id\":\"bad\",\"pid\":42,\"cgroupPaths\":null}")]
+    public void ACorruptStateSaysSoInOneLine(string what, string content)
+    {
+        var store = new StateStore(_root);
+        string dir = store.CreateDir("bad");
+        File.WriteAllText(Path.Combine(dir, StateStore.StateFile), content);
+        Assert.Null(store.TryLoad("bad", out var problem));
+        var e = Assert.Throws<RuntimeException>(() => store.Load("bad"));
+        Assert.Equal($"{problem}; \"delete --force bad\" removes what it can find without it", e.Message);
+        Assert.StartsWith($"container bad: its state file {Path.Combine(dir, "state.json")} is corrupt (", e.Message);
+        Assert.EndsWith("\"delete --force bad\" removes what it can find without it", e.Message);
+        Assert.DoesNotContain('\n', e.Message);
+        _ = what;
+    }
+
     public void Dispose()
     {
         if (Directory.Exists(_root)) Directory.Delete(_root, true);

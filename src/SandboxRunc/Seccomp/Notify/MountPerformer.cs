@@ -59,8 +59,10 @@ public sealed class CallerHandles : IDisposable
     public bool MayMount()
     {
         if (NamespaceCapability.FromStatus(Status) is not { } ids) return false;
-        var caller = new NamespaceCapability.Caller(NamespaceCapability.InodeOf(UserNs.Fd), ids.Euid, ids.CapEff);
-        return NamespaceCapability.Has(caller, NamespaceCapability.CAP_SYS_ADMIN, MountNs.Fd, isUserNs: false);
+        var own = UserNamespaceChain.Of(UserNs.Fd);
+        var target = UserNamespaceChain.OwnerOf(MountNs.Fd);
+        if (own is null || target is null) return false;
+        return NamespaceCapability.Holds(new CallerCredentials(own, ids.Euid, ids.CapEff), target, NamespaceCapability.CAP_SYS_ADMIN);
     }
 
     public void Dispose()
