@@ -27,6 +27,8 @@
 #   SANDBOX_RUNC_VM_DRIVERS      dockerd cgroup drivers to test, in order (default "systemd cgroupfs")
 #   SANDBOX_RUNC_VM_FILTER       dotnet test filter (default "Category=CgroupV2")
 #   SANDBOX_RUNC_VM_MEMORY       guest memory in MiB (default 4096); SANDBOX_RUNC_VM_CPUS (default 2)
+#   SANDBOX_RUNC_VM_IMAGE_TAR    a `docker save` tar of the test image to use instead of asking the
+#                                host's dockerd (which may be down, or another engine's)
 set -uo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -108,8 +110,13 @@ step "image ready in $((SECONDS - t)) s: ${IMAGE_DIR#"$ROOT"/}"
 rm -rf "$RUN"
 mkdir -p "$RUN/in" "$RUN/results" "$RUN/tmp"
 t=$SECONDS
-docker save -o "$RUN/in/test-image.tar" "$IMAGE" 2>"$LOGS/vm-save.log" ||
-  fail_all "docker save $IMAGE failed: $(tail -n 3 "$LOGS/vm-save.log" | tr '\n' ' ')"
+if [[ -n ${SANDBOX_RUNC_VM_IMAGE_TAR:-} ]]; then
+  cp "$SANDBOX_RUNC_VM_IMAGE_TAR" "$RUN/in/test-image.tar" ||
+    fail_all "cannot copy SANDBOX_RUNC_VM_IMAGE_TAR ($SANDBOX_RUNC_VM_IMAGE_TAR)"
+else
+  docker save -o "$RUN/in/test-image.tar" "$IMAGE" 2>"$LOGS/vm-save.log" ||
+    fail_all "docker save $IMAGE failed: $(tail -n 3 "$LOGS/vm-save.log" | tr '\n' ' ')"
+fi
 {
   printf 'DRIVERS=%q\nFILTER=%q\nIMAGE=%q\n' "$DRIVERS" "$FILTER" "$IMAGE"
   # Each driver's share of what is left once the image is there, less boot and set-up (about 4 min
