@@ -12,7 +12,8 @@ public sealed class LifecycleTests : IDisposable
     [IntegrationFact]
     public async Task CreateStartExitDelete()
     {
-        using var b = new Bundle("sh", "-c", "sleep 2");
+        // Long enough to be seen running after start, under emulation (the VM's TCG) too.
+        using var b = new Bundle("sh", "-c", $"sleep {(int)HangLimits.Seconds(2).TotalSeconds}");
         await _rt.Create(b.Write(), "life1");
         Assert.Equal("created", await _rt.Status("life1"));
         await _rt.Ok("start", "life1");
