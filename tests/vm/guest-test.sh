@@ -24,10 +24,18 @@ TEST_DLL_DIR=tests/SandboxRunc.Tests/bin/Release/net10.0
 TEST_DLL=$LOCAL_REPO/$TEST_DLL_DIR/SandboxRunc.Tests.dll
 T0=$SECONDS
 
-# Settings from the host (in/env): DRIVERS, FILTER, DRIVER_TIMEOUT, HANG_TIMEOUT, IMAGE, TIMEOUT_SCALE.
+# Settings from the host (in/env): DRIVERS, FILTER, LATER_FILTER, DEADLINE, RESERVE, HANG_TIMEOUT,
+# IMAGE, TIMEOUT_SCALE.
 DRIVERS="systemd cgroupfs"
 FILTER="Category=CgroupV2"
-DRIVER_TIMEOUT=900
+# The drivers after the first run only the tests whose result depends on dockerd's cgroup driver
+# (category CgroupDriver: where the cgroup is, its limits, freezer, stats, device program, removal);
+# the host sets it to FILTER itself when every driver is to run everything (SANDBOX_RUNC_VM_FULL=1).
+LATER_FILTER="Category=CgroupDriver"
+# When the guest must be done (epoch seconds, the guest's clock comes from the host's), and the
+# seconds kept for each driver still to come once one starts. 0: no deadline (a run by hand).
+DEADLINE=0
+RESERVE=600
 HANG_TIMEOUT=240
 IMAGE=sandbox-runc-test:latest
 # The tests that never go through dockerd (bundles driven by the runtime's own command line) do not
@@ -111,9 +119,20 @@ main() {
   virt=$(systemd-detect-virt 2>/dev/null || true)
   export SANDBOX_RUNC_TEST_TIMEOUT_SCALE=${TIMEOUT_SCALE:-$([[ $virt == qemu ]] && echo 8 || echo 2)}
   log "virtualization: ${virt:-none}; test hang detectors scaled by $SANDBOX_RUNC_TEST_TIMEOUT_SCALE"
-  local driver got rc t1 filter=$FILTER
+  local driver got rc t1 filter=$FILTER budget later
+  later=$(wc -w <<<"$DRIVERS")
   for driver in $DRIVERS; do
     t1=$SECONDS
+    later=$((later - 1))
+    # This driver's share of the time left: all of it but what the drivers still to come keep, less
+    # the backstop after VSTest's session timeout and the time to collect and power off.
+    budget=86400
+    ((DEADLINE == 0)) || budget=$((DEADLINE - $(date +%s) - later * RESERVE - 150))
+    if ((budget < 120)); then
+      note "DRIVER-FAILED $driver: no time left for it within the VM's budget (SANDBOX_RUNC_VM_TIMEOUT)"
+      filter="($LATER_FILTER)&$DOCKERD_ONLY"
+      continue
+    fi
     if ! use_driver "$driver"; then
       note "DRIVER-FAILED $driver: dockerd did not restart: $(journalctl -u docker --no-pager -n 5 2>&1)"
       continue
@@ -123,26 +142,26 @@ main() {
       note "DRIVER-FAILED $driver: dockerd reports cgroup driver and version \"$got\""
       continue
     fi
-    log "driver $driver: dockerd $(docker version --format '{{.Server.Version}}'), cgroup driver $got; dotnet test --filter $filter"
+    log "driver $driver: dockerd $(docker version --format '{{.Server.Version}}'), cgroup driver $got; dotnet test --filter $filter (at most $budget s)"
     mkdir -p /tmp/results
     # VSTest's own session timeout aborts the run and still writes the TRX with what ran; timeout(1)
     # is only the backstop (a killed dotnet test writes nothing).
-    (cd /tmp && timeout --kill-after=20 $((DRIVER_TIMEOUT + 120)) /usr/share/dotnet/dotnet test "$TEST_DLL" \
+    (cd /tmp && timeout --kill-after=20 $((budget + 100)) /usr/share/dotnet/dotnet test "$TEST_DLL" \
       --filter "$filter" --results-directory /tmp/results \
       --logger "trx;LogFileName=v2-$driver.trx" --logger "console;verbosity=normal" \
       --blame-hang-timeout "${HANG_TIMEOUT}s" --blame-hang-dump-type none \
-      -- RunConfiguration.TestSessionTimeout=$((DRIVER_TIMEOUT * 1000)) </dev/null)
+      -- RunConfiguration.TestSessionTimeout=$((budget * 1000)) </dev/null)
     rc=$?
     if [[ -f /tmp/results/v2-$driver.trx ]]; then
       cp "/tmp/results/v2-$driver.trx" "$RESULTS/"
       note "DRIVER-DONE $driver: dotnet test exit $rc after $((SECONDS - t1)) s"
     else
-      note "DRIVER-FAILED $driver: dotnet test exit $rc after $((SECONDS - t1)) s and wrote no TRX$([[ $rc -eq 124 ]] && echo " (killed after $((DRIVER_TIMEOUT + 120)) s)")"
+      note "DRIVER-FAILED $driver: dotnet test exit $rc after $((SECONDS - t1)) s and wrote no TRX$([[ $rc -eq 124 ]] && echo " (killed after $((budget + 100)) s)")"
     fi
     # What the run left behind, for the lead: containers, scopes, cgroups.
     log "left after $driver: containers $(docker ps -aq | wc -l), scopes: $(systemctl list-units --type=scope --all --no-legend --plain | grep -c -e docker- -e sandbox-runc)"
     docker ps -aq | xargs -r docker rm -f >/dev/null 2>&1
-    filter="($FILTER)&$DOCKERD_ONLY"
+    filter="($LATER_FILTER)&$DOCKERD_ONLY"
   done
   note "GUEST-TOTAL $((SECONDS - T0)) s"
   sync

@@ -38,6 +38,7 @@ public sealed class CgroupDockerTests : IDisposable
         return stdout;
     }
 
+    [Trait("Category", "CgroupDriver")]
     [IntegrationFact]
     public async Task RmFLeavesNoCgroupAndNoScope()
     {
@@ -64,6 +65,7 @@ public sealed class CgroupDockerTests : IDisposable
     /// is the memory limit and its free part shrinks with what the container holds; cpuinfo and stat list
     /// one processor for --cpus 1. `free` would not show it: it asks sysinfo(2), answered apart.
     /// </summary>
+    [Trait("Category", "CgroupDriver")]
     [IntegrationFact]
     public async Task TheEmulatedProcFilesShowTheCgroupsLimits()
     {
@@ -80,6 +82,7 @@ public sealed class CgroupDockerTests : IDisposable
         Assert.Equal("1\n1\n", cpus.Stdout);
     }
 
+    [Trait("Category", "CgroupDriver")]
     [IntegrationFact]
     public async Task CpusetCpusConfinesTheContainer()
     {
@@ -92,6 +95,7 @@ public sealed class CgroupDockerTests : IDisposable
         Assert.Equal("1", (await _docker.Ok("exec", name, "nproc")).Stdout.Trim());
     }
 
+    [Trait("Category", "CgroupDriver")]
     [EscapeFact(Needs.RootBlockDevice)]
     public async Task DeviceReadBpsThrottlesTheDevice()
     {
@@ -142,6 +146,7 @@ public sealed class CgroupDockerTests : IDisposable
     /// handed in by a bind mount: docker's default device rules do not list it, so opening it is refused;
     /// with `--device-cgroup-rule 'c 10:229 rw'` it opens. Under both runtimes.
     /// </summary>
+    [Trait("Category", "CgroupDriver")]
     [IntegrationFact]
     public async Task DeviceCgroupRuleDecidesWhetherABoundNodeOpens()
     {
@@ -189,6 +194,7 @@ public sealed class CgroupDockerTests : IDisposable
     /// root from inside that namespace, so the runc reference runs in the host's (--cgroupns host), where
     /// the attempt works.
     /// </summary>
+    [Trait("Category", "CgroupDriver")]
     [IntegrationFact]
     public async Task TheContainerCannotLiftItsOwnMemoryLimit()
     {

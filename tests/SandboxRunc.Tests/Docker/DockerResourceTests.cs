@@ -11,6 +11,7 @@ public sealed class DockerResourceTests : IDisposable
 
     static bool CgroupV2 => HostCgroups.V2;
 
+    [Trait("Category", "CgroupDriver")]
     [IntegrationFact]
     public async Task MemoryPidsAndCpuLimitsAreVisibleInside()
     {

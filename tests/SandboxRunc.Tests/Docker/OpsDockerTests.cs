@@ -18,6 +18,7 @@ public sealed class OpsDockerTests : IDisposable
         return int.Parse(logs.Stdout.Trim());
     }
 
+    [Trait("Category", "CgroupDriver")]
     [IntegrationFact]
     public async Task PauseStopsTheCounterAndUnpauseLetsItGoOn()
     {
@@ -47,6 +48,7 @@ public sealed class OpsDockerTests : IDisposable
         Assert.Contains(top.Stdout.Split('\n'), l => l.Split(' ', StringSplitOptions.RemoveEmptyEntries).Skip(1).FirstOrDefault() == pid);
     }
 
+    [Trait("Category", "CgroupDriver")]
     [IntegrationFact]
     public async Task UpdateMemoryReachesTheContainersCgroup()
     {
@@ -70,6 +72,7 @@ public sealed class OpsDockerTests : IDisposable
         Assert.Equal("67108864", await _docker.Inspect(name, "{{.HostConfig.Memory}}"));
     }
 
+    [Trait("Category", "CgroupDriver")]
     [IntegrationFact]
     public async Task StatsShowsTheContainer()
     {
@@ -81,6 +84,7 @@ public sealed class OpsDockerTests : IDisposable
         Assert.Equal("1", doc.RootElement.GetProperty("PIDs").GetString());
     }
 
+    [Trait("Category", "CgroupDriver")]
     [IntegrationFact]
     public async Task AnOomKilledContainerIsReportedAsSuch()
     {

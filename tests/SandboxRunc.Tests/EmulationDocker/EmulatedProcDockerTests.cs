@@ -157,6 +157,7 @@ public sealed class EmulatedProcDockerTests : IDisposable
             Assert.Equal(0, (await _docker.Run("exec", c, "cat", "/proc/uptime")).ExitCode);
     }
 
+    [Trait("Category", "CgroupDriver")]
     [Trait("Category", "CgroupV2")]
     [IntegrationFact]
     public async Task Emulation_NothingIsLeftAfterRmF()
