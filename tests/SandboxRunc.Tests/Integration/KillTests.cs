@@ -68,9 +68,13 @@ public sealed class KillTests : IDisposable
         await WaitForOutput(r, "ready");
         string procs = Path.Combine(b.CgroupDir("pids"), "cgroup.procs");
         var pids = File.ReadAllLines(procs).Where(l => l.Length > 0).Select(int.Parse).ToList();
-        int init = await _rt.Pid("kall");
-        Assert.True(pids.Count == 3, $"{procs} lists {pids.Count} processes, not the init and its two sleeps; the init ({init}) is in " +
-            File.ReadAllText($"/proc/{init}/cgroup").Trim());
+        if (pids.Count != 3)
+        {
+            int init = await _rt.Pid("kall");
+            string where = init > 0 && File.Exists($"/proc/{init}/cgroup") ? $"the init ({init}) is in {File.ReadAllText($"/proc/{init}/cgroup").Trim()}"
+                : $"the container is {await _rt.Status("kall")}";
+            Assert.Fail($"{procs} lists {pids.Count} processes, not the init and its two sleeps; {where}; its output: {r.ContainerOutput}");
+        }
         await _rt.Ok("kill", "--all", "kall", "KILL");
         await _rt.WaitStatus("kall", "stopped");
         for (int i = 0; i < 100 && File.ReadAllText(procs).Trim().Length > 0; i++) await Task.Delay(20);
