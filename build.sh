@@ -4,8 +4,10 @@
 #   ./build.sh publish   native-AOT publish to artifacts/sandbox-runc
 #   ./build.sh up        install prerequisites, publish, install + register the runtime with
 #                        dockerd, build the test image, export its rootfs, run a demo container
-#   ./build.sh test      same set-up as up (no demo), then dotnet test; last line is
-#                        "N passed, N failed, N skipped"
+#   ./build.sh test      same set-up as up (no demo), then dotnet test on this host (and, with
+#                        SANDBOX_RUNC_TEST_VM=1, the cgroup v2 tests in a Debian 12 VM, tests/vm/);
+#                        last line is "N passed, N failed, N skipped" over what ran
+#   ./build.sh test-v2   same set-up, then only the cgroup v2 VM tests (tests/vm/run.sh)
 #   ./build.sh bench     same set-up as up (no demo), then tests/bench/bench.sh
 #
 # Must run as root on Debian 12. Idempotent: repeated runs skip apt when nothing is missing.
@@ -23,6 +25,8 @@
 #                                   bound their own waits well below it (TestSupport/Eventually.cs:
 #                                   Patience, 60 and 120 s; at most 200 s for a whole scenario), so that
 #                                   a hang fails its own test with a message instead.
+#   SANDBOX_RUNC_VM_*               the VM part's knobs (accelerator, timeout, drivers, filter):
+#                                   see tests/vm/run.sh
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")"
@@ -37,6 +41,7 @@ DOCKERD_LOG=/var/log/sandbox-runc-dockerd.log
 APT_PACKAGES=(
   docker.io containerd runc tini iptables busybox-static libseccomp2 libseccomp-dev
   iproute2 python3 ca-certificates procps git tar gcc libc6-dev zlib1g-dev podman
+  qemu-system-x86 debootstrap e2fsprogs
 )
 export DEBIAN_FRONTEND=noninteractive
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
@@ -322,29 +327,28 @@ print(passed, failed, skipped, total)
 EOF
 }
 
-cmd_test() {
+# test_setup: the set-up (as a child process, so that set -e keeps working inside it) and the build
+# of the test assemblies. Prints why and returns 1 when either fails.
+test_setup() {
   if [[ -n ${SANDBOX_RUNC_BIN:-} ]]; then
     warn "ignoring SANDBOX_RUNC_BIN=$SANDBOX_RUNC_BIN: tests always use artifacts/sandbox-runc"
     unset SANDBOX_RUNC_BIN
   fi
-  local passed=0 failed=0 skipped=0 rc=0 results=$ART/test-results
-  # From here on, whatever happens, the counts line is printed last. The set-up runs as a
-  # child process so that set -e keeps working inside it.
   if ! bash "$ROOT/build.sh" _setup; then
     echo "set-up failed: no test ran"
-    echo "$passed passed, $failed failed, $skipped skipped"
     return 1
   fi
-  rm -rf "$results"
-  mkdir -p "$results"
   step "test: restore + build SandboxRunc.sln (log: artifacts/logs/test-build.log)"
   if ! run_logged "$LOGS/test-build.log" \
       bash -c 'dotnet restore SandboxRunc.sln && dotnet build SandboxRunc.sln -c Release --no-restore'; then
     echo "test build failed: no test ran"
-    echo "$passed passed, $failed failed, $skipped skipped"
     return 1
   fi
-  local timeout_s=${SANDBOX_RUNC_TEST_TIMEOUT:-2100}
+}
+
+# run_host_tests DIR: dotnet test on this host, TRX into DIR. Returns dotnet test's exit code.
+run_host_tests() {
+  local results=$1 rc=0 timeout_s=${SANDBOX_RUNC_TEST_TIMEOUT:-2100} t0=$SECONDS
   step "test: dotnet test SandboxRunc.sln -c Release (timeout ${timeout_s} s)"
   SANDBOX_RUNC_BIN=$ART/sandbox-runc \
   SANDBOX_RUNC_ROOTFS=$ART/rootfs \
@@ -355,25 +359,82 @@ cmd_test() {
       --results-directory "$results" \
       --logger "trx" --logger "console;verbosity=normal" \
       --blame-hang-timeout "${SANDBOX_RUNC_TEST_HANG_TIMEOUT:-300}s" --blame-hang-dump-type none </dev/null || rc=$?
-  local trx=()
-  mapfile -t trx < <(find "$results" -name '*.trx' -type f)
-  if [[ ${#trx[@]} -gt 0 ]]; then
-    read -r passed failed skipped _ < <(trx_counts "${trx[@]}") || true
-  else
-    echo "no TRX file in artifacts/test-results"
-    [[ $rc -ne 0 ]] || rc=1
-  fi
   if [[ $rc -eq 124 || $rc -eq 137 ]]; then
     echo "dotnet test timed out after $timeout_s s (counts below are from what was written)"
-  elif [[ $rc -ne 0 && $failed -eq 0 ]]; then
-    echo "dotnet test exited with $rc and no failed test: the run was aborted (test host crash" \
-      "or a test hanging over ${SANDBOX_RUNC_TEST_HANG_TIMEOUT:-300} s); see above"
+  elif [[ $rc -ne 0 ]] && ! find "$results" -name '*.trx' -type f | grep -q .; then
+    echo "dotnet test exited with $rc and wrote no TRX file"
   elif [[ $rc -ne 0 ]]; then
-    echo "dotnet test exited with $rc"
+    echo "dotnet test exited with $rc (a failed test, a test host crash or a test hanging over" \
+      "${SANDBOX_RUNC_TEST_HANG_TIMEOUT:-300} s; see above)"
   fi
-  echo "$passed passed, $failed failed, $skipped skipped"
-  [[ $rc -eq 0 && $failed -eq 0 ]]
+  step "test: host tests took $((SECONDS - t0)) s"
+  return $rc
 }
+
+# run_vm_tests DIR: the cgroup v2 VM (tests/vm/run.sh), TRX into DIR; a VM that cannot be built or
+# booted is written there as failed tests by run.sh itself.
+run_vm_tests() {
+  local results=$1 rc=0 t0=$SECONDS
+  step "test: cgroup v2 tests in a Debian 12 VM (tests/vm/run.sh)"
+  bash "$ROOT/tests/vm/run.sh" "$results" </dev/null || rc=$?
+  if ! find "$results" -name '*.trx' -type f | grep -q .; then
+    echo "the VM run wrote no TRX file (exit $rc)"
+    [[ $rc -ne 0 ]] || rc=1
+  fi
+  step "test: VM tests took $((SECONDS - t0)) s"
+  return $rc
+}
+
+# counts DIR: "passed failed skipped" over every TRX file under DIR (0 0 0 without any).
+counts() {
+  local trx=()
+  mapfile -t trx < <(find "$1" -name '*.trx' -type f 2>/dev/null)
+  if [[ ${#trx[@]} -gt 0 ]]; then
+    trx_counts "${trx[@]}" | { read -r p f s _; echo "$p $f $s"; }
+  else
+    echo "0 0 0"
+  fi
+}
+
+# cmd_test WHAT: WHAT is "all" (host, then VM) or "v2" (VM only). Whatever happens, the counts line
+# is printed last; a part that ran no test and wrote no TRX counts as one failure.
+cmd_test() {
+  local what=$1 results=$ART/test-results hrc=0 vrc=0 p f s hp=0 hf=0 hs=0 vp=0 vf=0 vs=0
+  if ! test_setup; then
+    echo "0 passed, 1 failed, 0 skipped"
+    return 1
+  fi
+  rm -rf "$results"
+  mkdir -p "$results/host" "$results/vm"
+  if [[ $what == all ]]; then
+    run_host_tests "$results/host" || hrc=$?
+    read -r hp hf hs < <(counts "$results/host")
+    if [[ $hrc -ne 0 && $hf -eq 0 ]]; then hf=1; fi
+    echo "host: $hp passed, $hf failed, $hs skipped"
+  fi
+  if [[ $what == all && ${SANDBOX_RUNC_TEST_VM:-0} != 1 ]]; then
+    # Not yet part of every run: under TCG (this machine's KVM aborts) the VM part does not finish the
+    # cgroup v2 set within a budget that keeps CI under 60 min, and two device tests still fail there.
+    echo "vm (cgroup v2): not run (./build.sh test-v2, or SANDBOX_RUNC_TEST_VM=1 ./build.sh test)"
+    echo "$hp passed, $hf failed, $hs skipped"
+    [[ $hrc -eq 0 && $hf -eq 0 ]]
+    return
+  fi
+  run_vm_tests "$results/vm" || vrc=$?
+  read -r vp vf vs < <(counts "$results/vm")
+  if [[ $vrc -ne 0 && $vf -eq 0 ]]; then vf=1; fi
+  local trx
+  for trx in "$results"/vm/*.trx; do
+    [[ -f $trx ]] || continue
+    read -r p f s < <(counts_file "$trx")
+    echo "vm $(basename "$trx" .trx): $p passed, $f failed, $s skipped"
+  done
+  echo "vm (cgroup v2): $vp passed, $vf failed, $vs skipped"
+  echo "$((hp + vp)) passed, $((hf + vf)) failed, $((hs + vs)) skipped"
+  [[ $hrc -eq 0 && $vrc -eq 0 && $((hf + vf)) -eq 0 ]]
+}
+
+counts_file() { trx_counts "$1" | { read -r p f s _; echo "$p $f $s"; }; }
 
 # ---------------------------------------------------------------------------------------------
 usage() {
@@ -385,7 +446,8 @@ main() {
   case $cmd in
     publish) mkdir -p "$LOGS"; publish ;;
     up) setup yes; demo ;;
-    test) cmd_test ;;
+    test) cmd_test all ;;
+    test-v2) cmd_test v2 ;;
     bench)
       setup yes
       # LXCFS is only a comparison point for the /proc emulation benchmark; its service is not started.

@@ -224,7 +224,10 @@ public class CgroupV2Manager(CgroupPaths paths) : CgroupManager(paths)
     {
         if (r is null) return;
         V2Resources.Apply(Dir, r);
-        if (r.Devices is { } devices) DeviceFilter.Apply(Dir, devices);
+        // The spec's rules, then runc's default allowed devices, as on v1 (without them a spec that starts
+        // with "deny all", as `spec` writes it, leaves no /dev/null: seen in the v2 VM, a shell could not
+        // start a background job).
+        if (r.Devices is { } devices) DeviceFilter.Apply(Dir, [.. devices, .. V1Resources.DefaultAllowedDevices]);
     }
 
     /// <summary>The container's cgroup and those it made below (an inner runtime's), not the helper's child (see HelperCgroup).</summary>

@@ -8,14 +8,17 @@ namespace SandboxRunc.Cgroups;
 internal static class V1Resources
 {
     /// <summary>
-    /// Device rules runc appends after the spec's own, so a container always has its standard /dev nodes
-    /// (null, zero, full, random, urandom, tty, pts, ptmx, tun) and may mknod anything.
+    /// Device rules runc appends after the spec's own, on v1 and v2 alike, so a container always has its
+    /// standard /dev nodes (null, zero, full, random, urandom, tty, pts, ptmx, tun) and may mknod anything.
     /// </summary>
-    internal static readonly string[] DefaultAllowedDevices =
+    internal static readonly IReadOnlyList<DeviceCgroup> DefaultAllowedDevices =
     [
-        "c *:* m", "b *:* m", "c 1:3 rwm", "c 1:8 rwm", "c 1:7 rwm", "c 5:0 rwm", "c 1:5 rwm", "c 1:9 rwm",
-        "c 136:* rwm", "c 5:2 rwm", "c 10:200 rwm",
+        Allow("c", null, null, "m"), Allow("b", null, null, "m"), Allow("c", 1, 3), Allow("c", 1, 8), Allow("c", 1, 7),
+        Allow("c", 5, 0), Allow("c", 1, 5), Allow("c", 1, 9), Allow("c", 136, null), Allow("c", 5, 2), Allow("c", 10, 200),
     ];
+
+    static DeviceCgroup Allow(string type, long? major, long? minor, string access = "rwm") =>
+        new() { Allow = true, Type = type, Major = major, Minor = minor, Access = access };
 
     internal static void Apply(IReadOnlyDictionary<string, string> paths, Resources r)
     {
@@ -132,6 +135,6 @@ internal static class V1Resources
         foreach (var rule in rules)
             CgroupFs.Write(d, rule.Allow ? "devices.allow" : "devices.deny", DeviceRule(rule));
         foreach (var rule in DefaultAllowedDevices)
-            CgroupFs.Write(d, "devices.allow", rule);
+            CgroupFs.Write(d, "devices.allow", DeviceRule(rule));
     }
 }

@@ -64,10 +64,13 @@ public static partial class EngineConfig
             if (docker.Changed)
             {
                 WriteAtomic(dockerPath, docker.NewText!);
-                if (o.Reload) output.WriteLine(ReloadDockerd(o.DockerPidFile));
-                if (o.Uninstall && docker.Changes.Any(c => c.Contains("default-runtime")))
-                    output.WriteLine("dockerd: a reload does not undo a removed default-runtime; restart dockerd (or set \"default-runtime\": \"runc\") to make runc the default again");
-                else output.WriteLine("dockerd: not reloaded (--no-reload); send it SIGHUP or restart it to apply");
+                if (!o.Reload) output.WriteLine("dockerd: not reloaded (--no-reload); send it SIGHUP or restart it to apply");
+                else
+                {
+                    output.WriteLine(ReloadDockerd(o.DockerPidFile));
+                    if (o.Uninstall && docker.Changes.Any(c => c.Contains("default-runtime")))
+                        output.WriteLine("dockerd: a reload does not undo a removed default-runtime; restart dockerd (or set \"default-runtime\": \"runc\") to make runc the default again");
+                }
             }
         }
         if (containerd is not null)

@@ -41,4 +41,22 @@ public sealed class HelperCgroupTests : IDisposable
         Assert.Equal(0, HelperCgroup.Join(CgroupPaths.FromMap(new Dictionary<string, string> { [""] = dir }), 4242));
         Assert.Equal("4242", File.ReadAllText(dir + "/sandbox-runc-helper/cgroup.procs"));
     }
+
+    /// <summary>On v2 the helper's threads would count in the container's pids.current: a container with a pids limit is left alone.</summary>
+    [Fact]
+    public void HelperCgroup_V2StaysOutOfAContainerWithAPidsLimit()
+    {
+        string dir = _root + "/unified/limited";
+        Directory.CreateDirectory(dir + "/sandbox-runc-helper");
+        File.WriteAllText(dir + "/sandbox-runc-helper/cgroup.procs", "");
+        File.WriteAllText(dir + "/cgroup.events", "populated 1\nfrozen 0\n");
+        File.WriteAllText(dir + "/pids.max", "5\n");
+        var paths = CgroupPaths.FromMap(new Dictionary<string, string> { [""] = dir });
+        Assert.Equal(SandboxRunc.Interop.Libc.EAGAIN, HelperCgroup.Join(paths, 4242));
+        Assert.Equal("", File.ReadAllText(dir + "/sandbox-runc-helper/cgroup.procs"));
+
+        File.WriteAllText(dir + "/pids.max", "max\n");
+        Assert.Equal(0, HelperCgroup.Join(paths, 4242));
+        Assert.Equal("4242", File.ReadAllText(dir + "/sandbox-runc-helper/cgroup.procs"));
+    }
 }

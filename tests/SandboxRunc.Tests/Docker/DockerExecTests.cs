@@ -12,6 +12,7 @@ public sealed class DockerExecTests : IDisposable
 
     async Task<string> Sleeper() => await _docker.RunDetached("exec", DockerCli.Runtime, [], "sleep", "120");
 
+    [Trait("Category", "CgroupV2")]
     [IntegrationFact]
     public async Task ExecJoinsTheContainersUserNamespace()
     {

@@ -4,12 +4,14 @@ using Xunit;
 namespace SandboxRunc.Tests.Docker;
 
 /// <summary>Docker's resource flags reach the container's cgroups (v1 here: dockerd uses cgroupfs on cgroup v1).</summary>
+[Trait("Category", "CgroupV2")]
 public sealed class DockerResourceTests : IDisposable
 {
     readonly DockerCli _docker = new();
 
-    static bool CgroupV2 => File.Exists("/sys/fs/cgroup/cgroup.controllers");
+    static bool CgroupV2 => HostCgroups.V2;
 
+    [Trait("Category", "CgroupDriver")]
     [IntegrationFact]
     public async Task MemoryPidsAndCpuLimitsAreVisibleInside()
     {

@@ -8,6 +8,7 @@ public sealed class DockerRunTests : IDisposable
 {
     readonly DockerCli _docker = new();
 
+    [Trait("Category", "CgroupV2")]
     [IntegrationFact]
     public async Task AttachedRunPrintsTheOutput()
     {
@@ -63,6 +64,7 @@ public sealed class DockerRunTests : IDisposable
         Assert.Equal("true", await _docker.Inspect(name, "{{.State.Running}}"));
     }
 
+    [Trait("Category", "CgroupV2")]
     [IntegrationFact]
     public async Task RmRemovesTheContainerAfterwards()
     {

@@ -5,6 +5,7 @@ using Xunit;
 namespace SandboxRunc.Tests.Docker;
 
 /// <summary>docker pause/unpause, top, update, stats, OOM kills and restart on the sandbox-runc runtime.</summary>
+[Trait("Category", "CgroupV2")]
 public sealed class OpsDockerTests : IDisposable
 {
     readonly DockerCli _docker = new();
@@ -23,6 +24,7 @@ public sealed class OpsDockerTests : IDisposable
         return lines.Length > 0 ? int.Parse(lines[^1]) : 0;
     }
 
+    [Trait("Category", "CgroupDriver")]
     [IntegrationFact]
     public async Task PauseStopsTheCounterAndUnpauseLetsItGoOn()
     {
@@ -52,18 +54,31 @@ public sealed class OpsDockerTests : IDisposable
         Assert.Contains(top.Stdout.Split('\n'), l => l.Split(' ', StringSplitOptions.RemoveEmptyEntries).Skip(1).FirstOrDefault() == pid);
     }
 
+    [Trait("Category", "CgroupDriver")]
     [IntegrationFact]
     public async Task UpdateMemoryReachesTheContainersCgroup()
     {
         string name = await _docker.RunDetached("update", DockerCli.Runtime, [], "sleep", "100");
-        string id = await _docker.Inspect(name, "{{.Id}}");
+        int pid = int.Parse(await _docker.Inspect(name, "{{.State.Pid}}"));
         await _docker.Ok("update", "--memory", "64m", "--memory-swap", "64m", "--pids-limit", "77", name);
-        string dir = $"/sys/fs/cgroup/memory/docker/{id}";
-        Assert.Equal("67108864", File.ReadAllText(Path.Combine(dir, "memory.limit_in_bytes")).Trim());
-        Assert.Equal("77", File.ReadAllText($"/sys/fs/cgroup/pids/docker/{id}/pids.max").Trim());
+        // The init's own cgroup, wherever the engine's cgroup driver put it (docker/ID, docker-ID.scope).
+        string memory = HostCgroups.OfProcess(pid, "memory"), pids = HostCgroups.OfProcess(pid, "pids");
+        if (HostCgroups.V2)
+        {
+            Assert.Equal("67108864", HostCgroups.Read(memory, "memory.max"));
+            Assert.Equal("0", HostCgroups.Read(memory, "memory.swap.max")); // --memory-swap = --memory: no swap
+        }
+        else
+        {
+            Assert.Equal("67108864", HostCgroups.Read(memory, "memory.limit_in_bytes"));
+            if (File.Exists(Path.Combine(memory, "memory.memsw.limit_in_bytes")))
+                Assert.Equal("67108864", HostCgroups.Read(memory, "memory.memsw.limit_in_bytes"));
+        }
+        Assert.Equal("77", HostCgroups.Read(pids, "pids.max"));
         Assert.Equal("67108864", await _docker.Inspect(name, "{{.HostConfig.Memory}}"));
     }
 
+    [Trait("Category", "CgroupDriver")]
     [IntegrationFact]
     public async Task StatsShowsTheContainer()
     {
@@ -75,6 +90,7 @@ public sealed class OpsDockerTests : IDisposable
         Assert.Equal("1", doc.RootElement.GetProperty("PIDs").GetString());
     }
 
+    [Trait("Category", "CgroupDriver")]
     [IntegrationFact]
     public async Task AnOomKilledContainerIsReportedAsSuch()
     {

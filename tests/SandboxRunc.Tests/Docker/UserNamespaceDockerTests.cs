@@ -76,6 +76,7 @@ public sealed class UserNamespaceDockerTests : IDisposable
         return d;
     }
 
+    [Trait("Category", "CgroupV2")]
     [IntegrationFact]
     public async Task UserNamespaceDocker_EachContainerGetsItsOwnRange()
     {

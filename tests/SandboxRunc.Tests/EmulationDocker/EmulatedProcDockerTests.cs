@@ -110,6 +110,7 @@ public sealed class EmulatedProcDockerTests : IDisposable
         Assert.Equal("0", (await _docker.Ok("exec", one, "sh", "-c", "find /sys/kernel/debug /sys/kernel/tracing /sys/kernel/security /sys/kernel/config -mindepth 1 | wc -l")).Stdout.Trim());
     }
 
+    [Trait("Category", "CgroupV2")]
     [IntegrationFact]
     public async Task Emulation_ResourceViewsFollowTheLimits()
     {

@@ -55,6 +55,22 @@ public sealed class EngineConfigTests : IDisposable
         Assert.Empty(Directory.GetFiles(Path.GetDirectoryName(DaemonJsonPath)!, ".*")); // no temp file left
     }
 
+    /// <summary>One line about the reload: what was done with dockerd, or that --no-reload left it alone, never both.</summary>
+    [Fact]
+    public void Install_SaysEitherWhatTheReloadDidOrThatThereWasNone()
+    {
+        var w = new StringWriter();
+        EngineConfig.Run(new EngineConfigOptions(false, Bin, DockerConfig: DaemonJsonPath, Reload: true,
+            DockerPidFile: Path.Combine(_dir, "no-such-docker.pid")), w);
+        Assert.Contains("dockerd: not running (no ", w.ToString());
+        Assert.DoesNotContain("--no-reload", w.ToString());
+
+        File.Delete(DaemonJsonPath);
+        string noReload = Run(uninstall: false);
+        Assert.Contains("not reloaded (--no-reload)", noReload);
+        Assert.DoesNotContain("not running", noReload);
+    }
+
     [Fact]
     public void Install_KeepsEveryOtherKeyAsWritten()
     {

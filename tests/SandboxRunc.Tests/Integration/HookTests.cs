@@ -82,6 +82,7 @@ public sealed class HookTests : IDisposable
         return doc.RootElement.GetProperty("status").GetString()!;
     }
 
+    [Trait("Category", "CgroupV2")]
     [IntegrationFact]
     public async Task FailingCreateRuntimeHookAbortsCreateAndLeavesNothing()
     {

@@ -8,6 +8,7 @@ public sealed class LifecycleTests : IDisposable
 {
     readonly RuntimeCli _rt = new();
 
+    [Trait("Category", "CgroupV2")]
     [IntegrationFact]
     public async Task CreateStartExitDelete()
     {

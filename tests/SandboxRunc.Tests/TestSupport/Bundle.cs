@@ -38,9 +38,11 @@ public sealed class Bundle : IDisposable
         return this;
     }
 
-    /// <summary>The container's cgroup v1 directory for a controller (from cgroupsPath), e.g. "memory".</summary>
-    public string CgroupDir(string controller) =>
-        Path.Combine("/sys/fs/cgroup", controller, Spec.Linux!.CgroupsPath!.TrimStart('/'));
+    /// <summary>
+    /// The container's cgroup directory for a v1 controller (from cgroupsPath), e.g. "memory"; on a cgroup v2
+    /// host the one unified directory, whatever the controller.
+    /// </summary>
+    public string CgroupDir(string controller) => HostCgroups.Dir(controller, Spec.Linux!.CgroupsPath!);
 
     /// <summary>Writes config.json (call after editing <see cref="Spec"/>); returns the bundle dir.</summary>
     public string Write()

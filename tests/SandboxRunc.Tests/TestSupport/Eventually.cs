@@ -12,10 +12,10 @@ namespace SandboxRunc.Tests.TestSupport;
 public static class Patience
 {
     /// <summary>For a condition that usually holds within milliseconds (a process started, a file written, a status changed).</summary>
-    public static readonly TimeSpan Condition = TimeSpan.FromSeconds(60);
+    public static readonly TimeSpan Condition = HangLimits.Seconds(60);
 
     /// <summary>For one command (a runtime or docker CLI call, a helper program) that usually takes a second or two.</summary>
-    public static readonly TimeSpan Command = TimeSpan.FromSeconds(120);
+    public static readonly TimeSpan Command = HangLimits.Seconds(120);
 }
 
 /// <summary>
