@@ -134,9 +134,10 @@ internal sealed unsafe class RootfsBuilder(InitConfig config)
             }
             if (config.UserNamespace)
             {
-                // mknod is not allowed in a user namespace: bind the host's node instead.
-                string hostNode = d.Path;
-                if (!File.Exists(hostNode)) continue;
+                // mknod is not allowed in a user namespace: bind the host's node instead, the one that IS the
+                // device the spec names (type, major, minor), wherever the engine asked to show it
+                // (--device /dev/fuse:/dev/x), never a host node found by the container's path alone.
+                if (HostDeviceNode(d) is not { } hostNode) continue;
                 if (!File.Exists(dest)) File.WriteAllBytes(dest, []);
                 Mount(hostNode, dest, null, Libc.MS_BIND, null);
                 continue;
@@ -149,6 +150,30 @@ internal sealed unsafe class RootfsBuilder(InitConfig config)
             };
             MakeNode(dest, d, type);
         }
+    }
+
+    /// <summary>The host's node for a device of the spec: at its own path if that node is this device, else the
+    /// first node under /dev (and /dev/net) that is; null if the host has none.</summary>
+    static unsafe string? HostDeviceNode(Device d)
+    {
+        uint type = d.Type == "b" ? Libc.S_IFBLK : Libc.S_IFCHR;
+        bool Is(string path)
+        {
+            Libc.Statx stx;
+            return Libc.statx(-100 /* AT_FDCWD */, path, Libc.AT_SYMLINK_NOFOLLOW, 0x3 /* TYPE|MODE */, &stx) == 0
+                && (stx.Mode & 0xF000) == type && stx.RdevMajor == d.Major && stx.RdevMinor == d.Minor;
+        }
+        if (d.Path is { Length: > 0 } own && Is(own)) return own;
+        foreach (var dir in new[] { "/dev", "/dev/net" })
+        {
+            try
+            {
+                foreach (var path in Directory.EnumerateFileSystemEntries(dir))
+                    if (Is(path)) return path;
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
+        }
+        return null;
     }
 
     static void MakeNode(string dest, Device d, uint type)
