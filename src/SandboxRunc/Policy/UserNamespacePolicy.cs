@@ -99,6 +99,14 @@ public static class UserNamespacePolicy
 
     public static Spec WithSafeDevices(Spec spec)
     {
+        // No block device may be opened, whatever the rules say (--privileged allows "a *:* rwm"): the container
+        // cannot make a node, so the only block nodes it could open are host nodes bound in, i.e. host disks.
+        // The last matching rule decides (v1's controller and the v2 program alike), so this one goes last.
+        if (spec.Linux is { } linux)
+        {
+            linux.Resources ??= new Resources();
+            (linux.Resources.Devices ??= []).Add(new DeviceCgroup { Allow = false, Type = "b", Access = "rwm" });
+        }
         // A FIFO ("p") is no device at all: it reaches nothing of the host's and is kept.
         if (spec.Linux?.Devices is { } devices)
             devices.RemoveAll(d => d.Type != "p" && !SafeDevices.Any(s => (s.Type == d.Type || d.Type == "u" && s.Type == "c")

@@ -87,6 +87,17 @@ public class UserNamespacePolicyTests
         Assert.Equal(["/dev/null", "/dev/fuse", "/dev/net/tun", "/dev/myfifo"], spec.Linux.Devices.Select(d => d.Path));
     }
 
+    [Fact]
+    public void NoBlockDeviceOpens_EvenWhenPrivilegedAllowsAll()
+    {
+        // docker --privileged: allow "a *:* rwm". A block node the container could open is a host disk bound in.
+        var spec = new Spec { Linux = new Linux { Resources = new Resources { Devices = [new() { Allow = true, Access = "rwm" }] } } };
+        IsolationPolicy.Rewrite(spec, new IdRange(100000, 100000, 65536));
+        var last = spec.Linux.Resources.Devices![^1];
+        Assert.Equal((false, "b", (long?)null, (long?)null, "rwm"), (last.Allow, last.Type, last.Major, last.Minor, last.Access));
+        Assert.Equal(2, spec.Linux.Resources.Devices.Count);
+    }
+
     [Theory]
     [InlineData("0 2147483647", "0 65535")]
     [InlineData("1 1", "1 1")]
