@@ -414,7 +414,7 @@ cmd_test() {
   fi
   if [[ $what == all && ${SANDBOX_RUNC_TEST_VM:-0} != 1 ]]; then
     # Not yet part of every run: under TCG (this machine's KVM aborts) the VM part does not finish the
-    # cgroup v2 set within a budget that keeps CI under 60 min, and one device test still fails there.
+    # cgroup v2 set within a budget that keeps CI under 60 min (see README).
     echo "vm (cgroup v2): not run (./build.sh test-v2, or SANDBOX_RUNC_TEST_VM=1 ./build.sh test)"
     echo "$hp passed, $hf failed, $hs skipped"
     [[ $hrc -eq 0 && $hf -eq 0 ]]
