@@ -7,8 +7,6 @@ namespace SandboxRunc.Interop;
 /// </summary>
 public static unsafe class UserFile
 {
-    const uint S_IFMT = 0xF000, S_IFREG = 0x8000, S_IFDIR = 0x4000;
-
     /// <param name="what">what the path is, for the message: "--process", "config.json", ...</param>
     public static byte[] ReadAll(string what, string path)
     {
@@ -16,9 +14,9 @@ public static unsafe class UserFile
         byte* buf = stackalloc byte[Libc.StatSize];
         if (Libc.stat(path, buf) != 0)
             throw new RuntimeException($"{what} {path}: {System.Runtime.InteropServices.Marshal.GetPInvokeErrorMessage(Libc.Errno)}");
-        uint type = *(uint*)(buf + 24) & S_IFMT;
-        if (type != S_IFREG)
-            throw new RuntimeException($"{what} {path}: {(type == S_IFDIR ? "is a directory" : "is not a regular file")}");
+        uint type = *(uint*)(buf + 24) & Libc.S_IFMT;
+        if (type != Libc.S_IFREG)
+            throw new RuntimeException($"{what} {path}: {(type == Libc.S_IFDIR ? "is a directory" : "is not a regular file")}");
         try { return File.ReadAllBytes(path); }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {

@@ -222,7 +222,7 @@ public static unsafe class HostPlacesReader
         bool stated = Libc.fstat(fd, st) == 0;
         FileId? id = stated ? new FileId(*(ulong*)st, *(ulong*)(st + 8)) : null;
         // x86_64 struct stat: st_nlink at 16 (8 bytes), st_mode at 24.
-        bool hardLinked = stated && (*(uint*)(st + 24) & 0xF000) != 0x4000 && *(ulong*)(st + 16) > 1;
+        bool hardLinked = stated && (*(uint*)(st + 24) & Libc.S_IFMT) != Libc.S_IFDIR && *(ulong*)(st + 16) > 1;
         var source = real is null ? null : HostPlaces.Describe(path, real, mountId, recursive, table, HostPath.Resolve, id) is { } d
             ? d with { HardLinked = hardLinked } : null;
         if (source is null) { pinned.Dispose(); return (null, null, Libc.ENOENT); }

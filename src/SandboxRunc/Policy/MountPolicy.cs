@@ -139,7 +139,8 @@ public static class MountPolicy
                 foreach (var layer in source.Layers)
                     if (layer.AllShown().Any(l => place.Contains(l)) && !(isDataRoot && buildKitOwn)) throw Restricted();
             }
-            else if (PathsOverlap(real, source.Real, below: true, above: true)) throw Restricted();
+            // A restricted path this host lacks: the source lying at or in it is the loop above; above it, here.
+            else if (Under(real, source.Real)) throw Restricted();
         }
         foreach (var path in SystemPaths.Concat(settings.RestrictedMounts))
         {
@@ -150,7 +151,7 @@ public static class MountPolicy
                 if (place.Contains(source.Self)) throw Restricted();
                 if (!allowListed && everything.Any(s => s.Contains(place))) throw Restricted();
             }
-            else if (PathsOverlap(real, source.Real, below: true, above: !allowListed)) throw Restricted();
+            else if (!allowListed && Under(real, source.Real)) throw Restricted();
         }
 
         // ID-mapped only when all it shows is in the allow list: a mount below it that is a part of a
@@ -260,10 +261,6 @@ public static class MountPolicy
         }
         return parts is ["volumes", var name, "_data", ..] && name.Length > 0;
     }
-
-    /// <summary>For restricted paths that do not exist on this host: path rules over realpaths.</summary>
-    static bool PathsOverlap(string restricted, string source, bool below, bool above) =>
-        Trim(restricted) == Trim(source) || below && Under(source, restricted) || above && Under(restricted, source);
 
     static string Trim(string p) => p.Length > 1 ? p.TrimEnd('/') : p;
 

@@ -160,8 +160,8 @@ internal sealed unsafe class RootfsBuilder(InitConfig config)
         bool Is(string path)
         {
             Libc.Statx stx;
-            return Libc.statx(-100 /* AT_FDCWD */, path, Libc.AT_SYMLINK_NOFOLLOW, 0x3 /* TYPE|MODE */, &stx) == 0
-                && (stx.Mode & 0xF000) == type && stx.RdevMajor == d.Major && stx.RdevMinor == d.Minor;
+            return Libc.statx(Libc.AT_FDCWD, path, Libc.AT_SYMLINK_NOFOLLOW, 0x3 /* TYPE|MODE */, &stx) == 0
+                && (stx.Mode & Libc.S_IFMT) == type && stx.RdevMajor == d.Major && stx.RdevMinor == d.Minor;
         }
         if (d.Path is { Length: > 0 } own && Is(own)) return own;
         foreach (var dir in new[] { "/dev", "/dev/net" })
