@@ -88,7 +88,7 @@ public abstract class CgroupManager
         finally { if (frozen) Freezer.TryThaw(Paths); }
     }
 
-    /// <summary>The processes of a cgroup directory and of the cgroups below it, except the helper's own.</summary>
+    /// <summary>The processes of a cgroup directory and of every cgroup below it (a container may make any child: none is skipped by name).</summary>
     protected static List<int> AllPids(string dir)
     {
         var pids = CgroupFs.ReadPids(dir);
@@ -96,7 +96,7 @@ public abstract class CgroupManager
         try { children = Directory.GetDirectories(dir, "*", SearchOption.AllDirectories); }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return pids; }
         foreach (var child in children)
-            if (Path.GetFileName(child) != HelperCgroup.V2ChildName) pids.AddRange(CgroupFs.ReadPids(child));
+            pids.AddRange(CgroupFs.ReadPids(child));
         return pids;
     }
 

@@ -251,7 +251,7 @@ internal static class EmulationServer
         var server = Fuse.FuseServer.Serve(fuse, fs, new Fuse.FuseServerOptions { Threads = 2, MaxThreads = MaxThreads });
         // Started: from here on the container pays for what we grow by.
         Emulation.HostFiles.Write("/proc/self/oom_score_adj", "-999"u8);   // -EACCES without CAP_SYS_RESOURCE: kept as is
-        Cgroups.HelperCgroup.Join(Cgroups.CgroupPaths.FromMap(settings.CgroupPaths), Environment.ProcessId, TimeSpan.FromSeconds(30));
+        Cgroups.HelperCgroup.Join(Cgroups.CgroupPaths.FromMap(settings.CgroupPaths), Environment.ProcessId);
         server.Wait(Timeout.InfiniteTimeSpan);
         return 0;
     }

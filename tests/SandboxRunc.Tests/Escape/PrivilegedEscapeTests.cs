@@ -200,7 +200,11 @@ public sealed class PrivilegedEscapeTests : IDisposable
                 """;
             if (runtime == Runtimes.Sandbox)
                 script += $"\nfor f in /sys/fs/cgroup/*/release_agent; do [ -e \"$f\" ] && echo {dir}/agent > \"$f\" 2>/dev/null && echo \"existing=$f\"; done; true";
-            var r = await _docker.Sh(runtime, [.. runtime == Runtimes.Sandbox ? Privileged : Runtimes.RuncMountPrivileges, "-v", $"{dir}:/w"], script);
+            // On cgroup v2 docker gives every container a cgroup namespace of its own, from which the kernel lets no
+            // one make a new v1 hierarchy: runc's container needs the host's for the attack to mean anything there (and sandbox-runc's is asked for the same).
+            string[] runcCgroupNs = EmulationHelper.CgroupV2 ? ["--cgroupns=host"] : [];
+            string[] privileges = runtime == Runtimes.Sandbox ? Privileged : Runtimes.RuncMountPrivileges;
+            var r = await _docker.Sh(runtime, [.. privileges, .. runcCgroupNs, "-v", $"{dir}:/w"], script);
             // The attempt was made: a container that never started proves nothing either way.
             v.Expect(r.Stdout.Contains("cg.mount="), runtime, "the container ran the attempt", r);
             if (runtime == Runtimes.Sandbox)
