@@ -18,8 +18,8 @@ namespace SandboxRunc.Tests.Engines;
 /// the lock undone (daemon.json restored byte for byte, the runc link removed). To try it on other daemons without
 /// touching the machine's: SANDBOX_RUNC_TEST_LOCKED_DOCKER_HOST names a dockerd already locked (default runtime
 /// sandbox-runc and a runc link to it first in its PATH) and SANDBOX_RUNC_TEST_UNLOCKED_DOCKER_HOST one that runs
-/// runc; both must be set, and nothing is installed then. A daemon without a "bridge" network builds with
-/// --network=none.
+/// runc; both must be set, and nothing is installed then. A daemon on whose default network no container starts
+/// (no bridge, or docker0 gone) builds with --network=none.
 /// </summary>
 [Collection(DockerdConfiguration.Name)]
 public sealed class BuildLockTests : IDisposable
@@ -62,6 +62,7 @@ public sealed class BuildLockTests : IDisposable
         var builders = new[] { false, true };
 
         // As the engine is: steps run under runc, as host root.
+        await DefaultNetworkWorks(LockedHost); // asked before the lock, when --runtime=runc is still runc
         var runc = new Dictionary<bool, Build>();
         foreach (bool buildKit in builders)
         {
@@ -121,11 +122,25 @@ public sealed class BuildLockTests : IDisposable
     {
         string image = $"{_tag}-{(buildKit ? "buildkit" : "classic")}-{what}";
         _images.Add((host, image));
-        string network = (await Docker(host, false, ["network", "inspect", "bridge"])).ExitCode == 0 ? "default" : "none";
+        string network = await DefaultNetworkWorks(host) ? "default" : "none";
         var r = await Docker(host, buildKit, ["build", "--no-cache", "--network=" + network, "--progress=plain", "-t", image, _context]);
         string log = $"DOCKER_BUILDKIT={(buildKit ? 1 : 0)} docker build on {host ?? "the machine's dockerd"}: exit {r.ExitCode}\n{r.Stdout}\n{r.Stderr}";
         Assert.True(r.ExitCode == 0, log);
         return new Build(image, r.Stdout + "\n" + r.Stderr);
+    }
+
+    readonly Dictionary<string, bool> _networkWorks = [];
+
+    /// <summary>
+    /// Whether a container starts on the daemon's default network (a daemon may have no bridge, or a "bridge" network
+    /// whose docker0 is gone): asked once per daemon, before the lock, of runc.
+    /// </summary>
+    async Task<bool> DefaultNetworkWorks(string? host)
+    {
+        if (_networkWorks.TryGetValue(host ?? "", out bool works)) return works;
+        works = (await Docker(host, false, ["network", "inspect", "bridge"])).ExitCode == 0
+            && (await Docker(host, false, ["run", "--rm", "--runtime=runc", "--network=bridge", DockerCli.Image, "true"])).ExitCode == 0;
+        return _networkWorks[host ?? ""] = works;
     }
 
     async Task<EngineShell.Result> HostNetworkBuild(string? host, bool buildKit, string what)
