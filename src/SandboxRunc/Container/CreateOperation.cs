@@ -93,7 +93,7 @@ public static class CreateOperation
                 staging = IdmappedStaging.Create(StagingKey(store, o.Id), userns.Fd, mapped);
                 if (mapped is not null)
                 {
-                    initRootfs = staging.StageRootfs(rootfs);
+                    initRootfs = staging.StageRootfs(rootfs, EngineMountpoints.Outermost(MountKinds()));
                     emulationDir = MountEmulation(store, o.Id, staging.Dir, mapped, cgroup!, userns.Fd);
                 }
                 var mounts = spec.Mounts ?? [];
@@ -110,6 +110,20 @@ public static class CreateOperation
                     }
                     mountSources[i] = staging.StageBind(source, mounts[i].Source ?? "", parsed.Recursive, idmap: mapped is not null && decision.Idmap(i));
                 }
+            }
+
+            // Each mount's destination and whether it is a directory (a bind of a file or socket is not), as the init
+            // makes it; a bind whose source was not pinned is left to the init.
+            List<(string, bool)> MountKinds()
+            {
+                var kinds = new List<(string, bool)>();
+                var mounts = spec.Mounts ?? [];
+                for (int i = 0; i < mounts.Count; i++)
+                {
+                    if (!MountOptions.Parse(mounts[i].Options, mounts[i].Type).Bind) kinds.Add((mounts[i].Destination, true));
+                    else if (pinned.Get(i) is { } src) kinds.Add((mounts[i].Destination, IdmappedStaging.IsDirectory(src.Fd)));
+                }
+                return kinds;
             }
 
             if (sharedWith is not null) StageMounts(sharedWith.Pid);

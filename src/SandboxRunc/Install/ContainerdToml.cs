@@ -14,20 +14,30 @@ public static class ContainerdToml
     public const string End = "# sandbox-runc: end";
     const string Cri = "plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes";
 
-    public static string Block(string name, string binary) => new StringBuilder()
-        .Append(Begin).Append(" (written by `sandbox-runc install --containerd`; `sandbox-runc uninstall --containerd` removes it)\n")
-        .Append('[').Append(Cri).Append('.').Append(name).Append("]\n")
-        .Append("  runtime_type = \"io.containerd.runc.v2\"\n")
-        .Append('[').Append(Cri).Append('.').Append(name).Append(".options]\n")
-        .Append("  BinaryName = ").Append(Quote(binary)).Append('\n')
-        .Append(End).Append('\n')
-        .ToString();
+    /// <param name="withRunc">also define containerd's own runc runtime: the CRI plugin's built-in runtimes table is
+    /// replaced by the file's as soon as the file names one runtime, and without "runc" (its default_runtime_name)
+    /// the plugin does not load at all ("no corresponding runtime configured in `containerd.runtimes`").</param>
+    public static string Block(string name, string binary, bool withRunc = false)
+    {
+        var sb = new StringBuilder()
+            .Append(Begin).Append(" (written by `sandbox-runc install --containerd`; `sandbox-runc uninstall --containerd` removes it)\n")
+            .Append('[').Append(Cri).Append('.').Append(name).Append("]\n")
+            .Append("  runtime_type = \"io.containerd.runc.v2\"\n")
+            .Append('[').Append(Cri).Append('.').Append(name).Append(".options]\n")
+            .Append("  BinaryName = ").Append(Quote(binary)).Append('\n');
+        if (withRunc)
+            sb.Append("# containerd's default runtime, which naming any runtime here would drop\n")
+              .Append('[').Append(Cri).Append(".runc]\n")
+              .Append("  runtime_type = \"io.containerd.runc.v2\"\n");
+        return sb.Append(End).Append('\n').ToString();
+    }
 
     public static DaemonJson.Edit Install(string? text, string file, string name, string binary)
     {
         text ??= "";
-        string block = Block(name, binary);
         var found = FindBlock(text, file);
+        string rest = found is { } f ? text[..f.Start] + text[(f.Start + f.Length)..] : text;
+        string block = Block(name, binary, withRunc: name != "runc" && !DefinesRuntimeElsewhere(rest, "runc"));
         if (found is { } b)
         {
             if (text.Substring(b.Start, b.Length) == block) return new DaemonJson.Edit(null, []);

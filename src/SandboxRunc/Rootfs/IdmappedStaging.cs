@@ -55,11 +55,16 @@ internal sealed unsafe class IdmappedStaging
     }
 
     /// <summary>The rootfs the init should use instead of <paramref name="rootfs"/>.</summary>
-    public string StageRootfs(string rootfs)
+    /// <param name="mountpoints">the spec's mount points to make in the engine's overlay first (<see cref="EngineMountpoints"/>).</param>
+    public string StageRootfs(string rootfs, IEnumerable<(string Path, bool IsDirectory)> mountpoints)
     {
         var overlay = MountInfo.Find(rootfs);
         if (overlay is { FsType: "overlay" })
+        {
+            // Our overlay and the engine's do not see each other's changes: mount points go through the engine's.
+            EngineMountpoints.Create(rootfs, mountpoints);
             return StageOverlay(rootfs, overlay);
+        }
         string target = NewDir();
         string? why = TryIdmap(rootfs, target, recursive: true);
         if (why is not null)
@@ -137,7 +142,7 @@ internal sealed unsafe class IdmappedStaging
         return target;
     }
 
-    static bool IsDirectory(int fd)
+    internal static bool IsDirectory(int fd)
     {
         byte* st = stackalloc byte[Libc.StatSize];
         return Libc.fstat(fd, st) == 0 && (*(uint*)(st + 24) & 0xF000) == 0x4000;

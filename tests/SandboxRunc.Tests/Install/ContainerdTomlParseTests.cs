@@ -50,6 +50,18 @@ public class ContainerdTomlParseTests
     }
 
     [Fact]
+    public void IntoAConfigWithoutRunc_RuncIsDefinedToo()
+    {
+        // containerd's CRI replaces its built-in runtimes by the file's: with ours alone, no "runc" for its default.
+        string text = ContainerdToml.Install("version = 2\n", "c.toml", "sandbox-runc", Bin).NewText!;
+        var runtimes = Runtimes(Parse(text));
+        Assert.Equal("io.containerd.runc.v2", ((TomlTable)runtimes["runc"])["runtime_type"]);
+        Assert.Equal("version = 2\n", ContainerdToml.Uninstall(text, "c.toml", "sandbox-runc").NewText);
+        // Installed again over its own block: the same file (runc is ours, not "defined elsewhere").
+        Assert.Null(ContainerdToml.Install(text, "c.toml", "sandbox-runc", Bin).NewText);
+    }
+
+    [Fact]
     public void IntoAnExistingConfig_KeepsItsRuntimesAndDefault()
     {
         var root = Parse(ContainerdToml.Install(Existing, "c.toml", "sandbox-runc", Bin).NewText!);

@@ -41,5 +41,36 @@ public sealed class RootfsTests : IDisposable
         Assert.Throws<IOException>(() => SecureJoin.Join(_root, "/loop/x"));
     }
 
+    [Fact]
+    public void EngineMountpointsAreTheOutermostDestinations()
+    {
+        var kinds = EngineMountpoints.Outermost([("/proc", true), ("/dev", true), ("/dev/shm", true), ("/etc/hosts", false),
+            ("//etc/./resolv.conf", false), ("/a/../etc/passwd", false), ("/sys", true), ("/sys/fs/cgroup", true), ("/etc/hosts", false)]);
+        Assert.Equal([("/proc", true), ("/dev", true), ("/etc/hosts", false), ("/etc/resolv.conf", false), ("/sys", true)], kinds);
+        Assert.Empty(EngineMountpoints.Outermost([("/", true), ("/etc/hosts", false)])); // a mount over / holds every other
+    }
+
+    [Fact]
+    public void EngineMountpointsAreMadeWithoutFollowingTheImagesSymlinks()
+    {
+        string rootfs = Path.Combine(_root, "rootfs"), outside = Path.Combine(_root, "outside");
+        Directory.CreateDirectory(rootfs);
+        Directory.CreateDirectory(outside);
+        Directory.CreateDirectory(Path.Combine(rootfs, "etc"));
+        File.WriteAllText(Path.Combine(rootfs, "etc", "hostname"), "kept");
+        File.CreateSymbolicLink(Path.Combine(rootfs, "evil"), outside);
+        File.CreateSymbolicLink(Path.Combine(rootfs, "etc", "resolv.conf"), Path.Combine(outside, "resolv.conf"));
+
+        EngineMountpoints.Create(rootfs, [("/etc/hosts", false), ("/etc/hostname", false), ("/etc/resolv.conf", false),
+            ("/evil/x", true), ("/evil", true), ("/new/deep/dir", true), ("/evil/y", false)]);
+
+        Assert.True(File.Exists(Path.Combine(rootfs, "etc", "hosts")));
+        Assert.Equal(0, new FileInfo(Path.Combine(rootfs, "etc", "hosts")).Length);
+        Assert.Equal("kept", File.ReadAllText(Path.Combine(rootfs, "etc", "hostname")));
+        Assert.True(Directory.Exists(Path.Combine(rootfs, "new", "deep", "dir")));
+        Assert.Empty(Directory.EnumerateFileSystemEntries(outside)); // nothing through either symlink
+        Assert.NotNull(new FileInfo(Path.Combine(rootfs, "etc", "resolv.conf")).LinkTarget);
+    }
+
     public void Dispose() => Directory.Delete(_root, true);
 }
