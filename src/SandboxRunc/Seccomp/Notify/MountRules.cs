@@ -16,8 +16,9 @@ public sealed record InitialMount(uint Major, uint Minor, string Root, string Mo
 ///
 /// A mount "derives from" an initial mount when it shows the same filesystem (major:minor) at or
 /// below the initial mount's root: binds of it, and its copies in new mount namespaces
-/// (`unshare -m`), wherever they are mounted. Such mounts carry the initial mount's restrictions
-/// (read-only stays read-only, nosuid/nodev/noexec stay).
+/// (`unshare -m`), wherever they are mounted. Such mounts carry the initial mount's restrictions as the
+/// kernel's MNT_LOCK_* flags would: read-only stays read-only, nosuid/nodev/noexec cannot be cleared (a
+/// remount that would clear one fails with EPERM), flags may be added.
 ///
 /// Protection (no unmount, no move, no pivot_root away) follows what a mount HIDES, not where it
 /// stands: a protected initial mount (/proc, /sys, the masked and read-only paths, the emulated
@@ -198,15 +199,21 @@ public sealed class MountRules
             return new MountDecision.Refuse(Libc.EPERM,
                 $"{t.Mount.MountPoint} derives from the read-only mount {readOnlyAncestor.MountPoint} of the container and stays read-only");
 
+        // The kernel's MNT_LOCK_* rule, as for mounts a more privileged namespace made (runc in a user
+        // namespace, rootless podman): a flag the container's creator set cannot be cleared, and a remount that
+        // would clear it fails with EPERM rather than succeed with the flag quietly kept. Adding flags is free.
         var closest = ancestors.OrderBy(a => a.Root.Length).ThenBy(a => a.MountPoint == t.Mount.MountPoint).Last();
-        var added = requested & Kept & ~closest.Flags;
-        if (added != 0)
+        var cleared = closest.Flags & Kept & ~requested;
+        if (cleared != 0)
             return new MountDecision.Refuse(Libc.EPERM,
-                $"{t.Mount.MountPoint} derives from {closest.MountPoint} of the container, whose flags cannot change (adding {added})");
+                $"{t.Mount.MountPoint} derives from {closest.MountPoint} of the container, whose {FlagWords(cleared)} cannot be cleared (locked, as the kernel locks a more privileged creator's flags)");
 
-        var result = (requested & MountFlags.ReadOnly) | (closest.Flags & Kept);
-        return new MountDecision.SetFlags(result, MountFlags.All & ~result, superblock);
+        return new MountDecision.SetFlags(requested, MountFlags.All & ~requested, superblock);
     }
+
+    static string FlagWords(MountFlags f) => string.Join(",",
+        new[] { (MountFlags.NoSuid, "nosuid"), (MountFlags.NoDev, "nodev"), (MountFlags.NoExec, "noexec"), (MountFlags.ReadOnly, "ro") }
+            .Where(x => f.HasFlag(x.Item1)).Select(x => x.Item2));
 
     MountDecision DecideBind(CallerFacts caller, bool recursive)
     {
