@@ -139,7 +139,7 @@ public sealed class MountRules
         ulong flags = call.EffectiveFlags;
         if ((flags & (Libc.MS_REMOUNT | Libc.MS_BIND)) != 0) return null;
         if ((flags & (Libc.MS_SHARED | Libc.MS_PRIVATE | Libc.MS_SLAVE | Libc.MS_UNBINDABLE)) != 0 ||
-            ((flags & Libc.MS_MOVE) == 0 && call.FsType is not ("proc" or "sysfs")))
+            ((flags & Libc.MS_MOVE) == 0 && call.FsType is not ("proc" or "sysfs" or "overlay")))
             return DecideMount(call, new CallerFacts(true, null, null, []));
         return null;
     }
@@ -261,9 +261,47 @@ public sealed class MountRules
                 return caller.Target is null ? Kernel(Libc.ENOENT, "target not found") : new MountDecision.BindKernelFs("/sys", set);
             case "proc" or "sysfs":
                 return new MountDecision.Continue($"{call.FsType} for another namespace: the kernel decides (mnt_too_revealing)");
+            case "overlay":
+                return DecideOverlay(call, caller, set);
             default:
                 return new MountDecision.Continue($"new {call.FsType} filesystem: created by the kernel as the caller");
         }
+    }
+
+    /// <summary>
+    /// An overlay shows each layer's directory in that layer's own filesystem, without anything mounted
+    /// over it or below it: a layer of /sys would show the sysfs under the emulated files, a layer of a
+    /// directory holding a masked path the file under the mask. So every layer (lowerdir, lowerdir+,
+    /// datadir+, upperdir, workdir) is judged by what it resolved to in the caller's root: refused when it
+    /// lies on a kernel filesystem, is a protected mount (or a copy of one), or has a protected mount below it
+    /// covering a place in its own filesystem. Allowed overlays are made by us from the fds we judged
+    /// (<see cref="MountDecision.Overlay"/>), never left to the kernel to resolve the names again.
+    /// </summary>
+    MountDecision DecideOverlay(MountCall call, CallerFacts caller, MountFlags set)
+    {
+        if (caller.Target is null) return Kernel(Libc.ENOENT, "target not found");
+        if (caller.Layers is not { } layers) return new MountDecision.Refuse(Libc.EINVAL, "overlay layers not resolved");
+        if (layers.Count == 0) return Kernel(Libc.EINVAL, "overlay without layers");
+        foreach (var l in layers)
+        {
+            string what = $"overlay {l.Layer.Key}={l.Layer.Path}";
+            if (l.Facts is not { } f || l.Path is null) return Kernel(l.Errno == 0 ? Libc.ENOENT : l.Errno, $"{what}: not resolved");
+            if (Policy.HostPlaces.KernelFileSystems.Contains(f.Mount.FsType))
+                return new MountDecision.Refuse(Libc.EPERM, $"{what} lies on a {f.Mount.FsType} filesystem: an overlay would show it without the container's masks");
+            if (f.IsMountRoot && ProtectedBecause(f.Mount, caller.Mounts) is { } why)
+                return new MountDecision.Refuse(Libc.EPERM, $"{what}: {why}; an overlay would show what it hides");
+            foreach (var m in caller.Mounts)
+            {
+                if (!IsStrictlyBelow(m.MountPoint, l.Path) || Covered(m, caller.Mounts) is not { } place) continue;
+                if (place.Major != f.Mount.Major || place.Minor != f.Mount.Minor) continue;
+                if (ProtectedBecause(m, caller.Mounts) is { } below)
+                    return new MountDecision.Refuse(Libc.EPERM, $"{what}: {below}, and an overlay of {l.Path} would show what it hides");
+            }
+        }
+        // The source string is only a name shown in the mount table; "source" is the option the new API takes it as.
+        var others = OverlayOptions.Parse(call.Data).Others.Where(o => !o.StartsWith("source=", StringComparison.Ordinal));
+        var options = string.IsNullOrEmpty(call.Source) || call.Source.Contains(',') ? others : others.Prepend("source=" + call.Source);
+        return new MountDecision.Overlay([.. layers.Select(l => l.Layer)], [.. options], set);
     }
 
     /// <summary>The data string of a superblock remount, minus the words that are per-mount flags (we apply those ourselves).</summary>
