@@ -140,6 +140,7 @@ public sealed class NotifyServer : IDisposable
     }
 
     const short PollErr = 8, PollNval = 0x20;
+    const int UnmountAttempts = 3;
 
     void WorkerLoop()
     {
@@ -216,7 +217,14 @@ public sealed class NotifyServer : IDisposable
         MountDecision decision;
         int errno;
         lock (_mountLock)
+        {
             (decision, errno) = DecideAndPerform(performer, listener, n.Id, call, handles, samePid, sameNet);
+            // An unmount whose name no longer showed the mount decided on (ESTALE from the C side): looked up and
+            // decided again, a few times, then the kernel's answer for a mount it will not take off (EBUSY).
+            for (int again = 0; decision is MountDecision.Unmount && errno == Libc.ESTALE && again < UnmountAttempts; again++)
+                (decision, errno) = DecideAndPerform(performer, listener, n.Id, call, handles, samePid, sameNet);
+            if (decision is MountDecision.Unmount && errno == Libc.ESTALE) errno = Libc.EBUSY;
+        }
         Conclude(listener, n.Id, pid, call, decision, errno);
     }
 

@@ -24,7 +24,7 @@
  *                          detached copy, move_mount onto the target fd
  *                MOVE      move_mount of the source mount onto the target fd
  *                UNMOUNT   umount2 of the mount with the given id, by name in its parent directory
- *                          after checking that the name still shows that very mount
+ *                          after checking that the name still shows that very mount (ESTALE if not)
  *                PIVOT     pivot_root(new_root, put_old) on the two fds, from the caller's root
  *                          (through /proc/thread-self/fd magic links of the host's /proc)
  *                leave.
@@ -365,7 +365,15 @@ static int unmount(const struct srn_op *op)
     if (parent < 0) return errno;
     uint64_t id = 0;
     int result = mount_id_at(parent, name_copy, &id);
-    if (result == 0 && id != op->expect_mnt_id) result = EBUSY;
+    if (result == 0 && id != op->expect_mnt_id) {
+        /* Not the mount decided on: ESTALE tells the caller of srn_perform to look again (it answers EBUSY
+         * if the name keeps showing another mount). Said on stderr, with both ids, for the record. */
+        char line[SRN_PATH_MAX + 160];
+        int n = snprintf(line, sizeof line, "sandbox-runc supervisor: umount2 %s: the name shows mount %llu, not %llu as decided\n",
+                         mp, (unsigned long long)id, (unsigned long long)op->expect_mnt_id);
+        if (n > 0) { ssize_t ignored = write(2, line, (size_t)(n < (int)sizeof line ? n : (int)sizeof line - 1)); (void)ignored; }
+        result = ESTALE;
+    }
     if (result == 0 && fchdir(parent) != 0) result = errno;
     if (result == 0 && umount2(name_copy, op->umount_flags | UMOUNT_NOFOLLOW) != 0) result = errno;
     close(parent);
