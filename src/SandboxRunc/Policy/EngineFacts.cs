@@ -83,7 +83,7 @@ public static class EngineFactsGatherer
             string source = Path.IsPathRooted(mounts[i].Source) ? mounts[i].Source! : Path.Combine(bundle, mounts[i].Source!);
             var (described, fd, _) = HostPlacesReader.OpenSource(source, MountPolicy.IsRecursive(mounts[i]), table);
             if (described is null || fd is null) continue;
-            binds[i] = described with { Given = mounts[i].Source! };
+            binds[i] = described with { Given = mounts[i].Source!, HoldsSocketLink = HoldsSocketLink(described, fd, sockets) };
             pinned.Add(i, fd);
         }
 
@@ -109,6 +109,23 @@ public static class EngineFactsGatherer
             Rootfs = spec.Root?.Path is { Length: > 0 } rootfs
                 ? (rootfs, HostPath.Resolve(Path.Combine(bundle, rootfs)), PlaceOf(Path.Combine(bundle, rootfs))) : null,
         };
+    }
+
+    /// <summary>
+    /// A socket with more than one name has hard links somewhere on its filesystem, which its place cannot show
+    /// (a directory of /run holding a link made by host root is the socket): the source, the mounts below it and
+    /// its layers are searched for one (<see cref="HostPlacesReader.HoldsLinkOf"/>, only where they lie on the
+    /// socket's filesystem, bounded; null = could not tell). The source itself through its pinned fd.
+    /// </summary>
+    static bool? HoldsSocketLink(BindSource source, SafeFd fd, IReadOnlyList<string> sockets)
+    {
+        foreach (var socket in sockets)
+        {
+            if (HostPlacesReader.Links(socket) is not { Links: > 1 } s || source.Id == s.Id) continue;
+            var roots = new[] { $"/proc/self/fd/{fd.Fd}" }.Concat(source.HostPaths().Skip(1));
+            if (HostPlacesReader.HoldsLinkOf(roots, s.Id) is not false and var found) return found;
+        }
+        return false;
     }
 
     /// <summary>dockerd's data root, its unix sockets (daemon.json hosts, else /var/run/docker.sock) and its image store.</summary>

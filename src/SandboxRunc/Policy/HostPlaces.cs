@@ -37,6 +37,12 @@ public sealed record BindSource(string Given, string Real, FsPlace Self, IReadOn
     /// (a hard link in /tmp of /etc/shadow is /etc/shadow), so it is never ID-mapped.</summary>
     public bool HardLinked { get; init; }
 
+    /// <summary>
+    /// Whether the source holds another name (a hard link) of the Docker Engine socket: false when the socket has
+    /// one name only or none was found, true when one was, null when the search could not finish (fail closed).
+    /// </summary>
+    public bool? HoldsSocketLink { get; init; } = false;
+
     /// <summary>Every host path through which the source and its layers reach the host: itself, the mounts below, the layers'.</summary>
     public IEnumerable<string> HostPaths() =>
         new[] { Real }.Concat(Below.Select(b => b.MountPoint)).Concat(Layers.SelectMany(l => l.HostPaths()));
@@ -227,6 +233,57 @@ public static unsafe class HostPlacesReader
             ? d with { HardLinked = hardLinked } : null;
         if (source is null) { pinned.Dispose(); return (null, null, Libc.ENOENT); }
         return (source, pinned, 0);
+    }
+
+    /// <summary>A file's identity and how many names (hard links) it has; null if it cannot be stat'ed.</summary>
+    public static (FileId Id, ulong Links)? Links(string path)
+    {
+        byte* st = stackalloc byte[Libc.StatSize];
+        if (Libc.stat(path, st) != 0) return null;
+        return (new FileId(*(ulong*)st, *(ulong*)(st + 8)), *(ulong*)(st + 16));
+    }
+
+    /// <summary>Walks of one bind source together: at most this many entries and this long (the rest is "unknown").</summary>
+    public const int LinkSearchEntries = 200_000;
+    public static readonly TimeSpan LinkSearchTime = TimeSpan.FromSeconds(3);
+
+    /// <summary>
+    /// Whether any of <paramref name="roots"/> holds another name of the file <paramref name="target"/>. A hard
+    /// link lives on its file's filesystem, so only roots on that filesystem are walked, and the walk never
+    /// leaves it (nor follows a symlink); other mounts below a root are roots of their own when they are on it.
+    /// Bounded (<see cref="LinkSearchEntries"/>, <see cref="LinkSearchTime"/>): null when it could not finish,
+    /// or a directory could not be read.
+    /// </summary>
+    public static bool? HoldsLinkOf(IEnumerable<string> roots, FileId target, int maxEntries = LinkSearchEntries)
+    {
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        int seen = 0;
+        byte* st = stackalloc byte[Libc.StatSize];
+        var pending = new Stack<string>();
+        foreach (var root in roots)
+            if (Libc.stat(root, st) == 0 && *(ulong*)st == target.Device && (*(uint*)(st + 24) & Libc.S_IFMT) == Libc.S_IFDIR)
+                pending.Push(root);
+        while (pending.Count > 0)
+        {
+            string dir = pending.Pop();
+            IEnumerable<string> entries;
+            try { entries = Directory.EnumerateFileSystemEntries(dir); }
+            catch (DirectoryNotFoundException) { continue; } // gone meanwhile
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return null; }
+            try
+            {
+                foreach (var entry in entries)
+                {
+                    if (++seen > maxEntries || clock.Elapsed > LinkSearchTime) return null;
+                    if (Libc.lstat(entry, st) != 0 || *(ulong*)st != target.Device) continue;
+                    if (*(ulong*)(st + 8) == target.Inode) return true;
+                    if ((*(uint*)(st + 24) & Libc.S_IFMT) == Libc.S_IFDIR) pending.Push(entry);
+                }
+            }
+            catch (DirectoryNotFoundException) { }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return null; }
+        }
+        return false;
     }
 
     /// <summary>The kernel's path of an open fd (in our mount namespace) and the id of the mount it lies on.</summary>

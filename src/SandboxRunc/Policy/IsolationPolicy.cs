@@ -146,6 +146,10 @@ public static class IsolationPolicy
             // A source that is the socket, or shows it (a directory it lies in, /run), is the socket: it needs
             // an allowed image. Then, allowed or not, the restricted paths (/run stays refused for an image
             // allowed the socket: it also shows /run/containerd).
+            if (source.HoldsSocketLink is null)
+                throw new PolicyException($"can't mount {m.Source}: the docker socket has other names (hard links) on the filesystem it lies on, " +
+                                          $"and the search of {m.Source} for them did not finish (over {HostPlacesReader.LinkSearchEntries} entries, " +
+                                          $"{HostPlacesReader.LinkSearchTime.TotalSeconds:0} s, or an unreadable directory): bind a smaller directory");
             bool socket = MountPolicy.ShowsDockerSocket(source, facts);
             if (socket && !socketChecked) SocketPolicy.Check(settings, facts);
             socketChecked |= socket;
@@ -156,7 +160,8 @@ public static class IsolationPolicy
                 // sends is checked against the commandList and the isolation policy. The proxy can stand in for the
                 // socket itself only, not for one somewhere inside a directory tree, so such a directory is refused.
                 if (!MountPolicy.IsDockerSocket(source, facts))
-                    throw new PolicyException($"docker socket mount {m.Source} refused: it is a directory that holds the docker socket; " +
+                    throw new PolicyException($"docker socket mount {m.Source} refused: it is a directory that holds the docker socket" +
+                                              (source.HoldsSocketLink == true ? " (a hard link of it)" : "") + "; " +
                                               "bind-mount the socket itself (e.g. -v /var/run/docker.sock:/var/run/docker.sock), where sandbox-runc puts its filtering proxy");
                 notes.Add($"docker socket mount {m.Source} allowed for image \"{ImageReference.Shown(facts.Image?.Name)}\": the container gets sandbox-runc's socket proxy there" +
                           (settings.CommandList is { } cl ? $" (commandList {cl.Type} [{string.Join(' ', cl.Commands)}])" : " (no commandList)"));

@@ -62,6 +62,7 @@ public static class MountPolicy
     /// <summary>Whether the source is, or shows, the Docker Engine socket.</summary>
     public static bool ShowsDockerSocket(BindSource source, EngineFacts facts)
     {
+        if (source.HoldsSocketLink != false) return true; // a hard link of it below (or it could not be told)
         foreach (var socket in facts.DockerSockets)
         {
             if (facts.PlaceOf(socket) is { } place && source.AllShown().Any(s => s.Contains(place))) return true;

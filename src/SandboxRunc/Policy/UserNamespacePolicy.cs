@@ -1,3 +1,4 @@
+using SandboxRunc.Cgroups;
 using SandboxRunc.Oci;
 
 namespace SandboxRunc.Policy;
@@ -97,21 +98,75 @@ public static class UserNamespacePolicy
         // /dev/ptmx is always the container's own devpts's (a symlink to pts/ptmx).
     ];
 
+    /// <summary>
+    /// The character devices every container may open, listed or not: null, zero, full, random, urandom,
+    /// tty (5:0, the caller's own terminal), ptmx (5:2) and pts (136:*). ptmx and pts reach only a devpts
+    /// instance (the kernel finds a pty by the devpts superblock of the node opened, or the devpts beside a
+    /// ptmx node): a node of these numbers elsewhere reaches no host terminal, and the container's
+    /// /dev/console is a bind of one of its own pts. And net/tun (10:200), runc's default: an interface it
+    /// makes lands in the container's own network namespace.
+    /// </summary>
+    static readonly (long Major, long Minor)[] DefaultCharDevices =
+        [(1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0), (5, 2), (136, -1), (10, 200)];
+
     public static Spec WithSafeDevices(Spec spec)
     {
-        // No block device may be opened, whatever the rules say (--privileged allows "a *:* rwm"): the container
-        // cannot make a node, so the only block nodes it could open are host nodes bound in, i.e. host disks.
-        // The last matching rule decides (v1's controller and the v2 program alike), so this one goes last.
-        if (spec.Linux is { } linux)
-        {
-            linux.Resources ??= new Resources();
-            (linux.Resources.Devices ??= []).Add(new DeviceCgroup { Allow = false, Type = "b", Access = "rwm" });
-        }
         // A FIFO ("p") is no device at all: it reaches nothing of the host's and is kept.
         if (spec.Linux?.Devices is { } devices)
             devices.RemoveAll(d => d.Type != "p" && !SafeDevices.Any(s => (s.Type == d.Type || d.Type == "u" && s.Type == "c")
                 && s.Major == d.Major && (s.Minor == -1 || s.Minor == d.Minor)));
+        if (spec.Linux is { } linux)
+        {
+            linux.Resources ??= new Resources();
+            linux.Resources.Devices = ConfineDeviceRules(linux.Resources.Devices ?? [], linux.Devices ?? []);
+        }
         return spec;
+    }
+
+    /// <summary>
+    /// The device rules a container gets: only what it lists in linux.devices (after <see cref="SafeDevices"/>)
+    /// and <see cref="DefaultCharDevices"/> can ever be opened, each with no more access than the spec's own
+    /// rules grant it; every other device is denied, whatever the rules say. The spec's rules alone cannot be
+    /// trusted to mean that: docker's default list allows 5:1 (the host's console), --privileged allows
+    /// "a *:* rwm", and a node of any number made by host root in a directory bound into the container would
+    /// open (c 1:11 /dev/kmsg, c 4:N a host tty, c 10:N misc devices, block disks). So the rules become "deny
+    /// all" followed by one allow per such device: the same on the v1 controller (where "deny a" resets the
+    /// list) and in the v2 program (where the last matching rule decides). `--device-cgroup-rule` can thus
+    /// narrow what a listed or default device may do, never open one that is neither. The cgroup code still
+    /// appends runc's default allowed devices (all of them in this set) and its mknod wildcards (mknod of a
+    /// device node needs CAP_MKNOD over the initial user namespace, which no container has).
+    /// </summary>
+    public static List<DeviceCgroup> ConfineDeviceRules(IReadOnlyList<DeviceCgroup> rules, IReadOnlyList<Device> listed)
+    {
+        var parsed = DeviceFilter.Rules(rules);
+        var confined = new List<DeviceCgroup> { new() { Allow = false, Type = "a", Access = "rwm" } };
+        var candidates = DefaultCharDevices
+            .Concat(listed.Where(d => d.Type is "c" or "u").Select(d => (d.Major, d.Minor)))
+            .Distinct();
+        foreach (var (major, minor) in candidates)
+        {
+            string access = new([.. "rwm".Where(a => Grants(parsed, major, minor, a))]);
+            if (access.Length > 0)
+                confined.Add(new DeviceCgroup { Allow = true, Type = "c", Major = major, Minor = minor < 0 ? null : minor, Access = access });
+        }
+        return confined;
+    }
+
+    /// <summary>
+    /// Whether the rules (last match decides, nothing matched = denied) grant one access to a character
+    /// device; minor -1 asks for every minor, which only a rule for every minor answers.
+    /// </summary>
+    static bool Grants(List<DeviceFilter.Rule> rules, long major, long minor, char access)
+    {
+        uint bit = access switch { 'r' => DeviceFilter.AccessRead, 'w' => DeviceFilter.AccessWrite, _ => DeviceFilter.AccessMknod };
+        for (int i = rules.Count - 1; i >= 0; i--)
+        {
+            var r = rules[i];
+            bool matches = (r.Type == 0 || r.Type == DeviceFilter.TypeChar) && (r.Major < 0 || r.Major == major)
+                && (r.Minor < 0 || (minor >= 0 && r.Minor == minor)) && (r.Access & bit) != 0;
+            if (matches) return r.Allow;
+        }
+        return false;
     }
 }
 

@@ -43,6 +43,9 @@ public sealed class EscapeFactAttribute : FactAttribute
 public sealed class EscapeTheoryAttribute : TheoryAttribute
 {
     public EscapeTheoryAttribute(Needs needs = Needs.None) => Skip = EscapeHost.Missing(needs, null);
+
+    /// <summary>A host path the attempt is about; skipped when it does not exist here.</summary>
+    public string? NeedsPath { get => null; set => Skip ??= EscapeHost.Missing(Needs.None, value); }
 }
 
 /// <summary>

@@ -69,6 +69,21 @@ public sealed class SocketEscapeTests : IDisposable
         await DriveDockerd(["-v", $"{volume}:/x"], "/x/s");
     }
 
+    /// <summary>
+    /// A directory of /run (the socket's filesystem) holding a hard link of the engine socket, made by host root:
+    /// no place shows it, only the inode does. Found by searching the source when the socket has more than one name.
+    /// </summary>
+    [EscapeFact(Needs.Cc)]
+    public async Task DirHoldingAHardLinkOfTheSocket_IsTheSocket()
+    {
+        string socket = Path.GetFullPath(EscapeHost.Exec("readlink", "-f", "/var/run/docker.sock").Trim());
+        string dir = Path.Combine(Path.GetDirectoryName(socket)!, $"srt-esc-hlink-{_host.Unique}");
+        Directory.CreateDirectory(Path.Combine(dir, "deep"));
+        _host.Defer($"rm -r {dir}", () => Directory.Delete(dir, recursive: true));
+        EscapeHost.Exec("ln", socket, Path.Combine(dir, "deep", "s"));
+        await DriveDockerd(["-v", $"{dir}:/x"], "/x/deep/s");
+    }
+
     /// <summary>Under both runtimes: the container sends "create volume V" to the socket at its path; docker on the host is asked whether V exists.</summary>
     async Task DriveDockerd(string[] mountOptions, string socketInContainer)
     {

@@ -68,9 +68,14 @@ public class NotifyMountRulesTests
     [Fact] public void ReadOnlyInitialMountCannotBeRemountedReadWriteWithoutBind() => Refused(Mount(REMOUNT, At("/mnt")));
     [Fact] public void TheMagicNumberIsIgnoredAsTheKernelDoes() => Refused(Mount(MGC | REMOUNT | BIND, At("/mnt")));
     [Fact] public void ReadOnlyInitialMountMayBeRemountedReadOnly() => Flags(Mount(REMOUNT | BIND | RDONLY, At("/mnt")), F.ReadOnly);
-    [Fact] public void ReadWriteInitialMountMayBecomeReadOnlyAndKeepsItsFlags() => Flags(Mount(REMOUNT | BIND | RDONLY, At("/data")), F.ReadOnly | F.NoSuid);
-    [Fact] public void OmittedFlagsOfAnInitialMountAreKept() => Flags(Mount(REMOUNT | BIND, At("/data")), F.NoSuid);
-    [Fact] public void AddingAFlagTheInitialMountLackedIsRefused() => Refused(Mount(REMOUNT | BIND | NOEXEC, At("/data")));
+    [Fact] public void ReadWriteInitialMountMayBecomeReadOnlyWithItsFlags() => Flags(Mount(REMOUNT | BIND | RDONLY | NOSUID, At("/data")), F.ReadOnly | F.NoSuid);
+    // MNT_LOCK_* as the kernel applies it: a flag of the creator cannot be cleared (EPERM, never a quiet success)
+    [Fact] public void ClearingALockedFlagIsRefused() => Refused(Mount(REMOUNT | BIND, At("/data")));
+    [Fact] public void ClearingNoExecOfAnInitialTmpfsIsRefused() => Refused(Mount(REMOUNT | NOSUID | NODEV, At("/dev/shm")));
+    [Fact] public void ClearingNoExecOfACopyIsRefused() =>
+        Refused(Mount(REMOUNT | BIND | NOSUID | NODEV, Entry("505 100 0:90 / /tmp/shm rw,nosuid,nodev,noexec - tmpfs shm rw")));
+    [Fact] public void ClearingAFlagWithReadOnlyIsRefusedToo() => Refused(Mount(REMOUNT | BIND | RDONLY, At("/data")));
+    [Fact] public void AddingAFlagTheInitialMountLackedIsAllowed() => Flags(Mount(REMOUNT | BIND | NOSUID | NOEXEC, At("/data")), F.NoSuid | F.NoExec);
     [Fact] public void RepeatingTheInitialFlagsIsFine() => Flags(Mount(REMOUNT | BIND | NOSUID | NODEV | NOEXEC, At("/dev/shm")), F.NoSuid | F.NoDev | F.NoExec);
     [Fact] public void ReadOnlySysStaysReadOnly() => Refused(Mount(REMOUNT | BIND | NOSUID | NODEV | NOEXEC, At("/sys")));
     [Fact] public void ReadOnlyPathStaysReadOnly() => Refused(Mount(REMOUNT | BIND | NOSUID | NODEV | NOEXEC, At("/proc/sys")));

@@ -98,13 +98,11 @@ public class NotifyServerIntegrationTests(ITestOutputHelper output)
             // a FIFO at proc/meminfo of the caller's root never hangs a worker
             Assert.Equal("10000", r["jail_calls"]);
 
-            // the benchmark's mounts and unmounts of a tmpfs of its own all worked (the timings are figures)
-            // The benchmark's mounts and unmounts of a tmpfs of its own all worked (the timings are figures).
-            // Known, cause open: an umount2 right after a trapped mount is sometimes refused with EBUSY (the
-            // mount id found at the name differed from the one decided on: fail-safe). Counted apart as a
-            // figure (bench_umount_busy); any other failure fails the test.
-            output.WriteLine($"bench: umount2 EBUSY {r.GetValueOrDefault("bench_umount_busy", "?")} of 500");
+            // The benchmark's 500 mounts and unmounts of a tmpfs of its own all worked (the timings are figures),
+            // none refused with EBUSY (an unmount whose name showed another mount than the one decided on is
+            // looked up again; the supervisor's stderr records each such case with both mount ids).
             Assert.True(r["bench_errors"] == "0", $"{r["bench_errors"]} mount/umount2 of a tmpfs of its own failed under the filter, first: {r["bench_first_error"]}");
+            Assert.True(r["bench_umount_busy"] == "0", $"umount2 right after a trapped mount failed with EBUSY {r["bench_umount_busy"]} times of 500");
 
             var log = File.ReadAllLines(Path.Combine(dir, "refusals.jsonl"));
             Assert.Contains(log, l => l.Contains("\"syscall\":\"umount2\"") && l.Contains("/prot"));

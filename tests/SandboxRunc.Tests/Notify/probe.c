@@ -71,7 +71,7 @@ static int bench_errors, bench_busy;
 static char bench_first_error[128] = "none";
 static void bench_error(const char *call, int i)
 {
-    /* umount2 EBUSY right after a trapped mount: counted apart (a known, fail-safe refusal whose cause is open). */
+    /* umount2 EBUSY right after a trapped mount: counted apart, so that the test names it. */
     if (errno == EBUSY && call[0] == 'u') { bench_busy++; return; }
     if (bench_errors++ == 0)
         snprintf(bench_first_error, sizeof bench_first_error, "%s:%s at pair %d", call, strerrorname_np(errno), i);

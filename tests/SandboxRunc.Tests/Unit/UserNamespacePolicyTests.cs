@@ -1,3 +1,4 @@
+using SandboxRunc.Cgroups;
 using SandboxRunc.Oci;
 using SandboxRunc.Policy;
 using Xunit;
@@ -87,15 +88,74 @@ public class UserNamespacePolicyTests
         Assert.Equal(["/dev/null", "/dev/fuse", "/dev/net/tun", "/dev/myfifo"], spec.Linux.Devices.Select(d => d.Path));
     }
 
+    /// <summary>What the container's final rules let open (the cgroup code appends runc's defaults, as it does).</summary>
+    static bool Opens(Spec spec, uint type, uint major, uint minor, uint access = DeviceFilter.AccessRead | DeviceFilter.AccessWrite) =>
+        DeviceFilter.Allows(DeviceFilter.Rules([.. spec.Linux!.Resources!.Devices!, .. DockerDefaults()]), type, major, minor, access);
+
+    static IEnumerable<DeviceCgroup> DockerDefaults() =>
+    [
+        new() { Allow = true, Type = "c", Access = "m" }, new() { Allow = true, Type = "b", Access = "m" },
+        .. new (long, long?)[] { (1, 3), (1, 8), (1, 7), (5, 0), (1, 5), (1, 9), (136, null), (5, 2), (10, 200) }
+            .Select(d => new DeviceCgroup { Allow = true, Type = "c", Major = d.Item1, Minor = d.Item2, Access = "rwm" }),
+    ];
+
+    static Spec Privileged(params Device[] listed) => new()
+    {
+        Linux = new Linux { Devices = [.. listed], Resources = new Resources { Devices = [new() { Allow = true, Access = "rwm" }] } },
+    };
+
     [Fact]
     public void NoBlockDeviceOpens_EvenWhenPrivilegedAllowsAll()
     {
         // docker --privileged: allow "a *:* rwm". A block node the container could open is a host disk bound in.
-        var spec = new Spec { Linux = new Linux { Resources = new Resources { Devices = [new() { Allow = true, Access = "rwm" }] } } };
+        var spec = Privileged(new Device { Type = "b", Path = "/dev/vda", Major = 254, Minor = 0 });
         IsolationPolicy.Rewrite(spec, new IdRange(100000, 100000, 65536));
-        var last = spec.Linux.Resources.Devices![^1];
-        Assert.Equal((false, "b", (long?)null, (long?)null, "rwm"), (last.Allow, last.Type, last.Major, last.Minor, last.Access));
-        Assert.Equal(2, spec.Linux.Resources.Devices.Count);
+        Assert.False(Opens(spec, DeviceFilter.TypeBlock, 254, 0, DeviceFilter.AccessRead));
+        Assert.False(Opens(spec, DeviceFilter.TypeBlock, 8, 0, DeviceFilter.AccessRead));
+    }
+
+    [Theory]
+    [InlineData(5, 1)]    // the host's console (docker's default rules allow it)
+    [InlineData(1, 1)]    // /dev/mem
+    [InlineData(1, 11)]   // /dev/kmsg
+    [InlineData(4, 1)]    // a host virtual terminal
+    [InlineData(10, 229)] // fuse, not asked for
+    [InlineData(10, 1)]   // psaux and the other misc devices
+    public void OnlyListedAndDefaultDevicesOpen_WhateverTheRulesAllow(uint major, uint minor)
+    {
+        var privileged = Privileged(new Device { Type = "c", Path = "/dev/null", Major = 1, Minor = 3 });
+        IsolationPolicy.Rewrite(privileged, new IdRange(100000, 100000, 65536));
+        Assert.False(Opens(privileged, DeviceFilter.TypeChar, major, minor));
+        Assert.True(Opens(privileged, DeviceFilter.TypeChar, 1, 3));
+
+        // docker's default list (deny all, then 5:1 among others)
+        var docker = new Spec { Linux = new Linux { Resources = new Resources { Devices =
+            [new() { Allow = false, Access = "rwm" }, new() { Allow = true, Type = "c", Major = 5, Minor = 1, Access = "rwm" }, new() { Allow = true, Type = "c", Major = 136, Access = "rwm" }] } } };
+        IsolationPolicy.Rewrite(docker, new IdRange(100000, 100000, 65536));
+        Assert.False(Opens(docker, DeviceFilter.TypeChar, major, minor));
+        Assert.True(Opens(docker, DeviceFilter.TypeChar, 136, 7)); // the container's console is one of its own pts
+    }
+
+    [Fact]
+    public void AListedDeviceOpens_WithNoMoreThanTheRulesGrant()
+    {
+        var fuse = new Device { Type = "c", Path = "/dev/fuse", Major = 10, Minor = 229 };
+        var granted = new Spec { Linux = new Linux { Devices = [fuse], Resources = new Resources { Devices =
+            [new() { Allow = false, Access = "rwm" }, new() { Allow = true, Type = "c", Major = 10, Minor = 229, Access = "rw" }] } } };
+        IsolationPolicy.Rewrite(granted, new IdRange(100000, 100000, 65536));
+        Assert.True(Opens(granted, DeviceFilter.TypeChar, 10, 229));
+
+        var readOnly = new Spec { Linux = new Linux { Devices = [fuse], Resources = new Resources { Devices =
+            [new() { Allow = false, Access = "rwm" }, new() { Allow = true, Type = "c", Major = 10, Minor = 229, Access = "r" }] } } };
+        IsolationPolicy.Rewrite(readOnly, new IdRange(100000, 100000, 65536));
+        Assert.True(Opens(readOnly, DeviceFilter.TypeChar, 10, 229, DeviceFilter.AccessRead));
+        Assert.False(Opens(readOnly, DeviceFilter.TypeChar, 10, 229));
+
+        // a --device-cgroup-rule for a device neither listed nor a default opens nothing
+        var ruleOnly = new Spec { Linux = new Linux { Resources = new Resources { Devices =
+            [new() { Allow = false, Access = "rwm" }, new() { Allow = true, Type = "c", Major = 1, Minor = 11, Access = "rwm" }] } } };
+        IsolationPolicy.Rewrite(ruleOnly, new IdRange(100000, 100000, 65536));
+        Assert.False(Opens(ruleOnly, DeviceFilter.TypeChar, 1, 11));
     }
 
     [Theory]

@@ -26,6 +26,20 @@ public sealed class VettingDockerTests : IDisposable
 
     static string Sh(params string[] lines) => string.Join("\n", lines);
 
+    /// <summary>
+    /// mount + umount2 of a tmpfs of the container's own, 300 times, the unmount right after the trapped mount:
+    /// every one succeeds (none EBUSY), also with a second loop racing in the same container on another dir.
+    /// </summary>
+    [IntegrationFact]
+    public async Task Vetting_MountThenUmountLoop_NeverBusy()
+    {
+        const string loop = "n=0; b=0; for i in $(seq 300); do mount -t tmpfs t $D || n=$((n+1)); umount $D 2>/tmp/err.$1 || { b=$((b+1)); cat /tmp/err.$1 >&2; umount -l $D; }; done; echo $1.mount.failed=$n $1.umount.failed=$b";
+        var r = await _docker.RunRm(["--cap-add", "SYS_ADMIN"], "sh", "-c",
+            "mkdir -p /tmp/a /tmp/b; " +
+            $"D=/tmp/a sh -c '{loop}' x a & D=/tmp/b sh -c '{loop}' x b; wait");
+        Assert.True(r.Stdout.Contains("a.mount.failed=0 a.umount.failed=0") && r.Stdout.Contains("b.mount.failed=0 b.umount.failed=0"), r.ToString());
+    }
+
     [IntegrationFact]
     public async Task Vetting_ReadOnlyVolumeCannotBeRemountedReadWrite_ButOwnTmpfsCan()
     {

@@ -63,6 +63,24 @@ internal static unsafe partial class MountNamespaceOps
         public byte** SbOptions;
     }
 
+    [StructLayout(LayoutKind.Sequential)]
+    public struct Overlay
+    {
+        public int UserNsFd;
+        public int TargetFd;
+        public int Count;
+        public int OptCount;
+        public int* LayerFds;
+        public byte** LayerKeys;
+        public byte** Options;
+        public ulong Attr;
+        public int ReadOnly;
+        public int TimeoutMs;
+    }
+
+    [LibraryImport(Lib, EntryPoint = "srn_overlay")]
+    public static partial int MakeOverlay(Enter* e, Overlay* o);
+
     [LibraryImport(Lib, EntryPoint = "srn_lookup")]
     public static partial int Lookup(Enter* e, byte* target, int targetFlags, byte* source, byte* kernelFs,
         PathResult* outTarget, PathResult* outSource, PathResult* outKernelFs);

@@ -189,6 +189,53 @@ public sealed unsafe class MountPerformer : IDisposable
         return Notify.MountInfo.Parse(text.ToString());
     }
 
+    /// <summary>How long the overlay child may take before it is killed (ETIMEDOUT).</summary>
+    const int OverlayTimeoutMs = 20_000;
+
+    /// <summary>
+    /// A new overlayfs from the layers resolved by <see cref="Lookup"/> (one fd each, in the order of
+    /// <paramref name="decision"/>'s layers), made by a child of ours as the root of the caller's user
+    /// namespace and attached at the target (see mntns_ops.c, srn_overlay). 0 or the kernel's errno.
+    /// </summary>
+    public int Overlay(CallerHandles caller, MountDecision.Overlay decision, IReadOnlyList<ResolvedPath> layers, ResolvedPath target)
+    {
+        if (layers.Count != decision.Layers.Count) return Libc.EINVAL;
+        var natives = new List<nint>();
+        byte* Native(string s)
+        {
+            byte* p = Ops.NativeString(s);
+            natives.Add((nint)p);
+            return p;
+        }
+        int* fds = (int*)NativeMemory.Alloc((nuint)(layers.Count * sizeof(int)));
+        byte** keys = (byte**)NativeMemory.Alloc((nuint)(layers.Count * sizeof(byte*)));
+        byte** options = (byte**)NativeMemory.Alloc((nuint)(Math.Max(1, decision.Options.Count) * sizeof(byte*)));
+        try
+        {
+            for (int i = 0; i < layers.Count; i++)
+            {
+                fds[i] = layers[i].Fd.Fd;
+                keys[i] = Native(decision.Layers[i].Key);
+            }
+            for (int i = 0; i < decision.Options.Count; i++) options[i] = Native(decision.Options[i]);
+            var o = new Ops.Overlay
+            {
+                UserNsFd = caller.UserNs.Fd, TargetFd = target.Fd.Fd, Count = layers.Count, OptCount = decision.Options.Count,
+                LayerFds = fds, LayerKeys = keys, Options = options,
+                Attr = (ulong)decision.Set, ReadOnly = decision.Set.HasFlag(MountFlags.ReadOnly) ? 1 : 0, TimeoutMs = OverlayTimeoutMs,
+            };
+            var enter = EnterOf(caller);
+            return Ops.MakeOverlay(&enter, &o);
+        }
+        finally
+        {
+            foreach (var p in natives) NativeMemory.Free((void*)p);
+            NativeMemory.Free(fds);
+            NativeMemory.Free(keys);
+            NativeMemory.Free(options);
+        }
+    }
+
     /// <summary>Performs a decision other than Continue/Refuse; returns 0 or the errno the kernel gave.</summary>
     public int Perform(CallerHandles caller, MountDecision decision, Lookup lookup, MountEntry? unmount)
     {

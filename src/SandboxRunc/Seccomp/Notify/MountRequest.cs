@@ -24,7 +24,11 @@ public sealed record CallerFacts(
     PathFacts? Source,
     IReadOnlyList<MountEntry> Mounts,
     bool InContainerPidNamespace = true,
-    bool InContainerNetNamespace = true);
+    bool InContainerNetNamespace = true,
+    IReadOnlyList<LayerFacts>? Layers = null);
+
+/// <summary>An overlay layer as it resolved in the caller's root: the mount it lies on and its path there (null: not resolved, with the errno).</summary>
+public sealed record LayerFacts(OverlayLayer Layer, PathFacts? Facts, string? Path, int Errno = 0);
 
 /// <summary>
 /// The outcome of <see cref="MountRules.Decide"/>, in crun's shape: let the kernel do it
@@ -53,6 +57,12 @@ public abstract record MountDecision
 
     /// <summary>A new proc or sysfs: recursive bind of the caller namespace's own /proc or /sys, then these flags.</summary>
     public sealed record BindKernelFs(string MountPoint, MountFlags Set) : MountDecision;
+
+    /// <summary>
+    /// A new overlayfs, made by us from the layers as resolved (pinned fds, handed to the kernel by fd), with
+    /// the caller's user namespace and root's credentials as its mounter, then attached at the target.
+    /// </summary>
+    public sealed record Overlay(IReadOnlyList<OverlayLayer> Layers, IReadOnlyList<string> Options, MountFlags Set) : MountDecision;
 
     /// <summary>pivot_root of the caller onto the checked new root, put_old as resolved.</summary>
     public sealed record PivotRoot : MountDecision;

@@ -16,8 +16,9 @@ public sealed record InitialMount(uint Major, uint Minor, string Root, string Mo
 ///
 /// A mount "derives from" an initial mount when it shows the same filesystem (major:minor) at or
 /// below the initial mount's root: binds of it, and its copies in new mount namespaces
-/// (`unshare -m`), wherever they are mounted. Such mounts carry the initial mount's restrictions
-/// (read-only stays read-only, nosuid/nodev/noexec stay).
+/// (`unshare -m`), wherever they are mounted. Such mounts carry the initial mount's restrictions as the
+/// kernel's MNT_LOCK_* flags would: read-only stays read-only, nosuid/nodev/noexec cannot be cleared (a
+/// remount that would clear one fails with EPERM), flags may be added.
 ///
 /// Protection (no unmount, no move, no pivot_root away) follows what a mount HIDES, not where it
 /// stands: a protected initial mount (/proc, /sys, the masked and read-only paths, the emulated
@@ -138,7 +139,7 @@ public sealed class MountRules
         ulong flags = call.EffectiveFlags;
         if ((flags & (Libc.MS_REMOUNT | Libc.MS_BIND)) != 0) return null;
         if ((flags & (Libc.MS_SHARED | Libc.MS_PRIVATE | Libc.MS_SLAVE | Libc.MS_UNBINDABLE)) != 0 ||
-            ((flags & Libc.MS_MOVE) == 0 && call.FsType is not ("proc" or "sysfs")))
+            ((flags & Libc.MS_MOVE) == 0 && call.FsType is not ("proc" or "sysfs" or "overlay")))
             return DecideMount(call, new CallerFacts(true, null, null, []));
         return null;
     }
@@ -198,15 +199,21 @@ public sealed class MountRules
             return new MountDecision.Refuse(Libc.EPERM,
                 $"{t.Mount.MountPoint} derives from the read-only mount {readOnlyAncestor.MountPoint} of the container and stays read-only");
 
+        // The kernel's MNT_LOCK_* rule, as for mounts a more privileged namespace made (runc in a user
+        // namespace, rootless podman): a flag the container's creator set cannot be cleared, and a remount that
+        // would clear it fails with EPERM rather than succeed with the flag quietly kept. Adding flags is free.
         var closest = ancestors.OrderBy(a => a.Root.Length).ThenBy(a => a.MountPoint == t.Mount.MountPoint).Last();
-        var added = requested & Kept & ~closest.Flags;
-        if (added != 0)
+        var cleared = closest.Flags & Kept & ~requested;
+        if (cleared != 0)
             return new MountDecision.Refuse(Libc.EPERM,
-                $"{t.Mount.MountPoint} derives from {closest.MountPoint} of the container, whose flags cannot change (adding {added})");
+                $"{t.Mount.MountPoint} derives from {closest.MountPoint} of the container, whose {FlagWords(cleared)} cannot be cleared (locked, as the kernel locks a more privileged creator's flags)");
 
-        var result = (requested & MountFlags.ReadOnly) | (closest.Flags & Kept);
-        return new MountDecision.SetFlags(result, MountFlags.All & ~result, superblock);
+        return new MountDecision.SetFlags(requested, MountFlags.All & ~requested, superblock);
     }
+
+    static string FlagWords(MountFlags f) => string.Join(",",
+        new[] { (MountFlags.NoSuid, "nosuid"), (MountFlags.NoDev, "nodev"), (MountFlags.NoExec, "noexec"), (MountFlags.ReadOnly, "ro") }
+            .Where(x => f.HasFlag(x.Item1)).Select(x => x.Item2));
 
     MountDecision DecideBind(CallerFacts caller, bool recursive)
     {
@@ -254,9 +261,47 @@ public sealed class MountRules
                 return caller.Target is null ? Kernel(Libc.ENOENT, "target not found") : new MountDecision.BindKernelFs("/sys", set);
             case "proc" or "sysfs":
                 return new MountDecision.Continue($"{call.FsType} for another namespace: the kernel decides (mnt_too_revealing)");
+            case "overlay":
+                return DecideOverlay(call, caller, set);
             default:
                 return new MountDecision.Continue($"new {call.FsType} filesystem: created by the kernel as the caller");
         }
+    }
+
+    /// <summary>
+    /// An overlay shows each layer's directory in that layer's own filesystem, without anything mounted
+    /// over it or below it: a layer of /sys would show the sysfs under the emulated files, a layer of a
+    /// directory holding a masked path the file under the mask. So every layer (lowerdir, lowerdir+,
+    /// datadir+, upperdir, workdir) is judged by what it resolved to in the caller's root: refused when it
+    /// lies on a kernel filesystem, is a protected mount (or a copy of one), or has a protected mount below it
+    /// covering a place in its own filesystem. Allowed overlays are made by us from the fds we judged
+    /// (<see cref="MountDecision.Overlay"/>), never left to the kernel to resolve the names again.
+    /// </summary>
+    MountDecision DecideOverlay(MountCall call, CallerFacts caller, MountFlags set)
+    {
+        if (caller.Target is null) return Kernel(Libc.ENOENT, "target not found");
+        if (caller.Layers is not { } layers) return new MountDecision.Refuse(Libc.EINVAL, "overlay layers not resolved");
+        if (layers.Count == 0) return Kernel(Libc.EINVAL, "overlay without layers");
+        foreach (var l in layers)
+        {
+            string what = $"overlay {l.Layer.Key}={l.Layer.Path}";
+            if (l.Facts is not { } f || l.Path is null) return Kernel(l.Errno == 0 ? Libc.ENOENT : l.Errno, $"{what}: not resolved");
+            if (Policy.HostPlaces.KernelFileSystems.Contains(f.Mount.FsType))
+                return new MountDecision.Refuse(Libc.EPERM, $"{what} lies on a {f.Mount.FsType} filesystem: an overlay would show it without the container's masks");
+            if (f.IsMountRoot && ProtectedBecause(f.Mount, caller.Mounts) is { } why)
+                return new MountDecision.Refuse(Libc.EPERM, $"{what}: {why}; an overlay would show what it hides");
+            foreach (var m in caller.Mounts)
+            {
+                if (!IsStrictlyBelow(m.MountPoint, l.Path) || Covered(m, caller.Mounts) is not { } place) continue;
+                if (place.Major != f.Mount.Major || place.Minor != f.Mount.Minor) continue;
+                if (ProtectedBecause(m, caller.Mounts) is { } below)
+                    return new MountDecision.Refuse(Libc.EPERM, $"{what}: {below}, and an overlay of {l.Path} would show what it hides");
+            }
+        }
+        // The source string is only a name shown in the mount table; "source" is the option the new API takes it as.
+        var others = OverlayOptions.Parse(call.Data).Others.Where(o => !o.StartsWith("source=", StringComparison.Ordinal));
+        var options = string.IsNullOrEmpty(call.Source) || call.Source.Contains(',') ? others : others.Prepend("source=" + call.Source);
+        return new MountDecision.Overlay([.. layers.Select(l => l.Layer)], [.. options], set);
     }
 
     /// <summary>The data string of a superblock remount, minus the words that are per-mount flags (we apply those ourselves).</summary>

@@ -140,6 +140,7 @@ public sealed class NotifyServer : IDisposable
     }
 
     const short PollErr = 8, PollNval = 0x20;
+    const int UnmountAttempts = 3;
 
     void WorkerLoop()
     {
@@ -216,7 +217,14 @@ public sealed class NotifyServer : IDisposable
         MountDecision decision;
         int errno;
         lock (_mountLock)
+        {
             (decision, errno) = DecideAndPerform(performer, listener, n.Id, call, handles, samePid, sameNet);
+            // An unmount whose name no longer showed the mount decided on (ESTALE from the C side): looked up and
+            // decided again, a few times, then the kernel's answer for a mount it will not take off (EBUSY).
+            for (int again = 0; decision is MountDecision.Unmount && errno == Libc.ESTALE && again < UnmountAttempts; again++)
+                (decision, errno) = DecideAndPerform(performer, listener, n.Id, call, handles, samePid, sameNet);
+            if (decision is MountDecision.Unmount && errno == Libc.ESTALE) errno = Libc.EBUSY;
+        }
         Conclude(listener, n.Id, pid, call, decision, errno);
     }
 
@@ -253,7 +261,45 @@ public sealed class NotifyServer : IDisposable
             _ => null,
         };
         using var lookup = performer.Lookup(handles, call.Target, followTarget, source, kernelFsPath);
+        var layerPaths = new List<ResolvedPath>();
+        try
+        {
+            return DecideAndPerform(performer, listener, id, call, handles, samePid, sameNet, lookup, layerPaths);
+        }
+        finally
+        {
+            foreach (var l in layerPaths) l.Dispose();
+        }
+    }
+
+    (MountDecision, int) DecideAndPerform(MountPerformer performer, int listener, ulong id, MountCall call, CallerHandles handles,
+        bool samePid, bool sameNet, Lookup lookup, List<ResolvedPath> layerPaths)
+    {
+        ulong flags = call.EffectiveFlags;
         var mounts = MountPerformer.ReadMountInfo(handles.MountInfo);
+
+        // An overlay's layers, each resolved as the kernel would (relative ones from the caller's cwd) and pinned.
+        List<LayerFacts>? layers = null;
+        if (IsNewMount(call) && call.FsType == "overlay")
+        {
+            OverlayOptions options;
+            try { options = OverlayOptions.Parse(call.Data); }
+            catch (FormatException e) { return (new MountDecision.Refuse(Libc.EINVAL, e.Message), 0); }
+            layers = [];
+            foreach (var layer in options.Layers)
+            {
+                using var found = performer.Lookup(handles, layer.Path, followTarget: true, null, null);
+                if (found.Target is not { } resolved)
+                {
+                    layers.Add(new LayerFacts(layer, null, null, found.TargetErrno));
+                    continue;
+                }
+                found.Target = null; // ours now: kept open until the overlay is made
+                layerPaths.Add(resolved);
+                var facts = Facts(resolved, mounts);
+                layers.Add(new LayerFacts(layer, facts, resolved.Path.StartsWith('/') ? resolved.Path : null, facts is null ? Libc.EINVAL : 0));
+            }
+        }
 
         var targetFacts = Facts(lookup.Target, mounts);
         MountEntry? unmount = null;
@@ -268,13 +314,15 @@ public sealed class NotifyServer : IDisposable
         var sourceFacts = Facts(lookup.Source, mounts);
         int targetErrno = lookup.Target is null ? lookup.TargetErrno : targetFacts is null ? Libc.EINVAL : 0;
 
-        var decision = _rules.Decide(call, new CallerFacts(true, targetFacts, sourceFacts, mounts, samePid, sameNet));
+        var decision = _rules.Decide(call, new CallerFacts(true, targetFacts, sourceFacts, mounts, samePid, sameNet, layers));
         if (decision is MountDecision.Refuse { Policy: false } && targetFacts is null && targetErrno != 0)
             decision = new MountDecision.Refuse(targetErrno, "target not resolved", Policy: false);
         if (decision is MountDecision.BindKernelFs k && !IsInitialKernelFs(lookup.KernelFs, k.MountPoint))
             decision = new MountDecision.Continue($"no initial {k.MountPoint} at the namespace root: the kernel decides");
         if (decision is MountDecision.Continue or MountDecision.Refuse) return (decision, 0);
         if (!N.IdValid(listener, id)) return (new MountDecision.Refuse(Libc.ENOENT, "caller gone", Policy: false), 0);
+        if (decision is MountDecision.Overlay o)
+            return (decision, lookup.Target is { } target ? performer.Overlay(handles, o, layerPaths, target) : Libc.ENOENT);
         return (decision, performer.Perform(handles, decision, lookup, unmount));
     }
 
@@ -321,7 +369,7 @@ public sealed class NotifyServer : IDisposable
             CallerMemory.ReadString(pid, d.Args[1], CallerMemory.PathMax) ?? throw new SysException("mount", "target", Libc.EFAULT),
             CallerMemory.ReadString(pid, d.Args[2], CallerMemory.FsTypeMax));
         ulong f = call.EffectiveFlags;
-        if ((f & Libc.MS_REMOUNT) != 0 && (f & Libc.MS_BIND) == 0)
+        if (((f & Libc.MS_REMOUNT) != 0 && (f & Libc.MS_BIND) == 0) || (IsNewMount(call) && call.FsType == "overlay"))
             call = call with { Data = CallerMemory.ReadString(pid, d.Args[4], CallerMemory.DataMax) };
         return call;
     }

@@ -24,7 +24,7 @@
  *                          detached copy, move_mount onto the target fd
  *                MOVE      move_mount of the source mount onto the target fd
  *                UNMOUNT   umount2 of the mount with the given id, by name in its parent directory
- *                          after checking that the name still shows that very mount
+ *                          after checking that the name still shows that very mount (ESTALE if not)
  *                PIVOT     pivot_root(new_root, put_old) on the two fds, from the caller's root
  *                          (through /proc/thread-self/fd magic links of the host's /proc)
  *                leave.
@@ -46,7 +46,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <signal.h>
 #include <sys/ioctl.h>
+#include <sys/wait.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -68,6 +71,21 @@
 #ifndef SYS_mount_setattr
 #define SYS_mount_setattr 442
 #endif
+#ifndef SYS_fsopen
+#define SYS_fsopen 430
+#endif
+#ifndef SYS_fsmount
+#define SYS_fsmount 432
+#endif
+#ifndef SYS_pidfd_send_signal
+#define SYS_pidfd_send_signal 424
+#endif
+#ifndef P_PIDFD
+#define P_PIDFD 3
+#endif
+#ifndef CLONE_PIDFD
+#define CLONE_PIDFD 0x1000
+#endif
 
 #define SRN_OPEN_TREE_CLONE 1u
 #define SRN_OPEN_TREE_CLOEXEC 0x80000u
@@ -79,6 +97,12 @@
 #define SRN_FSCONFIG_SET_FLAG 0u
 #define SRN_FSCONFIG_SET_STRING 1u
 #define SRN_FSCONFIG_CMD_RECONFIGURE 7u
+#define SRN_FSCONFIG_SET_FD 5u
+#define SRN_FSCONFIG_CMD_CREATE 6u
+#define SRN_FSOPEN_CLOEXEC 1u
+#define SRN_FSMOUNT_CLOEXEC 1u
+#define SRN_MAX_OVERLAY_LAYERS 502
+#define SRN_MAX_OVERLAY_OPTIONS 64
 #define SRN_NS_GET_NSTYPE 0xb703
 #define SRN_STATX_MNT_ID 0x1000u
 #define SRN_STATX_ATTR_MOUNT_ROOT 0x2000u
@@ -128,6 +152,20 @@ struct srn_op {
 };
 
 struct srn_mount_attr { uint64_t attr_set, attr_clr, propagation, userns_fd; };
+
+/* A new overlayfs from layers we resolved and judged (srn_overlay). */
+struct srn_overlay {
+    int32_t userns_fd;        /* the caller's user namespace (/proc/PID/ns/user): owner of the new superblock */
+    int32_t target_fd;        /* where it goes (O_PATH, resolved in the caller's root) */
+    int32_t count;            /* layers */
+    int32_t opt_count;        /* other options: "flag" or "key=value" */
+    const int32_t *layer_fds; /* O_PATH fds of the layers, in order */
+    const char *const *layer_keys; /* "lowerdir+", "datadir+", "upperdir", "workdir" */
+    const char *const *options;
+    uint64_t attr;            /* MOUNT_ATTR_RDONLY/NOSUID/NODEV/NOEXEC of the new mount */
+    int32_t read_only;        /* the superblock too ("ro") */
+    int32_t timeout_ms;       /* the child is killed after this */
+};
 
 struct srn_statx_ts { int64_t tv_sec; uint32_t tv_nsec; int32_t reserved; };
 struct srn_statx {
@@ -327,7 +365,15 @@ static int unmount(const struct srn_op *op)
     if (parent < 0) return errno;
     uint64_t id = 0;
     int result = mount_id_at(parent, name_copy, &id);
-    if (result == 0 && id != op->expect_mnt_id) result = EBUSY;
+    if (result == 0 && id != op->expect_mnt_id) {
+        /* Not the mount decided on: ESTALE tells the caller of srn_perform to look again (it answers EBUSY
+         * if the name keeps showing another mount). Said on stderr, with both ids, for the record. */
+        char line[SRN_PATH_MAX + 160];
+        int n = snprintf(line, sizeof line, "sandbox-runc supervisor: umount2 %s: the name shows mount %llu, not %llu as decided\n",
+                         mp, (unsigned long long)id, (unsigned long long)op->expect_mnt_id);
+        if (n > 0) { ssize_t ignored = write(2, line, (size_t)(n < (int)sizeof line ? n : (int)sizeof line - 1)); (void)ignored; }
+        result = ESTALE;
+    }
     if (result == 0 && fchdir(parent) != 0) result = errno;
     if (result == 0 && umount2(name_copy, op->umount_flags | UMOUNT_NOFOLLOW) != 0) result = errno;
     close(parent);
@@ -362,6 +408,99 @@ int srn_perform(const struct srn_enter *e, const struct srn_op *op)
     return result;
 }
 
+/* The overlay child: no managed code, no malloc (it was cloned from a multi-threaded process), raw system
+ * calls only. It drops host root's supplementary groups, becomes root of the caller's user namespace (so the
+ * superblock belongs to that namespace and overlayfs acts on the layers with those credentials, as if the
+ * caller's root had mounted it), enters the caller's mount namespace, makes the overlay from the layer fds
+ * (reopened read-only through the host's /proc: the new mount API takes layers by fd, no name is resolved
+ * again) and attaches it on the target fd. Returns 0 or an errno. */
+static void put_decimal(char *out, int v)
+{
+    char tmp[16];
+    int n = 0;
+    if (v < 0) v = 0;
+    do { tmp[n++] = (char)('0' + v % 10); v /= 10; } while (v > 0 && n < 15);
+    for (int i = 0; i < n; i++) out[i] = tmp[n - 1 - i];
+    out[n] = '\0';
+}
+
+static int overlay_child(const struct srn_enter *e, const struct srn_overlay *o)
+{
+    if (syscall(SYS_setgroups, 0, NULL) != 0) return errno;
+    if (setns(o->userns_fd, CLONE_NEWUSER) != 0) return errno;
+    if (syscall(SYS_setresgid, 0, 0, 0) != 0) return errno;
+    if (syscall(SYS_setresuid, 0, 0, 0) != 0) return errno;
+    if (setns(e->mntns, CLONE_NEWNS) != 0) return errno;
+    if (fchdir(e->root) != 0 || chroot(".") != 0) return errno;
+    int fs = (int)syscall(SYS_fsopen, "overlay", SRN_FSOPEN_CLOEXEC);
+    if (fs < 0) return errno;
+    for (int i = 0; i < o->count; i++) {
+        char link[32] = "self/fd/";
+        put_decimal(link + 8, o->layer_fds[i]);
+        int dir = openat(e->host_proc, link, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dir < 0) return errno;
+        if (syscall(SYS_fsconfig, fs, SRN_FSCONFIG_SET_FD, o->layer_keys[i], NULL, dir) != 0) return errno;
+        close(dir);
+    }
+    for (int i = 0; i < o->opt_count; i++) {
+        char key[256];
+        const char *opt = o->options[i];
+        const char *eq = strchr(opt, '=');
+        size_t klen = eq ? (size_t)(eq - opt) : strlen(opt);
+        if (klen == 0 || klen >= sizeof key) return EINVAL;
+        memcpy(key, opt, klen);
+        key[klen] = '\0';
+        long r = eq ? syscall(SYS_fsconfig, fs, SRN_FSCONFIG_SET_STRING, key, eq + 1, 0)
+                    : syscall(SYS_fsconfig, fs, SRN_FSCONFIG_SET_FLAG, key, NULL, 0);
+        if (r != 0) return errno;
+    }
+    if (o->read_only && syscall(SYS_fsconfig, fs, SRN_FSCONFIG_SET_FLAG, "ro", NULL, 0) != 0) return errno;
+    if (syscall(SYS_fsconfig, fs, SRN_FSCONFIG_CMD_CREATE, NULL, NULL, 0) != 0) return errno;
+    int mnt = (int)syscall(SYS_fsmount, fs, SRN_FSMOUNT_CLOEXEC, (unsigned)o->attr);
+    if (mnt < 0) return errno;
+    if (syscall(SYS_move_mount, mnt, "", o->target_fd, "", SRN_MOVE_MOUNT_F_EMPTY_PATH | SRN_MOVE_MOUNT_T_EMPTY_PATH) != 0) return errno;
+    return 0;
+}
+
+/* Runs overlay_child in a process of its own (setns into a user namespace needs a single-threaded caller),
+ * cloned from this thread while it is in our own namespaces; its answer comes through a pipe, so that no
+ * other reaper of children can take it. A child that does not answer in time (a layer on a FUSE filesystem
+ * of the container's that never replies) is killed: ETIMEDOUT. */
+int srn_overlay(const struct srn_enter *e, const struct srn_overlay *o)
+{
+    if (o->count <= 0 || o->count > SRN_MAX_OVERLAY_LAYERS || o->opt_count < 0 || o->opt_count > SRN_MAX_OVERLAY_OPTIONS)
+        return EINVAL;
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) != 0) return errno;
+    int pidfd = -1;
+    long pid = syscall(SYS_clone, SIGCHLD | CLONE_PIDFD, NULL, &pidfd, NULL, NULL);
+    if (pid < 0) {
+        int err = errno;
+        close(p[0]);
+        close(p[1]);
+        return err;
+    }
+    if (pid == 0) {
+        close(p[0]);
+        int32_t result = overlay_child(e, o);
+        ssize_t ignored = write(p[1], &result, sizeof result);
+        (void)ignored;
+        _exit(0);
+    }
+    close(p[1]);
+    int32_t result = ETIMEDOUT;
+    struct pollfd pf = { p[0], POLLIN, 0 };
+    int r;
+    do r = poll(&pf, 1, o->timeout_ms); while (r < 0 && errno == EINTR);
+    if (r > 0 && read(p[0], &result, sizeof result) != (ssize_t)sizeof result) result = EIO;
+    if (r <= 0) syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
+    siginfo_t info;
+    while (waitid(P_PIDFD, (id_t)pidfd, &info, WEXITED) != 0 && errno == EINTR) { }
+    close(pidfd);
+    close(p[0]);
+    return result;
+}
+
 /* For the layout test: sizes and offsets of the structs above. */
 int64_t srn_layout(int which)
 {
@@ -373,6 +512,8 @@ int64_t srn_layout(int which)
     case 4: return offsetof(struct srn_op, expect_mnt_id);
     case 5: return offsetof(struct srn_op, mount_point);
     case 6: return offsetof(struct srn_op, sb_options);
+    case 7: return sizeof(struct srn_overlay);
+    case 8: return offsetof(struct srn_overlay, attr);
     default: return -1;
     }
 }
