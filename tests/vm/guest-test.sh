@@ -27,7 +27,7 @@ T0=$SECONDS
 # Settings from the host (in/env): DRIVERS, FILTER, LATER_FILTER, DEADLINE, RESERVE, HANG_TIMEOUT,
 # IMAGE, TIMEOUT_SCALE.
 DRIVERS="systemd cgroupfs"
-FILTER="Category=CgroupV2"
+FILTER="Category=CgroupV2|Category=StockHost"
 # The drivers after the first run only the tests whose result depends on dockerd's cgroup driver
 # (category CgroupDriver: where the cgroup is, its limits, freezer, stats, device program, removal);
 # the host sets it to FILTER itself when every driver is to run everything (SANDBOX_RUNC_VM_FULL=1).
