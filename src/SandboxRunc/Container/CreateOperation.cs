@@ -76,7 +76,7 @@ public static class CreateOperation
             NetworkSysctls.WriteForJoinedNetns(spec);
             PhaseTrace.Mark("cgroup");
             // Before the init: its FUSE server must answer while the init bind-mounts the emulated files.
-            Supervisor.Start(store, o.Id);
+            Supervisor.Start(store, o.Id, emulation: mapped is not null);
             PhaseTrace.Mark("supervisor spawned");
 
             string fifo = store.FifoPath(o.Id);
