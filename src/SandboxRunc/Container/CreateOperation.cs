@@ -303,7 +303,7 @@ public static class CreateOperation
     /// <summary>A short name for the container's staging dir, unique across state roots (docker's, containerd's, ...).</summary>
     internal static string StagingKey(StateStore store, string id)
     {
-        var hash = System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(store.Dir(id)));
+        var hash = Sha256.Hash(System.Text.Encoding.UTF8.GetBytes(store.Dir(id)));
         return Convert.ToHexStringLower(hash)[..16];
     }
 
