@@ -42,7 +42,7 @@ public sealed class PhaseTraceTests : IDisposable
              "init pivot, seccomp, ready", "vetting attached", "state saved", "done"],
             Phases("create"));
         Assert.Equal(["main", "listening", "request emulation handled", "request container handled"], Phases("supervise").Take(4));
-        Assert.Equal(["main", "file system ready", "serving"], Phases("emulate").Where(p => p != "FUSE INIT answered").Take(3));
+        Assert.Equal(["main", "waiting for its settings", "file system ready", "serving"], Phases("emulate").Where(p => p != "FUSE INIT answered").Take(4));
         Assert.Contains("FUSE INIT answered", Phases("emulate"));
         Assert.Equal(["main", "state loaded", "exec fifo read", "done"], Phases("start"));
         Assert.Equal(["main", "state loaded", "processes killed", "cgroup removed", "supervisor stopped", "staging removed",
