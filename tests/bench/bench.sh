@@ -22,7 +22,8 @@
 #
 # Environment: BENCH_ONLY (sections to run, e.g. "vetting fuse phases density"; default all), BENCH_N (lifecycle iterations, 30), BENCH_DOCKER_N (15), BENCH_VERSION_N (50),
 # SANDBOX_RUNC_BENCH_BIN (binary under test; default artifacts/sandbox-runc), RUNC_BIN
-# (/usr/sbin/runc), BENCH_OCI_TIMEOUT (30 s). Each iteration is timed with bash's
+# (/usr/sbin/runc; another sandbox-runc build gives a before/after in one run), BENCH_OCI_TIMEOUT (30 s),
+# BENCH_ROOTFS (artifacts/rootfs), BENCH_TRACE_N (15), BENCH_DENSITY_N (200), BENCH_DENSITY_PAR (16). Each iteration is timed with bash's
 # $EPOCHREALTIME (no fork, unlike date +%s%N, so the timer adds nothing to either side).
 # Runtimes alternate within each iteration, and which goes first alternates too, so drift on
 # the machine hits both alike; iteration 0 is an untimed warm-up. Every OCI command runs under
