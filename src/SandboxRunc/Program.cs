@@ -9,6 +9,7 @@ public static class Program
 {
     public static int Main(string[] args)
     {
+        Diagnostics.PhaseTrace.MainEntered();
         // nsexec.c already ran (it is an ELF constructor); in a container's init it hands over to .NET here.
         if (Environment.GetEnvironmentVariable("_SANDBOX_RUNC_INIT") is not null && Nsexec.Role() == 1)
             return InitProcess.Run();

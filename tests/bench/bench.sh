@@ -13,10 +13,17 @@
 #   5. emulated /proc: open+read+close of /proc/uptime and /proc/meminfo through sandbox-runc's FUSE
 #      server vs the host's procfs vs LXCFS (lxcfs is started for the run if installed), and the
 #      throughput of 8 readers
+#   6. phases: where one create/start/delete of sandbox-runc spends its time, from the runtime's own
+#      trace (SANDBOX_RUNC_TRACE, see src/SandboxRunc/Diagnostics/PhaseTrace.cs): medians per phase
+#      over BENCH_TRACE_N (15) lifecycles, the helpers' marks placed on create's timeline
+#   7. density: BENCH_DENSITY_N (200) concurrent `docker run -d IMG sleep 600`, runc vs sandbox-runc:
+#      total time to start them all (BENCH_DENSITY_PAR, 16, docker clients at once), our total PSS
+#      (supervisors and emulation servers) and the shims' beside it, total time to remove them
 #
-# Environment: BENCH_ONLY (sections to run, e.g. "vetting fuse"; default all), BENCH_N (lifecycle iterations, 30), BENCH_DOCKER_N (15), BENCH_VERSION_N (50),
+# Environment: BENCH_ONLY (sections to run, e.g. "vetting fuse phases density"; default all), BENCH_N (lifecycle iterations, 30), BENCH_DOCKER_N (15), BENCH_VERSION_N (50),
 # SANDBOX_RUNC_BENCH_BIN (binary under test; default artifacts/sandbox-runc), RUNC_BIN
-# (/usr/sbin/runc), BENCH_OCI_TIMEOUT (30 s). Each iteration is timed with bash's
+# (/usr/sbin/runc; another sandbox-runc build gives a before/after in one run), BENCH_OCI_TIMEOUT (30 s),
+# BENCH_ROOTFS (artifacts/rootfs), BENCH_TRACE_N (15), BENCH_DENSITY_N (200), BENCH_DENSITY_PAR (16). Each iteration is timed with bash's
 # $EPOCHREALTIME (no fork, unlike date +%s%N, so the timer adds nothing to either side).
 # Runtimes alternate within each iteration, and which goes first alternates too, so drift on
 # the machine hits both alike; iteration 0 is an untimed warm-up. Every OCI command runs under
@@ -34,7 +41,7 @@ RUNC=${RUNC_BIN:-/usr/sbin/runc}
 N=${BENCH_N:-30}
 DN=${BENCH_DOCKER_N:-15}
 VN=${BENCH_VERSION_N:-50}
-ROOTFS=$ROOT/artifacts/rootfs
+ROOTFS=${BENCH_ROOTFS:-$ROOT/artifacts/rootfs}
 IMAGE=sandbox-runc-test:latest
 DOCKER_RUNTIME=sandbox-runc
 OCI_TIMEOUT=${BENCH_OCI_TIMEOUT:-30} # seconds; every OCI command runs under timeout(1)
@@ -378,6 +385,94 @@ bench_fuse() {
   if [[ -n $lxpid ]]; then kill "$lxpid" 2>/dev/null; wait "$lxpid" 2>/dev/null || true; umount -l "$lx" 2>/dev/null || true; fi
 }
 
+# --- 6: phase trace ----------------------------------------------------------------------------
+bench_phases() {
+  local n=${BENCH_TRACE_N:-15} i id t0 trace=$WORK/trace
+  echo "== 6. phases of create/start/state/delete (sandbox-runc's own trace), $n lifecycles"
+  : >"$trace"; : >"$WORK/walls"
+  for ((i = 0; i <= n; i++)); do
+    id=bench-trace-$i
+    local cmd ok=1
+    for cmd in create start delete; do
+      now_us; t0=$REPLY
+      case $cmd in
+        create) SANDBOX_RUNC_TRACE=$trace timeout "$OCI_TIMEOUT" "$SRUNC" --root "${STATE[sandbox-runc]}" create --bundle "$BUNDLE" "$id" </dev/null >/dev/null 2>"$WORK/err" || ok=0 ;;
+        start) SANDBOX_RUNC_TRACE=$trace timeout "$OCI_TIMEOUT" "$SRUNC" --root "${STATE[sandbox-runc]}" start "$id" </dev/null >/dev/null 2>"$WORK/err" || ok=0 ;;
+        delete) SANDBOX_RUNC_TRACE=$trace timeout "$OCI_TIMEOUT" "$SRUNC" --root "${STATE[sandbox-runc]}" delete "$id" </dev/null >/dev/null 2>"$WORK/err" || ok=0 ;;
+      esac
+      now_us
+      # the container's /bin/true ends at once: waited for outside the timed commands
+      if [[ $cmd == start ]]; then
+        local t1=$REPLY
+        for _ in $(seq 200); do "$SRUNC" --root "${STATE[sandbox-runc]}" state "$id" 2>/dev/null | grep -q '"stopped"' && break; done
+        REPLY=$t1
+      fi
+      ((ok)) || { report_failure sandbox-runc "$cmd (traced)" "$WORK/err"; "$SRUNC" --root "${STATE[sandbox-runc]}" delete --force "$id" >/dev/null 2>&1; return 0; }
+      ((i == 0)) || echo "$id $cmd $((REPLY - t0))" >>"$WORK/walls"
+    done
+  done
+  python3 tests/bench/phases.py "$trace" "$WORK/walls" | tee "$WORK/phases.txt"
+}
+
+# --- 7: density ---------------------------------------------------------------------------------
+# pss_of PIDS...: total PSS in KiB
+pss_of() {
+  local p t=0
+  for p in "$@"; do t=$((t + $(awk '/^Pss:/ {print $2}' "/proc/$p/smaps_rollup" 2>/dev/null || echo 0))); done
+  echo "$t"
+}
+
+bench_density() {
+  local n=${BENCH_DENSITY_N:-200} par=${BENCH_DENSITY_PAR:-16} rt dockerrt t0 prefix ids
+  echo "== 7. density: $n concurrent 'docker run -d $IMAGE sleep 600' ($par clients at once), runc then sandbox-runc"
+  if ! docker info >/dev/null 2>&1; then
+    echo "  docker is not reachable; skipped"
+    return 0
+  fi
+  declare -A up=() down=()
+  local ours="-" shims_ours="-" shims_runc="-"
+  for rt in runc sandbox-runc; do
+    dockerrt=$rt
+    [[ $rt == sandbox-runc ]] && dockerrt=$DOCKER_RUNTIME
+    prefix=bench-density-$rt-$$
+    now_us; t0=$REPLY
+    if ! seq "$n" | xargs -P "$par" -I{} timeout 300 docker run -d --network=none --name "$prefix-{}" --runtime="$dockerrt" "$IMAGE" sleep 600 \
+        >"$WORK/density-ids" 2>"$WORK/err"; then
+      report_failure "$rt" "docker run -d (density)" "$WORK/err"
+    fi
+    now_us
+    up[$rt]=$(((REPLY - t0) / 1000))
+    ids=$(docker ps -q --no-trunc --filter "name=$prefix-" | sort)
+    echo "  $rt: $(wc -w <<<"$ids") of $n running after $((up[$rt] / 1000)).$(((up[$rt] % 1000) / 100)) s"
+    # The shims of these containers: containerd-shim-runc-v2 processes whose -id is one of them.
+    local shim_pids
+    shim_pids=$(for p in $(pgrep -f containerd-shim-runc-v2); do
+      tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -qE -- "-id ($(tr '\n' '|' <<<"$ids" | sed 's/|$//'))( |$)" && echo "$p"; done)
+    if [[ $rt == runc ]]; then
+      shims_runc=$(pss_of $shim_pids)
+    else
+      shims_ours=$(pss_of $shim_pids)
+      local helpers
+      helpers=$(for p in $(pgrep -f 'sandbox-runc --root .* (supervise|emulate) '); do
+        grep -qF "$(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | awk '{print $NF}')" <<<"$ids" && echo "$p"; done)
+      echo "  sandbox-runc helpers: $(wc -w <<<"$helpers") processes"
+      ours=$(pss_of $helpers)
+    fi
+    now_us; t0=$REPLY
+    docker ps -aq --filter "name=$prefix-" | xargs -r -n 10 -P "$par" timeout 300 docker rm -f >/dev/null 2>>"$WORK/err" || true
+    now_us
+    down[$rt]=$(((REPLY - t0) / 1000))
+  done
+  printf 'density: %s x docker run -d, all up|s|%s|%s|<= 1.10\n' "$n" \
+    "$(python3 -c "print(f'{${up[sandbox-runc]:-0}/1000:.1f}')")" "$(python3 -c "print(f'{${up[runc]:-0}/1000:.1f}')")" >>"$RESULTS"
+  printf 'density: %s x docker rm -f|s|%s|%s|\n' "$n" \
+    "$(python3 -c "print(f'{${down[sandbox-runc]:-0}/1000:.1f}')")" "$(python3 -c "print(f'{${down[runc]:-0}/1000:.1f}')")" >>"$RESULTS"
+  printf 'density: total PSS, our helpers vs the shims docker runs beside them|MiB|%s|%s|< shims\n' \
+    "$(python3 -c "print(f'{$ours/1024:.0f}')" 2>/dev/null || echo -)" "$(python3 -c "print(f'{$shims_ours/1024:.0f}')" 2>/dev/null || echo -)" >>"$RESULTS"
+  printf 'density: total PSS of the shims, under sandbox-runc vs under runc|MiB|%s|%s|\n' \
+    "$(python3 -c "print(f'{$shims_ours/1024:.0f}')" 2>/dev/null || echo -)" "$(python3 -c "print(f'{$shims_runc/1024:.0f}')" 2>/dev/null || echo -)" >>"$RESULTS"
+}
+
 print_table() {
   echo
   echo "== Results (medians; ratio = sandbox-runc / runc)"
@@ -404,7 +499,7 @@ if [[ $SRUNC != "$ROOT/artifacts/sandbox-runc" && $SRUNC != /usr/local/bin/sandb
 fi
 cleanup_containers
 make_bundle
-for section in ${BENCH_ONLY:-oci_run oci_lifecycle docker cli vetting fuse}; do
+for section in ${BENCH_ONLY:-oci_run oci_lifecycle docker cli vetting fuse phases density}; do
   "bench_$section"
 done
 print_table

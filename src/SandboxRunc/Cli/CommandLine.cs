@@ -39,10 +39,12 @@ public static class CommandLine
             if (g.Has("version")) { PrintVersion(); return 0; }
             if (g.Positional.Count == 0 || g.Has("help")) { PrintUsage(); return g.Has("help") ? 0 : 1; }
             command = g.Positional[0];
+            Diagnostics.PhaseTrace.Begin(command, g.Has("debug"));
             s_systemdCgroup = g.Has("systemd-cgroup");
             if (g.Get("root") is "") throw new UsageException("--root: the state directory cannot be empty");
             var store = new StateStore(g.Get("root") ?? DefaultRoot);
-            return Dispatch(command, store, args, args.Length - g.Positional.Count + 1);
+            try { return Dispatch(command, store, args, args.Length - g.Positional.Count + 1); }
+            finally { Diagnostics.PhaseTrace.Mark("done"); }
         }
         catch (UsageException e)
         {

@@ -1,4 +1,5 @@
 using SandboxRunc.Cgroups;
+using SandboxRunc.Diagnostics;
 using SandboxRunc.Hooks;
 using SandboxRunc.Interop;
 using SandboxRunc.Namespaces;
@@ -32,8 +33,10 @@ public static class CreateOperation
     public static ContainerRecord Run(StateStore store, CreateOptions o, Spec? loaded = null)
     {
         StateStore.ValidateId(o.Id);
+        PhaseTrace.Container(o.Id);
         string bundle = Path.GetFullPath(o.Bundle);
         var spec = loaded ?? SpecLoader.LoadBundle(bundle);
+        PhaseTrace.Mark("spec loaded");
         // Joining another container's pid/ipc/... namespace means joining its user namespace too (it owns them).
         var sharedWith = SharedUserNamespace.JoinOwner(spec);
         // The policy runs before anything is made: a refused create leaves nothing behind. It opens every
@@ -41,6 +44,7 @@ public static class CreateOperation
         using var pinned = new PinnedSources();
         var decision = PolicyStep.Decide(spec, o.Id, store.Root, bundle, pinned);
         string rootfs = SpecLoader.RootfsPath(spec, bundle);
+        PhaseTrace.Mark("policy");
 
         string stateDir = store.CreateDir(o.Id);
         var allocator = new IdRangeAllocator(IdPoolConfig.FromEnvironment());
@@ -58,18 +62,22 @@ public static class CreateOperation
             IdRange? mapped = range ?? sharedWith?.Range;
             spec = IsolationPolicy.Rewrite(spec, range);
             if (sharedWith is not null) UserNamespacePolicy.WithSysctlsInRange(spec, sharedWith.Range.Size);
+            PhaseTrace.Mark("state dir and ID range");
             var compiled = spec.Linux?.Seccomp is { } profile ? Seccomp.SeccompCompiler.Compile(profile) : null;
             // Syscall vetting comes with the container's own user namespace (ECI); an opted-out container runs as runc's would.
             byte[]? notifyProgram = mapped is null ? null : VettingProgram();
             if (spec.Linux is not null) spec.Linux.Seccomp = null; // from here on, the compiled program stands for it
+            PhaseTrace.Mark("seccomp compiled");
 
             cgroup = CgroupManager.ForContainer(o.Id, spec.Linux?.CgroupsPath, o.SystemdCgroup);
             store.NoteCreating(o.Id, cgroup, ids);
             cgroup.Create();
             cgroup.Apply(spec.Linux?.Resources);
             NetworkSysctls.WriteForJoinedNetns(spec);
+            PhaseTrace.Mark("cgroup");
             // Before the init: its FUSE server must answer while the init bind-mounts the emulated files.
-            Supervisor.Start(store, o.Id);
+            Supervisor.Start(store, o.Id, emulation: mapped is not null);
+            PhaseTrace.Mark("supervisor spawned");
 
             string fifo = store.FifoPath(o.Id);
             SysException.Check(Libc.mkfifo(fifo, 0x192 /* 0622 */), "mkfifo", fifo);
@@ -78,6 +86,7 @@ public static class CreateOperation
             if (mapped is not null) SysException.Check(Libc.chown(fifo, (uint)mapped.UidBase, (uint)mapped.GidBase), "chown", fifo);
             using var fifoFd = new SafeFd(SysException.Check(Libc.open(fifo, Libc.O_PATH | Libc.O_CLOEXEC, 0), "open", fifo));
             using var console = o.ConsoleSocket is { } cs ? UnixSocket.Connect(cs) : null;
+            PhaseTrace.Mark("exec fifo");
 
             string initRootfs = rootfs;
             string? emulationDir = null;
@@ -94,7 +103,9 @@ public static class CreateOperation
                 if (mapped is not null)
                 {
                     initRootfs = staging.StageRootfs(rootfs, EngineMountpoints.Outermost(MountKinds()));
+                    PhaseTrace.Mark("ID-mapped rootfs staged");
                     emulationDir = MountEmulation(store, o.Id, staging.Dir, mapped, cgroup!, userns.Fd);
+                    PhaseTrace.Mark("FUSE mounted, emulation started");
                 }
                 var mounts = spec.Mounts ?? [];
                 for (int i = 0; i < mounts.Count; i++)
@@ -110,6 +121,7 @@ public static class CreateOperation
                     }
                     mountSources[i] = staging.StageBind(source, mounts[i].Source ?? "", parsed.Recursive, idmap: mapped is not null && decision.Idmap(i));
                 }
+                PhaseTrace.Mark("binds staged");
             }
 
             // Each mount's destination and whether it is a directory (a bind of a file or socket is not), as the init
@@ -130,6 +142,7 @@ public static class CreateOperation
             init = InitLauncher.Launch(new InitLauncher.Request(spec, o.PreserveFds, console?.Fd ?? -1, fifoFd.Fd,
                 cgroup.AddProcess, sharedWith is null && spec.Linux?.Namespaces?.Any(n => n.Type == "user" && string.IsNullOrEmpty(n.Path)) == true ? StageMounts : null,
                 SealedCopy: mapped is null));
+            PhaseTrace.Mark("init cloned");
             Rlimits.Apply(init.Pid, spec.Process?.Rlimits);
             if (socketProxy is { } proxy)
                 using (proxy.Listening)
@@ -180,21 +193,26 @@ public static class CreateOperation
                 EmulationDir = emulationDir,
                 State = state,
             };
+            PhaseTrace.Mark("init config built");
             init.Channel.Send(new InitMessage { Kind = InitMessage.Config, Config_ = config });
             init.Channel.Expect(InitMessage.RunHooks, "setting up mounts");
+            PhaseTrace.Mark("init mounts (emulated binds wait for FUSE INIT)");
             HookRunner.Run("prestart", spec.Hooks?.Prestart, state);
             HookRunner.Run("createRuntime", spec.Hooks?.CreateRuntime, state);
             init.Channel.Send(new InitMessage { Kind = InitMessage.HooksDone });
             using (var ready = init.Channel.Expect(InitMessage.Ready, "preparing the container").Fd)
             {
+                PhaseTrace.Mark("init pivot, seccomp, ready");
                 init.Channel.Dispose();
                 Supervisor.Send(store, o.Id, new SupervisorRequest { Kind = SupervisorRequest.Container, Pid = init.Pid, Vetting = vetting },
                     ready?.Fd ?? -1);
+                PhaseTrace.Mark("vetting attached");
             }
 
             store.SaveSpec(o.Id, spec);
             store.Save(record);
             if (o.PidFile is { } pidFile) PidFile.Write(pidFile, init.Pid);
+            PhaseTrace.Mark("state saved");
             return record;
         }
         catch
@@ -299,7 +317,7 @@ public static class CreateOperation
     /// <summary>A short name for the container's staging dir, unique across state roots (docker's, containerd's, ...).</summary>
     internal static string StagingKey(StateStore store, string id)
     {
-        var hash = System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(store.Dir(id)));
+        var hash = Sha256.Hash(System.Text.Encoding.UTF8.GetBytes(store.Dir(id)));
         return Convert.ToHexStringLower(hash)[..16];
     }
 

@@ -1,4 +1,5 @@
 using SandboxRunc.Cgroups;
+using SandboxRunc.Diagnostics;
 using SandboxRunc.Hooks;
 using SandboxRunc.Interop;
 using SandboxRunc.Oci;
@@ -13,8 +14,10 @@ public static unsafe class StartOperation
 {
     public static void Run(StateStore store, string id)
     {
+        PhaseTrace.Container(id);
         var r = store.Load(id);
         using var _ = store.Lock(id);
+        PhaseTrace.Mark("state loaded");
         string status = store.StatusOf(r);
         if (status != ContainerStatus.Created)
             throw new RuntimeException(status == ContainerStatus.Stopped
@@ -29,6 +32,7 @@ public static unsafe class StartOperation
             try { failure = ReadExecFifo(fd, r, id); }
             finally { File.Delete(fifo); }
         }
+        PhaseTrace.Mark("exec fifo read");
         if (failure is not null)
             throw new RuntimeException($"cannot start container {id}: {failure}");
         try
@@ -105,6 +109,7 @@ public static class DeleteOperation
     public static void Run(StateStore store, string id, bool force)
     {
         StateStore.ValidateId(id);
+        PhaseTrace.Container(id);
         if (!Directory.Exists(store.Dir(id)))
         {
             if (force) return;
@@ -132,6 +137,7 @@ public static class DeleteOperation
             if (status is ContainerStatus.Running or ContainerStatus.Paused && !force)
                 throw new RuntimeException($"cannot delete container {id} that is not stopped: {status}");
             var cgroup = r.Cgroup();
+            PhaseTrace.Mark("state loaded");
             if (status != ContainerStatus.Stopped)
             {
                 if (status == ContainerStatus.Paused) Cli.Log.Debug("killing a paused container");
@@ -144,10 +150,14 @@ public static class DeleteOperation
                 // Leftover processes of a stopped container (its init exited, children did not).
                 cgroup.KillAll(9);
             }
+            PhaseTrace.Mark("processes killed");
             try { cgroup.Destroy(TimeSpan.FromSeconds(5)); }
             catch (Exception e) { Cli.Log.Warn($"delete {id}: cgroup: {e.Message}"); }
+            PhaseTrace.Mark("cgroup removed");
             Supervisor.Stop(store, id);
+            PhaseTrace.Mark("supervisor stopped");
             Rootfs.IdmappedStaging.Remove(r.StagingDir);
+            PhaseTrace.Mark("staging removed");
             try
             {
                 HookRunner.Run("poststop", r.Poststop, store.ToOci(r, ContainerStatus.Stopped));
@@ -159,6 +169,7 @@ public static class DeleteOperation
         }
         store.RemoveDir(id);
         ReleaseIds(store, id);
+        PhaseTrace.Mark("state dir and ID range released");
     }
 
     /// <summary>

@@ -27,6 +27,9 @@ namespace SandboxRunc.Container;
 ///               engine socket)                                   staging dir), the engine socket (O_PATH)
 ///   container  (create, after the init said "ready")       fd = the init's seccomp listener (if vetting)
 ///   exec       (exec, after its process said "ready")      fd = that process's listener
+/// For a container with emulated files, create says so in its environment and the supervisor starts its
+/// emulation child at once (it waits for the emulation request's settings and fds on a socket pair), so that
+/// the child's start overlaps create's namespace and rootfs work instead of delaying the init's mounts.
 /// Until "container" it watches `create` (its parent) and exits if create dies; then it watches the
 /// init and exits with it. It also watches its emulation child and exits when that dies (see
 /// <see cref="SupervisorServices.EmulationExited"/>), and its socket proxy child, whose death it logs and outlives. `create` records its pid and start time; the supervisor
@@ -45,14 +48,19 @@ public static class Supervisor
 
     public static string SocketPath(StateStore store, string id) => Path.Combine(SocketDir, CreateOperation.StagingKey(store, id) + ".sock");
 
-    /// <summary>Starts the supervisor of a container being created, records its pid and start time, and returns the pid.</summary>
-    public static int Start(StateStore store, string id)
+    /// <summary>
+    /// Starts the supervisor of a container being created, records its pid and start time, and returns the pid.
+    /// With <paramref name="emulation"/> (the container gets emulated /proc and /sys), the supervisor starts its
+    /// emulation child at once, ahead of the request.
+    /// </summary>
+    public static int Start(StateStore store, string id, bool emulation = false)
     {
         Directory.CreateDirectory(SocketDir);
         Libc.chmod(SocketDir, 0x1c0 /* 0700 */);
         string socketPath = SocketPath(store, id);
         using var listening = UnixSocket.ListenSeqPacket(socketPath);
-        var env = Cli.Log.FilePath is { } logFile ? [.. ServiceEnvironment, $"{LogVariable}={Cli.Log.FormatName}:{logFile}"] : ServiceEnvironment;
+        string[] env = Cli.Log.FilePath is { } logFile ? [.. ServiceEnvironment, $"{LogVariable}={Cli.Log.FormatName}:{logFile}"] : ServiceEnvironment;
+        if (emulation) env = [.. env, $"{EmulationAheadVariable}=1"];
         int pid = SpawnService(Arguments(Path.GetFullPath(store.Root), id), env, listening.Fd);
         // The start time first: whoever finds the pid finds what tells it from a later process of that pid.
         AtomicFile.Write(Path.Combine(store.Dir(id), StartTimeFileName), ProcStat.StartTime(pid).ToString());
@@ -72,6 +80,8 @@ public static class Supervisor
     /// </summary>
     internal static readonly string[] ServiceEnvironment = ["DOTNET_GCgen0size=80000"];
     const string ParentVariable = "_SANDBOX_RUNC_PARENT_PID";
+    /// <summary>Set by create for a container that will ask for emulated files: the supervisor starts its emulation child ahead.</summary>
+    const string EmulationAheadVariable = "_SANDBOX_RUNC_EMULATION_AHEAD";
     /// <summary>"FORMAT:FILE" of the --log given to the `create` that starts the supervisor (its command line stays canonical).</summary>
     const string LogVariable = "_SANDBOX_RUNC_LOG";
 
@@ -86,7 +96,7 @@ public static class Supervisor
         string self = Environment.ProcessPath ?? throw new RuntimeException("cannot tell the path of the sandbox-runc executable");
         List<(int, int)> fds = [(0, devNull.Fd), (1, devNull.Fd), (2, devNull.Fd), (3, fd3)];
         if (fd4 >= 0) fds.Add((4, fd4));
-        return Spawn.Start(self, ["sandbox-runc", .. args], [.. env, $"{ParentVariable}={Environment.ProcessId}"], fds);
+        return Spawn.Start(self, ["sandbox-runc", .. args], [.. env, .. Diagnostics.PhaseTrace.Inherited, $"{ParentVariable}={Environment.ProcessId}"], fds);
     }
 
     /// <summary>
@@ -122,6 +132,7 @@ public static class Supervisor
     /// <summary>The supervisor's own life (`supervise ID`); fd 3 is its listening socket.</summary>
     public static int Run(StateStore store, string id)
     {
+        Diagnostics.PhaseTrace.Container(id);
         Libc.setsid();
         if (Environment.GetEnvironmentVariable(LogVariable) is { } log && log.IndexOf(':') is > 0 and var colon)
             Cli.Log.Configure(log[(colon + 1)..], log[..colon], debug: false);
@@ -132,8 +143,10 @@ public static class Supervisor
         if (!StartedByParent()) return 1;
         var watch = PidFd.Open(Libc.getppid());
         if (watch is null) return 1;
+        if (Environment.GetEnvironmentVariable(EmulationAheadVariable) == "1") services.StartEmulationAhead();
         bool containerKnown = false;
         var buffer = new byte[64 * 1024];
+        Diagnostics.PhaseTrace.Mark("listening");
         try
         {
             while (true)
@@ -166,6 +179,7 @@ public static class Supervisor
                         containerKnown = true;
                     }
                     services.Handle(request, fds);
+                    Diagnostics.PhaseTrace.Mark($"request {request.Kind} handled");
                     reply = new SupervisorReply { Ok = true };
                 }
                 catch (Exception e)

@@ -79,6 +79,7 @@ internal sealed class SupervisorServices(string id, string stateDir, string root
 {
     SafeFd? _emulation;   // pidfd of the emulation child
     int _emulationPid;
+    SafeFd? _emulationChannel; // to the emulation child started ahead, until it has its settings
     string? _emulationDir;
     Seccomp.Notify.NotifyServer? _notify;
     SafeFd? _proxy;       // pidfd of the socket proxy child
@@ -126,6 +127,31 @@ internal sealed class SupervisorServices(string id, string stateDir, string root
         return $"the emulation server (pid {_emulationPid}) {how}";
     }
 
+    /// <summary>
+    /// Starts the emulation child ahead of its request (a container with its own user namespace will send one):
+    /// its process and runtime start while `create` makes the namespaces and stages the rootfs, not between the
+    /// request and the init's binds of the emulated files, which wait for its FUSE INIT. It waits for its
+    /// settings and fds on a socket pair (<see cref="EmulationServer.Run"/>).
+    /// </summary>
+    public void StartEmulationAhead()
+    {
+        var (parent, child) = UnixSocket.SeqPacketPair();
+        using (child)
+        {
+            _emulationPid = EmulationServer.Start(root, id, child);
+        }
+        _emulationChannel = parent;
+        WatchEmulation();
+    }
+
+    /// <summary>Our child, not waited for yet: its pid cannot be reused before we reap it.</summary>
+    void WatchEmulation()
+    {
+        int pidfd = (int)Libc.syscall(Libc.SYS_pidfd_open, _emulationPid, 0, 0, 0, 0, 0);
+        if (pidfd < 0) throw new SysException("pidfd_open", "emulation server", Libc.Errno);
+        _emulation = new SafeFd(pidfd);
+    }
+
     public void Handle(SupervisorRequest request, SafeFd[] fds)
     {
         SafeFd? fd = fds.Length > 0 ? fds[0] : null;
@@ -134,14 +160,22 @@ internal sealed class SupervisorServices(string id, string stateDir, string root
             case SupervisorRequest.Emulation:
                 var e = request.Emulation_ ?? throw new InvalidOperationException("emulation request without settings");
                 if (fd is null) throw new InvalidOperationException("emulation request without a /dev/fuse fd");
-                if (_emulation is not null) throw new InvalidOperationException("this container has an emulation server already");
+                if (_emulationDir is not null) throw new InvalidOperationException("this container has an emulation server already");
                 e.UserNamespace = fds.Length > 1;
                 _emulationDir = e.MountDir;
-                _emulationPid = EmulationServer.Start(root, id, e, fd, fds.Length > 1 ? fds[1] : null);
-                // Our child, not waited for yet: its pid cannot be reused before we reap it.
-                int pidfd = (int)Libc.syscall(Libc.SYS_pidfd_open, _emulationPid, 0, 0, 0, 0, 0);
-                if (pidfd < 0) throw new SysException("pidfd_open", "emulation server", Libc.Errno);
-                _emulation = new SafeFd(pidfd);
+                if (_emulationChannel is null)
+                {
+                    // Not started ahead (a supervisor of an older create): started now, as it always was.
+                    var (parent, child) = UnixSocket.SeqPacketPair();
+                    using (child) _emulationPid = EmulationServer.Start(root, id, child);
+                    _emulationChannel = parent;
+                    WatchEmulation();
+                }
+                using (var channel = _emulationChannel)
+                {
+                    _emulationChannel = null;
+                    EmulationServer.Hand(channel, e, fd, fds.Length > 1 ? fds[1] : null);
+                }
                 break;
             case SupervisorRequest.Container:
                 if (fd is null) break; // no vetting for this container
@@ -181,6 +215,7 @@ internal sealed class SupervisorServices(string id, string stateDir, string root
     public void Dispose()
     {
         _notify?.Dispose();
+        _emulationChannel?.Dispose();
         // The container is gone: its emulated files go with it (delete detaches the staging dir too).
         if (_emulationDir is not null) Libc.umount2(_emulationDir, Libc.MNT_DETACH);
         if (_emulation is not null)
@@ -215,40 +250,62 @@ internal sealed class SupervisorServices(string id, string stateDir, string root
 /// </summary>
 internal static class EmulationServer
 {
-    const string SettingsVariable = "_SANDBOX_RUNC_EMULATION";
-
     /// <summary>DOTNET_GCHeapHardLimit of the emulation process: its bounded tables fit in a fraction of it.</summary>
     public const long HeapHardLimit = 32L << 20;
 
     /// <summary>Reader threads at most (each holds ~260 KiB of request and reply buffers).</summary>
     const int MaxThreads = 8;
 
-    public static int Start(string root, string id, EmulationSettings settings, SafeFd fuse, SafeFd? userNs)
+    /// <summary>Starts `emulate ID` with <paramref name="channel"/> as its fd 3, where <see cref="Hand"/> sends what it serves.</summary>
+    public static int Start(string root, string id, SafeFd channel) =>
+        Supervisor.SpawnService(["--root", root, "emulate", id],
+            [.. Supervisor.ServiceEnvironment, $"DOTNET_GCHeapHardLimit={HeapHardLimit:x}"], channel.Fd);
+
+    /// <summary>Gives the emulation child its settings, the /dev/fuse connection and the container's user namespace (one message).</summary>
+    public static void Hand(SafeFd channel, EmulationSettings settings, SafeFd fuse, SafeFd? userNs)
     {
-        string json = System.Text.Json.JsonSerializer.Serialize(settings, SupervisorJson.Default.EmulationSettings);
-        return Supervisor.SpawnService(["--root", root, "emulate", id],
-            [.. Supervisor.ServiceEnvironment, $"DOTNET_GCHeapHardLimit={HeapHardLimit:x}", $"{SettingsVariable}={json}"],
-            fuse.Fd, userNs?.Fd ?? -1);
+        byte[] json = System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(settings, SupervisorJson.Default.EmulationSettings);
+        try { UnixSocket.SendFds(channel.Fd, userNs is null ? [fuse.Fd] : [fuse.Fd, userNs.Fd], json); }
+        catch (SysException e) { throw new InvalidOperationException($"the emulation server is gone ({e.Message})"); }
     }
 
-    /// <summary>`emulate ID`: serves fd 3 until the mount goes away or the supervisor dies; fd 4 is the container's user namespace.</summary>
+    /// <summary>
+    /// `emulate ID`: waits on fd 3 for its settings, the /dev/fuse connection and the container's user namespace
+    /// (<see cref="Hand"/>), then serves the connection until the mount goes away or the supervisor dies.
+    /// </summary>
     public static int Run(string id)
     {
+        Diagnostics.PhaseTrace.Container(id);
         Libc.prctl(Libc.PR_SET_PDEATHSIG, 9, 0, 0, 0);
         if (!Supervisor.StartedByParent()) return 1;
-        var settings = System.Text.Json.JsonSerializer.Deserialize(Environment.GetEnvironmentVariable(SettingsVariable) ?? "",
-            SupervisorJson.Default.EmulationSettings) ?? throw new InvalidOperationException("no emulation settings");
-        var fuse = new SafeFd(3);
         Libc.fcntl(3, Libc.F_SETFD, Libc.FD_CLOEXEC);
+        RaiseFileLimit();
+        var buffer = new byte[16 * 1024];
+        SafeFd[] fds;
+        int n;
+        using (var channel = new SafeFd(3))
+        {
+            Diagnostics.PhaseTrace.Mark("waiting for its settings");
+            n = UnixSocket.ReceiveMessageFds(channel.Fd, buffer, out fds);
+        }
+        if (n <= 0 || fds.Length == 0)
+        {
+            foreach (var fd in fds) fd.Dispose();
+            return n == 0 ? 0 : 1; // the supervisor went away (or its container never needed us)
+        }
+        var settings = System.Text.Json.JsonSerializer.Deserialize(buffer.AsSpan(0, n), SupervisorJson.Default.EmulationSettings)
+            ?? throw new InvalidOperationException("no emulation settings");
+        var fuse = fds[0];
         // The container's user namespace, pinned for our whole life: capability checks compare callers with it.
-        using var userNs = settings.UserNamespace ? new SafeFd(4) : null;
-        if (userNs is not null) Libc.fcntl(4, Libc.F_SETFD, Libc.FD_CLOEXEC);
+        using var userNs = settings.UserNamespace && fds.Length > 1 ? fds[1] : null;
+        if (settings.UserNamespace && userNs is null) throw new InvalidOperationException("the emulation settings name a user namespace but none came");
         var userNsFacts = userNs is null ? null : Namespaces.UserNamespaceChain.Of(userNs.Fd);
         if (userNs is not null && userNsFacts is null) throw new InvalidOperationException("cannot read the container's user namespace");
-        RaiseFileLimit();
         using var fs = new Emulation.ContainerFileSystem(new Emulation.ContainerView(id, settings.StartedBoottimeNs,
             settings.RootUid, settings.RootGid, settings.CgroupPaths) { HostWriter = Emulation.HostSysctlWriter.Real, UserNs = userNsFacts });
+        Diagnostics.PhaseTrace.Mark("file system ready");
         var server = Fuse.FuseServer.Serve(fuse, fs, new Fuse.FuseServerOptions { Threads = 2, MaxThreads = MaxThreads });
+        Diagnostics.PhaseTrace.Mark("serving");
         // Started: from here on the container pays for what we grow by.
         Emulation.HostFiles.Write("/proc/self/oom_score_adj", "-999"u8);   // -EACCES without CAP_SYS_RESOURCE: kept as is
         Cgroups.HelperCgroup.Join(Cgroups.CgroupPaths.FromMap(settings.CgroupPaths), Environment.ProcessId);

@@ -45,7 +45,8 @@ public sealed class ContainerFileSystem : IFuseFileSystem, IDisposable
     readonly ContainerView _view;
     readonly INamespacedSysctls _ns;
     readonly bool _ownsNs;
-    readonly byte[] _productUuid;
+    /// <summary>Made on the first read: its SHA-1 loads OpenSSL (libssl, libcrypto: ~10 ms and some private memory) into the process.</summary>
+    byte[]? _productUuid;
     readonly object _valuesLock = new();
     readonly Dictionary<string, string> _values = new(StringComparer.Ordinal);   // per-container sysctls ("module/..." for hashsize)
 
@@ -64,7 +65,6 @@ public sealed class ContainerFileSystem : IFuseFileSystem, IDisposable
         _view = view;
         _ownsNs = view.Namespaced is null;
         _ns = view.Namespaced ?? new SetnsSysctls(view.NamespaceTimeout);
-        _productUuid = Encoding.ASCII.GetBytes(ProductUuid(view.Id) + "\n");
     }
 
     public void Dispose()
@@ -356,7 +356,7 @@ public sealed class ContainerFileSystem : IFuseFileSystem, IDisposable
             case "proc/stat": return Stat(out content);
             case "proc/loadavg": return Text(h => ProcText.Loadavg(h, CgroupFacts.Tasks(_view.Cgroup)), "loadavg", out content);
             case "proc/diskstats": return Text(h => ProcText.Diskstats(h, CgroupFacts.Io(_view.Cgroup)), "diskstats", out content);
-            case "sys/devices/virtual/dmi/id/product_uuid": content = _productUuid; return 0;
+            case "sys/devices/virtual/dmi/id/product_uuid": content = _productUuid ??= Encoding.ASCII.GetBytes(ProductUuid(_view.Id) + "\n"); return 0;
         }
         if (IsFixedDir(path)) return -Libc.EISDIR;
         if (Under(path, "proc/sys", out var key))

@@ -87,6 +87,7 @@ public sealed unsafe partial class FuseServer
         o->MaxWrite = MaxWrite;
         o->TimeGran = 1;
         o->MaxPages = MaxRead / 4096;
+        Diagnostics.PhaseTrace.Mark("FUSE INIT answered");
         return sizeof(InitOut);
     }
 

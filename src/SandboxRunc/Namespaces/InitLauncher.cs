@@ -54,6 +54,7 @@ internal static unsafe class InitLauncher
                 [$"_SANDBOX_RUNC_INIT={syncFd.ToString(CultureInfo.InvariantCulture)}"], fdMap);
             // Only the init may hold its end now: if it dies, our receive must see the end of the stream.
             childEnd.Dispose();
+            Diagnostics.PhaseTrace.Mark("nsexec spawned");
             var (flags, joins) = Namespaces(r.Spec);
             // Moving a process into v1 cgroups can wait for an RCU grace period (several ms here). With a
             // new user namespace, stage0 has work to do first (unshare, then wait for its maps), so the
@@ -97,7 +98,9 @@ internal static unsafe class InitLauncher
             switch (type)
             {
                 case NsexecProtocol.MapRequest:
+                    Diagnostics.PhaseTrace.Mark("user namespace made");
                     WriteIdMaps(value, r.Spec);
+                    Diagnostics.PhaseTrace.Mark("ID maps written");
                     r.OnUserNamespace?.Invoke(value);
                     placement.Wait();
                     UnixSocket.Send(socket, NsexecProtocol.Encode(NsexecProtocol.MapDone));

@@ -141,6 +141,8 @@ public sealed class DockerCli : IDisposable
         string id = await Inspect(name, "{{.Id}}");
         return new[] { "/run/docker/runtime-runc/moby", "/run/docker/runtime-sandbox-runc/moby" }
             .Select(r => Path.Combine(r, id)).FirstOrDefault(Directory.Exists)
+            // Another dockerd (its own --exec-root, as a private one for trying a build): the --root of the container's supervisor.
+            ?? SandboxRunc.Container.Supervisor.AllRunning().Where(s => s.Id == id).Select(s => Path.Combine(s.Root, id)).FirstOrDefault(Directory.Exists)
             ?? throw new Xunit.Sdk.XunitException($"no state dir for container {name} ({id})");
     }
 
