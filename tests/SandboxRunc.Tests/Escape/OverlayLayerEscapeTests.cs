@@ -90,7 +90,10 @@ public sealed class OverlayLayerEscapeTests : IDisposable
     [EscapeFact]
     public async Task OverlayOfOrdinaryDirectories_Works()
     {
-        var sr = await _docker.Sh(Runtimes.Sandbox, ["--cap-add", "SYS_ADMIN"], $"""
+        // Where AppArmor is on (Debian 12, Ubuntu), docker's default profile denies every mount, whatever the runtime.
+        const string appArmorOn = "/sys/module/apparmor/parameters/enabled";
+        string[] appArmor = File.Exists(appArmorOn) && File.ReadAllText(appArmorOn).Trim() == "Y" ? ["--security-opt", "apparmor=unconfined"] : [];
+        var sr = await _docker.Sh(Runtimes.Sandbox, ["--cap-add", "SYS_ADMIN", .. appArmor], $"""
             {Prepare}
             mkdir -p /x/o/l2 /x/o/diff /x/o/work /x/o/merged && echo two > /x/o/l2/g && ln -s ../l /x/o/L1 || exit 9
             cd /x/o && mount -t overlay overlay -o index=off,lowerdir=L1:l2,upperdir=diff,workdir=work merged; echo mount=$?
