@@ -148,6 +148,7 @@ public static class DeleteOperation
             catch (Exception e) { Cli.Log.Warn($"delete {id}: cgroup: {e.Message}"); }
             Supervisor.Stop(store, id);
             Rootfs.IdmappedStaging.Remove(r.StagingDir);
+            Rootfs.EngineStorage.Remove(CreateOperation.StagingKey(store, id));
             try
             {
                 HookRunner.Run("poststop", r.Poststop, store.ToOci(r, ContainerStatus.Stopped));
@@ -185,6 +186,7 @@ public static class DeleteOperation
             Cli.Log.Warn($"delete {id}: create left no readable note of its cgroups: processes of the container may be left running");
         Supervisor.Stop(store, id);
         Rootfs.IdmappedStaging.Remove(Path.Combine(Rootfs.IdmappedStaging.StagingRoot, CreateOperation.StagingKey(store, id)));
+        Rootfs.EngineStorage.Remove(CreateOperation.StagingKey(store, id));
         store.RemoveDir(id);
         ReleaseIds(store, id);
     }
