@@ -19,6 +19,8 @@ public sealed class CallerHandles : IDisposable
     public required SafeFd MountNs { get; init; }
     public required SafeFd UserNs { get; init; }
     public required SafeFd MountInfo { get; init; }
+    /// <summary>/proc/PID/fd: the caller's own fds, for a path it names as /proc/self/fd/N (see mntns_ops.c).</summary>
+    public required SafeFd Fds { get; init; }
     public required string Status { get; init; }
 
     public static CallerHandles Open(int pid)
@@ -41,6 +43,7 @@ public sealed class CallerHandles : IDisposable
                 MountNs = Open($"{proc}/ns/mnt", Libc.O_RDONLY | Libc.O_CLOEXEC),
                 UserNs = Open($"{proc}/ns/user", Libc.O_RDONLY | Libc.O_CLOEXEC),
                 MountInfo = Open($"{proc}/mountinfo", Libc.O_RDONLY | Libc.O_CLOEXEC),
+                Fds = Open($"{proc}/fd", Path | Libc.O_DIRECTORY),
                 Status = File.ReadAllText($"{proc}/status"),
             };
         }
@@ -70,6 +73,7 @@ public sealed class CallerHandles : IDisposable
         Root.Dispose();
         Cwd.Dispose();
         MountNs.Dispose();
+        Fds.Dispose();
         UserNs.Dispose();
         MountInfo.Dispose();
     }
@@ -137,6 +141,7 @@ public sealed unsafe class MountPerformer : IDisposable
         Root = caller.Root.Fd,
         Cwd = caller.Cwd.Fd,
         HostProc = _hostProc.Fd,
+        CallerFds = caller.Fds.Fd,
     };
 
     /// <summary>

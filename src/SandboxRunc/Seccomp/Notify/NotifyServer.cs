@@ -252,7 +252,8 @@ public sealed class NotifyServer : IDisposable
             MountSyscall.Mount when (flags & Libc.MS_REMOUNT) == 0 && (flags & (Libc.MS_BIND | Libc.MS_MOVE)) != 0 => call.Source,
             _ => null,
         };
-        using var lookup = performer.Lookup(handles, call.Target, followTarget, source, kernelFsPath);
+        using var lookup = performer.Lookup(handles, ProcSelf.Translate(call.Target, handles.Status), followTarget,
+            source is null ? null : ProcSelf.Translate(source, handles.Status), kernelFsPath);
         var mounts = MountPerformer.ReadMountInfo(handles.MountInfo);
 
         var targetFacts = Facts(lookup.Target, mounts);
