@@ -70,7 +70,8 @@ public class NotifyMountRulesTests
     [Fact] public void ReadOnlyInitialMountMayBeRemountedReadOnly() => Flags(Mount(REMOUNT | BIND | RDONLY, At("/mnt")), F.ReadOnly);
     [Fact] public void ReadWriteInitialMountMayBecomeReadOnlyAndKeepsItsFlags() => Flags(Mount(REMOUNT | BIND | RDONLY, At("/data")), F.ReadOnly | F.NoSuid);
     [Fact] public void OmittedFlagsOfAnInitialMountAreKept() => Flags(Mount(REMOUNT | BIND, At("/data")), F.NoSuid);
-    [Fact] public void AddingAFlagTheInitialMountLackedIsRefused() => Refused(Mount(REMOUNT | BIND | NOEXEC, At("/data")));
+    [Fact] public void AddingAFlagTheInitialMountLackedIsAllowedAndKeepsItsOwn() => Flags(Mount(REMOUNT | BIND | NOEXEC, At("/data")), F.NoSuid | F.NoExec);
+    [Fact] public void AddingAFlagNeverClearsReadOnly() => Refused(Mount(REMOUNT | BIND | NOEXEC, At("/mnt")));
     [Fact] public void RepeatingTheInitialFlagsIsFine() => Flags(Mount(REMOUNT | BIND | NOSUID | NODEV | NOEXEC, At("/dev/shm")), F.NoSuid | F.NoDev | F.NoExec);
     [Fact] public void ReadOnlySysStaysReadOnly() => Refused(Mount(REMOUNT | BIND | NOSUID | NODEV | NOEXEC, At("/sys")));
     [Fact] public void ReadOnlyPathStaysReadOnly() => Refused(Mount(REMOUNT | BIND | NOSUID | NODEV | NOEXEC, At("/proc/sys")));
@@ -113,6 +114,18 @@ public class NotifyMountRulesTests
     [Fact] public void MaskedPathCannotBeUnmounted() => Refused(Umount(At("/proc/kcore"), flags: 2));
     [Fact] public void ReadOnlyPathCannotBeUnmounted() => Refused(Umount(At("/proc/sys")));
     [Fact] public void ProcCopyInANewMountNamespaceCannotBeUnmounted() => Refused(Umount(Entry("700 600 0:60 / /proc rw - proc proc rw")));
+    // An inner runc's pivot_root(".", "."): the old root, a copy of the container's "/", stacked on the inner container's
+    // new root; its umount2(".") shows only that new root. Its /proc copy stays protected by what it hides.
+    static readonly List<MountEntry> PivotTable = MountInfo.Parse("""
+        800 780 0:95 / / rw - overlay overlay rw,lowerdir=/il,upperdir=/iu,workdir=/iw
+        801 800 0:50 / / rw,relatime - overlay overlay rw,lowerdir=/l,upperdir=/u,workdir=/w
+        802 801 0:60 / /proc rw,nosuid,nodev,noexec,relatime - proc proc rw
+        """);
+    [Fact] public void AnOldRootStackedOnAnInnerContainersNewRootMayBeUnmounted() =>
+        Assert.IsType<D.Unmount>(UmountIn(PivotTable, PivotTable[1]));
+    [Fact] public void ProcUnderAStackedOldRootStaysProtected() => Refused(UmountIn(PivotTable, PivotTable[2]));
+    [Fact] public void RootCopyInANewMountNamespaceCannotBeUnmounted() =>
+        Refused(UmountIn(MountInfo.Parse("700 600 0:50 / / rw - overlay overlay rw"), Entry("700 600 0:50 / / rw - overlay overlay rw")));
     [Fact] public void OtherInitialMountsMayBeUnmounted() => Assert.IsType<D.Unmount>(Umount(At("/mnt")));
     [Fact] public void UnlessAllInitialMountsAreProtected() => Refused(Umount(At("/mnt"), protectAll: true));
     [Fact] public void OwnMountsMayBeUnmounted() => Assert.Equal(new D.Unmount(8), Umount(Mine, flags: 8));

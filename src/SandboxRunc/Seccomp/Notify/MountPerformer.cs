@@ -89,6 +89,9 @@ public sealed class ResolvedPath(SafeFd fd, ulong mountId, bool isMountRoot, uin
     public uint Minor { get; } = minor;
     /// <summary>The kernel's path of the fd relative to the caller's root.</summary>
     public string Path { get; } = path;
+    /// <summary>st_mode (0 when unknown).</summary>
+    public uint Mode { get; init; }
+    public bool IsDirectory => (Mode & Libc.S_IFMT) == Libc.S_IFDIR;
     public void Dispose() => Fd.Dispose();
 }
 
@@ -173,7 +176,7 @@ public sealed unsafe class MountPerformer : IDisposable
     static (ResolvedPath?, int) Take(ref Ops.PathResult r)
     {
         if (r.Fd < 0) return (null, r.Err == 0 ? Libc.ENOENT : r.Err);
-        return (new ResolvedPath(new SafeFd(r.Fd), r.MountId, r.MountRoot != 0, r.DevMajor, r.DevMinor, r.PathText()), 0);
+        return (new ResolvedPath(new SafeFd(r.Fd), r.MountId, r.MountRoot != 0, r.DevMajor, r.DevMinor, r.PathText()) { Mode = r.Mode }, 0);
     }
 
     /// <summary>The caller's mount table, read from the fd opened before anything (a fresh read each time).</summary>

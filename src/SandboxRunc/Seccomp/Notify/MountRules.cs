@@ -92,14 +92,25 @@ public sealed class MountRules
 
     public IEnumerable<InitialMount> AncestorsOf(MountEntry m) => Initial.Where(i => DerivesFrom(m, i));
 
-    /// <summary>The initial mount this mount is a copy of where it stands (same mount point), if any.</summary>
-    InitialMount? InitialAtItsPlace(MountEntry m) =>
-        Initial.LastOrDefault(i => i.MountPoint == m.MountPoint && DerivesFrom(m, i));
+    /// <summary>
+    /// The initial mount this mount is a copy of where it stands (same mount point, covering the same place), if any.
+    /// A copy stacked on another mount at that mount point covers that mount instead: runc's pivot_root(".", ".") leaves
+    /// the old root (a copy of the container's "/") stacked on the inner container's new root, and its umount2(".")
+    /// shows only that new root. Such a copy is protected by what it hides (ProtectedPlaces), like any other.
+    /// </summary>
+    InitialMount? InitialAtItsPlace(MountEntry m, IReadOnlyList<MountEntry> table)
+    {
+        var i = Initial.LastOrDefault(i => i.MountPoint == m.MountPoint && DerivesFrom(m, i));
+        if (i is null) return null;
+        var covered = Covered(m, table);
+        bool stacked = covered is not null && table.Any(p => p.Id == m.ParentId && p.Id != m.Id && p.MountPoint == m.MountPoint);
+        return stacked && covered != i.Covers ? null : i;
+    }
 
     /// <summary>Why a mount of the caller's table is protected, or null: at its initial place, or covering what a protected one covers.</summary>
     public string? ProtectedBecause(MountEntry m, IReadOnlyList<MountEntry> table)
     {
-        if (InitialAtItsPlace(m) is { } i && (ProtectAllInitialMounts || Protected.Contains(i.MountPoint)))
+        if (InitialAtItsPlace(m, table) is { } i && (ProtectAllInitialMounts || Protected.Contains(i.MountPoint)))
             return $"{m.MountPoint} is a protected mount of the container";
         if (ProtectedPlaces.Count > 0 && Covered(m, table) is { } place && ProtectedPlaces.Contains(place))
         {
@@ -198,13 +209,10 @@ public sealed class MountRules
             return new MountDecision.Refuse(Libc.EPERM,
                 $"{t.Mount.MountPoint} derives from the read-only mount {readOnlyAncestor.MountPoint} of the container and stays read-only");
 
+        // The initial mount's nosuid/nodev/noexec stay; more of them may be asked (stricter, never looser: systemd's
+        // sandboxing remounts binds of /run with noexec, for a unit's /run/credentials).
         var closest = ancestors.OrderBy(a => a.Root.Length).ThenBy(a => a.MountPoint == t.Mount.MountPoint).Last();
-        var added = requested & Kept & ~closest.Flags;
-        if (added != 0)
-            return new MountDecision.Refuse(Libc.EPERM,
-                $"{t.Mount.MountPoint} derives from {closest.MountPoint} of the container, whose flags cannot change (adding {added})");
-
-        var result = (requested & MountFlags.ReadOnly) | (closest.Flags & Kept);
+        var result = (requested & MountFlags.ReadOnly) | (closest.Flags & Kept) | (requested & Kept);
         return new MountDecision.SetFlags(result, MountFlags.All & ~result, superblock);
     }
 
