@@ -162,7 +162,8 @@ load_image() {
     base=$REPO-base:${tag##*:}
     step "docker import $base; docker build $tag"
     docker image inspect "$base" >/dev/null 2>&1 || docker import "$dir/rootfs.tar" "$base" >/dev/null
-    printf 'FROM %s\nCMD ["/sbin/init"]\nSTOPSIGNAL SIGRTMIN+3\n' "$base" | docker build -q -t "$tag" - >/dev/null
+    printf 'FROM %s\nCMD ["/sbin/init"]\nSTOPSIGNAL SIGRTMIN+3\n' "$base" | DOCKER_BUILDKIT=0 docker build -q -t "$tag" - >/dev/null 2>"$dir/docker-build.log" ||
+      { cat "$dir/docker-build.log" >&2; die "docker build of $tag failed"; }
   fi
   docker tag "$tag" "$REPO:latest"
 }
