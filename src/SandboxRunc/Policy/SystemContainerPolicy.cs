@@ -97,10 +97,9 @@ public static class SystemContainerPolicy
     public static Spec WithSystemContainer(Spec spec, ulong heldMask)
     {
         var process = spec.Process ??= new Process();
-        // Not CAP_SYS_RAWIO: what it allows (ioperm, iopl, raw block and memory devices) is checked against the host's user
-        // namespace, so it means nothing here, and systemd takes it as "may touch the hardware" (it mounts debugfs,
-        // tracefs and configfs only then, which no user namespace may do: a degraded boot for nothing).
-        var all = Namespaces.CapabilityNames.All.Where((name, i) => (heldMask & (1UL << i)) != 0 && name != "CAP_SYS_RAWIO").ToList();
+        // All of them, CAP_SYS_RAWIO too (it means nothing outside the host's user namespace, but an inner runc given
+        // `docker run --privileged` sets every capability in the bounding set it starts with and fails on a missing one).
+        var all = Namespaces.CapabilityNames.All.Where((_, i) => (heldMask & (1UL << i)) != 0).ToList();
         process.Capabilities = new Capabilities
         {
             Bounding = [.. all], Effective = [.. all], Permitted = [.. all],

@@ -182,6 +182,22 @@ public class NotifyMountRulesTests
     public void ACopyOfAMaskCannotBeMovedAway() =>
         Refused(Rules.Decide(new MountCall(MountSyscall.Mount, MOVE, "/tmp/x/kcore", "/tmp/mine"),
             new CallerFacts(true, new PathFacts(Mine, true), new PathFacts(InCopy("/tmp/x/kcore"), true), CopyTable)));
+    // systemd's unit sandboxing: an rbind copy moved as a whole (its masks move along and stay protected).
+    [Fact]
+    public void ACopyWithMasksBelowMayBeMovedAsAWhole() =>
+        Assert.IsType<D.Move>(Rules.Decide(new MountCall(MountSyscall.Mount, MOVE, "/tmp/x", "/tmp/mine"),
+            new CallerFacts(true, new PathFacts(Mine, true), new PathFacts(InCopy("/tmp/x"), true), CopyTable)));
+    [Fact]
+    public void AfterTheMoveTheMaskCopyIsStillProtected()
+    {
+        var moved = MountInfo.Parse(InitMountInfo + """
+
+            800 109 0:60 / /tmp/mine rw,nosuid,nodev,noexec,relatime - proc proc rw
+            801 800 0:70 /null /tmp/mine/kcore rw,nosuid - tmpfs tmpfs rw,size=65536k,mode=755
+            109 100 0:99 / /tmp/mine rw - tmpfs t rw
+            """);
+        Refused(UmountIn(moved, moved.Single(m => m.MountPoint == "/tmp/mine/kcore")));
+    }
     [Fact]
     public void APlainBindOfTheCopyIsMadeRecursive() =>
         Assert.Equal(new D.Bind(true, false), Rules.Decide(new MountCall(MountSyscall.Mount, BIND, "/tmp/x", "/tmp/mine"),

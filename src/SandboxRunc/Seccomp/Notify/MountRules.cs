@@ -234,7 +234,11 @@ public sealed class MountRules
         if (!s.IsMountRoot) return Kernel(Libc.EINVAL, "source is not a mount point");
         if (ProtectedBecause(s.Mount, caller.Mounts) is { } why)
             return new MountDecision.Refuse(Libc.EPERM, $"{why} and cannot be moved");
-        if (HasProtectedBelow(s.Mount.MountPoint, caller.Mounts))
+        // Mounts below move with it: one protected by what it hides stays so (its parent and its place in it move
+        // along), so only one protected by where it stands would lose that by the move. systemd's sandboxing moves
+        // an rbind copy of "/" (with its copies of /proc's masks) onto "/".
+        if (caller.Mounts.Any(m => IsStrictlyBelow(m.MountPoint, s.Mount.MountPoint) && InitialAtItsPlace(m, caller.Mounts) is { } i
+                && (ProtectAllInitialMounts || Protected.Contains(i.MountPoint))))
             return new MountDecision.Refuse(Libc.EPERM, $"protected mounts of the container lie below {s.Mount.MountPoint}");
         return new MountDecision.Move();
     }
