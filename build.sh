@@ -249,6 +249,16 @@ for i in range(phnum):
 EOF
 }
 
+# The system-container image of the SystemContainers tests (Docker-in-Docker, containerd, systemd): built from
+# Debian packages once per content hash (tests/sysimage/build-image.sh: ~3 min cold; a cached tarball, also kept in
+# /var/cache/sandbox-runc/sysimage for clean clones, only needs a docker import, a few seconds).
+build_system_image() {
+  local t0=$SECONDS
+  step "image: sandbox-runc-system (tests/sysimage/build-image.sh; log: artifacts/logs/sysimage.log)"
+  run_logged "$LOGS/sysimage.log" bash tests/sysimage/build-image.sh
+  step "image: $(tail -n 1 "$LOGS/sysimage.log" | sed 's/^==> sysimage: //') ($((SECONDS - t0)) s)"
+}
+
 export_rootfs() {
   local rootfs=$ART/rootfs cid
   step "rootfs: exporting $TEST_IMAGE to artifacts/rootfs"
@@ -294,6 +304,7 @@ setup() { # setup ALLOW_OVERRIDE
   install_runtime "$1"
   setup_docker
   build_image
+  build_system_image
   export_rootfs
   step "setup: done in $((SECONDS - t0)) s"
 }

@@ -64,6 +64,32 @@ public abstract class CgroupManager
         foreach (var dir in Paths.Dirs) CgroupFs.Write(dir, "cgroup.procs", pid.ToString());
     }
 
+    /// <summary>
+    /// Makes the cgroup the container's to manage, as systemd's Delegate=yes defines it: the container's root (its
+    /// host uid and gid) owns the directory (it may make and remove children there) and the files a delegatee
+    /// writes to move processes and hand controllers down (<see cref="DelegatedFiles"/>), never the limit files of
+    /// its top: it builds children whose limits the kernel keeps within the top's, and cannot raise its own.
+    /// Children it makes are its own (cgroupfs gives a new directory and its files to the fsuid that made it).
+    /// </summary>
+    public void Delegate(uint uid, uint gid)
+    {
+        foreach (var dir in Paths.Dirs)
+            foreach (var f in DelegatedFiles.Prepend("."))
+            {
+                string path = f == "." ? dir : Path.Combine(dir, f);
+                if (Libc.chown(path, uid, gid) != 0 && !(f != "." && Libc.Errno == Libc.ENOENT))
+                    throw new CgroupException($"cgroup: delegate {path} to {uid}:{gid}: chown: {CgroupFs.ErrText(Libc.Errno)}", Libc.Errno);
+            }
+    }
+
+    /// <summary>The files of the top a delegatee owns besides the directory (v1: cgroup.procs and tasks; v2: cgroup.procs,
+    /// cgroup.threads and cgroup.subtree_control), as systemd's Delegate=yes.</summary>
+    public IReadOnlyList<string> DelegatedFiles => DelegatedFilesOf(Version);
+
+    public static IReadOnlyList<string> DelegatedFilesOf(CgroupVersion version) => version == CgroupVersion.V2
+        ? ["cgroup.procs", "cgroup.threads", "cgroup.subtree_control"]
+        : ["cgroup.procs", "tasks"];
+
     /// <summary>Sets the resources (create and update alike).</summary>
     public abstract void Apply(Resources? r);
 

@@ -53,6 +53,7 @@ public static class CreateOperation
         CgroupManager? cgroup = null;
         InitLauncher.Launched? init = null;
         IdmappedStaging? staging = null;
+        string? storageKey = null;
         try
         {
             using var dirLock = store.Lock(o.Id);
@@ -63,6 +64,23 @@ public static class CreateOperation
             spec = IsolationPolicy.Rewrite(spec, range);
             if (sharedWith is not null) UserNamespacePolicy.WithSysctlsInRange(spec, sharedWith.Range.Size);
             PhaseTrace.Mark("state dir and ID range");
+            // System containers (Policy/SystemContainerPolicy): every container with its own user namespace gets a
+            // delegated cgroup subtree; one that can run an engine its storage; a system container what an engine
+            // or init needs. Before seccomp is compiled: a system container has none but our vetting.
+            bool delegate_ = mapped is not null && !decision.RestrictionsOff;
+            if (delegate_)
+            {
+                SystemContainerPolicy.WithCgroupDelegation(spec);
+                bool system = SystemContainerPolicy.IsSystemContainer(spec, decision.Settings.SystemContainer);
+                if (system) SystemContainerPolicy.WithSystemContainer(spec, CapabilitySets.Get().Permitted);
+                if (SystemContainerPolicy.NeedsEngineStorage(spec, system))
+                {
+                    string key = StagingKey(store, o.Id);
+                    var bound = SystemContainerPolicy.WithEngineStorage(spec, p => EngineStorage.HostDirFor(key, p));
+                    storageKey = key;
+                    EngineStorage.Create(key, bound, (uint)mapped!.UidBase, (uint)mapped.GidBase);
+                }
+            }
             var compiled = spec.Linux?.Seccomp is { } profile ? Seccomp.SeccompCompiler.Compile(profile) : null;
             // Syscall vetting comes with the container's own user namespace (ECI); an opted-out container runs as runc's would.
             byte[]? notifyProgram = mapped is null ? null : VettingProgram();
@@ -139,8 +157,16 @@ public static class CreateOperation
             }
 
             if (sharedWith is not null) StageMounts(sharedWith.Pid);
+            // The cgroup is delegated once it holds the init's first stage (the systemd driver makes it then),
+            // before the init unshares its cgroup namespace (nsexec waits for the placement first).
+            var placeIn = cgroup;
+            void Place(int pid)
+            {
+                placeIn.AddProcess(pid);
+                if (delegate_) placeIn.Delegate((uint)mapped!.UidBase, (uint)mapped.GidBase);
+            }
             init = InitLauncher.Launch(new InitLauncher.Request(spec, o.PreserveFds, console?.Fd ?? -1, fifoFd.Fd,
-                cgroup.AddProcess, sharedWith is null && spec.Linux?.Namespaces?.Any(n => n.Type == "user" && string.IsNullOrEmpty(n.Path)) == true ? StageMounts : null,
+                Place, sharedWith is null && spec.Linux?.Namespaces?.Any(n => n.Type == "user" && string.IsNullOrEmpty(n.Path)) == true ? StageMounts : null,
                 SealedCopy: mapped is null));
             PhaseTrace.Mark("init cloned");
             Rlimits.Apply(init.Pid, spec.Process?.Rlimits);
@@ -226,6 +252,7 @@ public static class CreateOperation
             try { cgroup?.Destroy(TimeSpan.FromSeconds(5)); } catch (Exception e) { Cli.Log.Warn($"cleanup of cgroup: {e.Message}"); }
             Supervisor.Stop(store, o.Id);
             IdmappedStaging.Remove(staging?.Dir);
+            if (storageKey is not null) EngineStorage.Remove(storageKey);
             store.RemoveDir(o.Id);
             if (ids is not null && allocator.Release(stateDir) is { } warning) Cli.Log.Warn(warning);
             throw;

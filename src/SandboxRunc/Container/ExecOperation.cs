@@ -38,7 +38,7 @@ public static class ExecOperation
         var spec = new Spec
         {
             OciVersion = containerSpec.OciVersion,
-            Process = o.Process,
+            Process = Policy.SystemContainerPolicy.ForExec(o.Process, containerSpec),
             Root = containerSpec.Root,
             Linux = new Linux
             {

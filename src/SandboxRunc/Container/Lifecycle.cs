@@ -157,6 +157,7 @@ public static class DeleteOperation
             Supervisor.Stop(store, id);
             PhaseTrace.Mark("supervisor stopped");
             Rootfs.IdmappedStaging.Remove(r.StagingDir);
+            Rootfs.EngineStorage.Remove(CreateOperation.StagingKey(store, id));
             PhaseTrace.Mark("staging removed");
             try
             {
@@ -196,6 +197,7 @@ public static class DeleteOperation
             Cli.Log.Warn($"delete {id}: create left no readable note of its cgroups: processes of the container may be left running");
         Supervisor.Stop(store, id);
         Rootfs.IdmappedStaging.Remove(Path.Combine(Rootfs.IdmappedStaging.StagingRoot, CreateOperation.StagingKey(store, id)));
+        Rootfs.EngineStorage.Remove(CreateOperation.StagingKey(store, id));
         store.RemoveDir(id);
         ReleaseIds(store, id);
     }

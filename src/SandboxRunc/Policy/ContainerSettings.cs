@@ -7,12 +7,14 @@ namespace SandboxRunc.Policy;
 /// vetting, ...) takes its per-container settings from here, so a label and an annotation always mean the
 /// same thing everywhere. A value that is not understood is refused, never ignored.
 /// </summary>
-public sealed record ContainerSettings(string? Isolation, bool ProtectInitialMounts)
+public sealed record ContainerSettings(string? Isolation, bool ProtectInitialMounts, bool? SystemContainer = null)
 {
     /// <summary>"off" asks to lift the restrictions (host namespaces, restricted mounts, socket): see IsolationPolicy.</summary>
     public const string IsolationKey = "io.sandbox-runc.isolation";
     /// <summary>"true": no mount made at creation may be unmounted (by default only the protected ones).</summary>
     public const string ProtectInitialMountsKey = "io.sandbox-runc.protect-initial-mounts";
+    /// <summary>"true"/"false": a system container or not (default: by its command, see SystemContainerPolicy).</summary>
+    public const string SystemContainerKey = "io.sandbox-runc.system-container";
     /// <summary>Label and annotation keys this runtime reads.</summary>
     public const string Prefix = "io.sandbox-runc.";
 
@@ -31,6 +33,14 @@ public sealed record ContainerSettings(string? Isolation, bool ProtectInitialMou
             "true" or "1" => true,
             _ => throw new PolicyException($"{ProtectInitialMountsKey}=\"{protect}\" ({protectFrom}): the value must be \"true\" or \"false\""),
         };
-        return new ContainerSettings(isolation, protectAll);
+        var (system, systemFrom) = Get(SystemContainerKey);
+        bool? systemContainer = system switch
+        {
+            null => null,
+            "false" or "0" => false,
+            "true" or "1" => true,
+            _ => throw new PolicyException($"{SystemContainerKey}=\"{system}\" ({systemFrom}): the value must be \"true\" or \"false\""),
+        };
+        return new ContainerSettings(isolation, protectAll, systemContainer);
     }
 }

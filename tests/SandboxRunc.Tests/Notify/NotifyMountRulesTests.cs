@@ -76,6 +76,7 @@ public class NotifyMountRulesTests
         Refused(Mount(REMOUNT | BIND | NOSUID | NODEV, Entry("505 100 0:90 / /tmp/shm rw,nosuid,nodev,noexec - tmpfs shm rw")));
     [Fact] public void ClearingAFlagWithReadOnlyIsRefusedToo() => Refused(Mount(REMOUNT | BIND | RDONLY, At("/data")));
     [Fact] public void AddingAFlagTheInitialMountLackedIsAllowed() => Flags(Mount(REMOUNT | BIND | NOSUID | NOEXEC, At("/data")), F.NoSuid | F.NoExec);
+    [Fact] public void AddingAFlagNeverClearsReadOnly() => Refused(Mount(REMOUNT | BIND | NOEXEC, At("/mnt")));
     [Fact] public void RepeatingTheInitialFlagsIsFine() => Flags(Mount(REMOUNT | BIND | NOSUID | NODEV | NOEXEC, At("/dev/shm")), F.NoSuid | F.NoDev | F.NoExec);
     [Fact] public void ReadOnlySysStaysReadOnly() => Refused(Mount(REMOUNT | BIND | NOSUID | NODEV | NOEXEC, At("/sys")));
     [Fact] public void ReadOnlyPathStaysReadOnly() => Refused(Mount(REMOUNT | BIND | NOSUID | NODEV | NOEXEC, At("/proc/sys")));
@@ -118,6 +119,18 @@ public class NotifyMountRulesTests
     [Fact] public void MaskedPathCannotBeUnmounted() => Refused(Umount(At("/proc/kcore"), flags: 2));
     [Fact] public void ReadOnlyPathCannotBeUnmounted() => Refused(Umount(At("/proc/sys")));
     [Fact] public void ProcCopyInANewMountNamespaceCannotBeUnmounted() => Refused(Umount(Entry("700 600 0:60 / /proc rw - proc proc rw")));
+    // An inner runc's pivot_root(".", "."): the old root, a copy of the container's "/", stacked on the inner container's
+    // new root; its umount2(".") shows only that new root. Its /proc copy stays protected by what it hides.
+    static readonly List<MountEntry> PivotTable = MountInfo.Parse("""
+        800 780 0:95 / / rw - overlay overlay rw,lowerdir=/il,upperdir=/iu,workdir=/iw
+        801 800 0:50 / / rw,relatime - overlay overlay rw,lowerdir=/l,upperdir=/u,workdir=/w
+        802 801 0:60 / /proc rw,nosuid,nodev,noexec,relatime - proc proc rw
+        """);
+    [Fact] public void AnOldRootStackedOnAnInnerContainersNewRootMayBeUnmounted() =>
+        Assert.IsType<D.Unmount>(UmountIn(PivotTable, PivotTable[1]));
+    [Fact] public void ProcUnderAStackedOldRootStaysProtected() => Refused(UmountIn(PivotTable, PivotTable[2]));
+    [Fact] public void RootCopyInANewMountNamespaceCannotBeUnmounted() =>
+        Refused(UmountIn(MountInfo.Parse("700 600 0:50 / / rw - overlay overlay rw"), Entry("700 600 0:50 / / rw - overlay overlay rw")));
     [Fact] public void OtherInitialMountsMayBeUnmounted() => Assert.IsType<D.Unmount>(Umount(At("/mnt")));
     [Fact] public void UnlessAllInitialMountsAreProtected() => Refused(Umount(At("/mnt"), protectAll: true));
     [Fact] public void OwnMountsMayBeUnmounted() => Assert.Equal(new D.Unmount(8), Umount(Mine, flags: 8));
@@ -174,6 +187,22 @@ public class NotifyMountRulesTests
     public void ACopyOfAMaskCannotBeMovedAway() =>
         Refused(Rules.Decide(new MountCall(MountSyscall.Mount, MOVE, "/tmp/x/kcore", "/tmp/mine"),
             new CallerFacts(true, new PathFacts(Mine, true), new PathFacts(InCopy("/tmp/x/kcore"), true), CopyTable)));
+    // systemd's unit sandboxing: an rbind copy moved as a whole (its masks move along and stay protected).
+    [Fact]
+    public void ACopyWithMasksBelowMayBeMovedAsAWhole() =>
+        Assert.IsType<D.Move>(Rules.Decide(new MountCall(MountSyscall.Mount, MOVE, "/tmp/x", "/tmp/mine"),
+            new CallerFacts(true, new PathFacts(Mine, true), new PathFacts(InCopy("/tmp/x"), true), CopyTable)));
+    [Fact]
+    public void AfterTheMoveTheMaskCopyIsStillProtected()
+    {
+        var moved = MountInfo.Parse(InitMountInfo + """
+
+            800 109 0:60 / /tmp/mine rw,nosuid,nodev,noexec,relatime - proc proc rw
+            801 800 0:70 /null /tmp/mine/kcore rw,nosuid - tmpfs tmpfs rw,size=65536k,mode=755
+            109 100 0:99 / /tmp/mine rw - tmpfs t rw
+            """);
+        Refused(UmountIn(moved, moved.Single(m => m.MountPoint == "/tmp/mine/kcore")));
+    }
     [Fact]
     public void APlainBindOfTheCopyIsMadeRecursive() =>
         Assert.Equal(new D.Bind(true, false), Rules.Decide(new MountCall(MountSyscall.Mount, BIND, "/tmp/x", "/tmp/mine"),

@@ -18,7 +18,7 @@ internal static unsafe partial class MountNamespaceOps
     [StructLayout(LayoutKind.Sequential)]
     public struct Enter
     {
-        public int OwnMountNs, MountNs, Root, Cwd, HostProc, Reserved;
+        public int OwnMountNs, MountNs, Root, Cwd, HostProc, CallerFds;
     }
 
     [StructLayout(LayoutKind.Sequential)]

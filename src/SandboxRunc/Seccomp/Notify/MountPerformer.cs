@@ -19,6 +19,8 @@ public sealed class CallerHandles : IDisposable
     public required SafeFd MountNs { get; init; }
     public required SafeFd UserNs { get; init; }
     public required SafeFd MountInfo { get; init; }
+    /// <summary>/proc/PID/fd: the caller's own fds, for a path it names as /proc/self/fd/N (see mntns_ops.c).</summary>
+    public required SafeFd Fds { get; init; }
     public required string Status { get; init; }
 
     public static CallerHandles Open(int pid)
@@ -41,6 +43,7 @@ public sealed class CallerHandles : IDisposable
                 MountNs = Open($"{proc}/ns/mnt", Libc.O_RDONLY | Libc.O_CLOEXEC),
                 UserNs = Open($"{proc}/ns/user", Libc.O_RDONLY | Libc.O_CLOEXEC),
                 MountInfo = Open($"{proc}/mountinfo", Libc.O_RDONLY | Libc.O_CLOEXEC),
+                Fds = Open($"{proc}/fd", Path | Libc.O_DIRECTORY),
                 Status = File.ReadAllText($"{proc}/status"),
             };
         }
@@ -70,6 +73,7 @@ public sealed class CallerHandles : IDisposable
         Root.Dispose();
         Cwd.Dispose();
         MountNs.Dispose();
+        Fds.Dispose();
         UserNs.Dispose();
         MountInfo.Dispose();
     }
@@ -85,6 +89,9 @@ public sealed class ResolvedPath(SafeFd fd, ulong mountId, bool isMountRoot, uin
     public uint Minor { get; } = minor;
     /// <summary>The kernel's path of the fd relative to the caller's root.</summary>
     public string Path { get; } = path;
+    /// <summary>st_mode (0 when unknown).</summary>
+    public uint Mode { get; init; }
+    public bool IsDirectory => (Mode & Libc.S_IFMT) == Libc.S_IFDIR;
     public void Dispose() => Fd.Dispose();
 }
 
@@ -137,6 +144,7 @@ public sealed unsafe class MountPerformer : IDisposable
         Root = caller.Root.Fd,
         Cwd = caller.Cwd.Fd,
         HostProc = _hostProc.Fd,
+        CallerFds = caller.Fds.Fd,
     };
 
     /// <summary>
@@ -168,7 +176,7 @@ public sealed unsafe class MountPerformer : IDisposable
     static (ResolvedPath?, int) Take(ref Ops.PathResult r)
     {
         if (r.Fd < 0) return (null, r.Err == 0 ? Libc.ENOENT : r.Err);
-        return (new ResolvedPath(new SafeFd(r.Fd), r.MountId, r.MountRoot != 0, r.DevMajor, r.DevMinor, r.PathText()), 0);
+        return (new ResolvedPath(new SafeFd(r.Fd), r.MountId, r.MountRoot != 0, r.DevMajor, r.DevMinor, r.PathText()) { Mode = r.Mode }, 0);
     }
 
     /// <summary>The caller's mount table, read from the fd opened before anything (a fresh read each time).</summary>

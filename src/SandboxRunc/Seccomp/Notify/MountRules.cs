@@ -93,14 +93,25 @@ public sealed class MountRules
 
     public IEnumerable<InitialMount> AncestorsOf(MountEntry m) => Initial.Where(i => DerivesFrom(m, i));
 
-    /// <summary>The initial mount this mount is a copy of where it stands (same mount point), if any.</summary>
-    InitialMount? InitialAtItsPlace(MountEntry m) =>
-        Initial.LastOrDefault(i => i.MountPoint == m.MountPoint && DerivesFrom(m, i));
+    /// <summary>
+    /// The initial mount this mount is a copy of where it stands (same mount point, covering the same place), if any.
+    /// A copy stacked on another mount at that mount point covers that mount instead: runc's pivot_root(".", ".") leaves
+    /// the old root (a copy of the container's "/") stacked on the inner container's new root, and its umount2(".")
+    /// shows only that new root. Such a copy is protected by what it hides (ProtectedPlaces), like any other.
+    /// </summary>
+    InitialMount? InitialAtItsPlace(MountEntry m, IReadOnlyList<MountEntry> table)
+    {
+        var i = Initial.LastOrDefault(i => i.MountPoint == m.MountPoint && DerivesFrom(m, i));
+        if (i is null) return null;
+        var covered = Covered(m, table);
+        bool stacked = covered is not null && table.Any(p => p.Id == m.ParentId && p.Id != m.Id && p.MountPoint == m.MountPoint);
+        return stacked && covered != i.Covers ? null : i;
+    }
 
     /// <summary>Why a mount of the caller's table is protected, or null: at its initial place, or covering what a protected one covers.</summary>
     public string? ProtectedBecause(MountEntry m, IReadOnlyList<MountEntry> table)
     {
-        if (InitialAtItsPlace(m) is { } i && (ProtectAllInitialMounts || Protected.Contains(i.MountPoint)))
+        if (InitialAtItsPlace(m, table) is { } i && (ProtectAllInitialMounts || Protected.Contains(i.MountPoint)))
             return $"{m.MountPoint} is a protected mount of the container";
         if (ProtectedPlaces.Count > 0 && Covered(m, table) is { } place && ProtectedPlaces.Contains(place))
         {
@@ -233,7 +244,11 @@ public sealed class MountRules
         if (!s.IsMountRoot) return Kernel(Libc.EINVAL, "source is not a mount point");
         if (ProtectedBecause(s.Mount, caller.Mounts) is { } why)
             return new MountDecision.Refuse(Libc.EPERM, $"{why} and cannot be moved");
-        if (HasProtectedBelow(s.Mount.MountPoint, caller.Mounts))
+        // Mounts below move with it: one protected by what it hides stays so (its parent and its place in it move
+        // along), so only one protected by where it stands would lose that by the move. systemd's sandboxing moves
+        // an rbind copy of "/" (with its copies of /proc's masks) onto "/".
+        if (caller.Mounts.Any(m => IsStrictlyBelow(m.MountPoint, s.Mount.MountPoint) && InitialAtItsPlace(m, caller.Mounts) is { } i
+                && (ProtectAllInitialMounts || Protected.Contains(i.MountPoint))))
             return new MountDecision.Refuse(Libc.EPERM, $"protected mounts of the container lie below {s.Mount.MountPoint}");
         return new MountDecision.Move();
     }

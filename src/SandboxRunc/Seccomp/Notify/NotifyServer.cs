@@ -260,7 +260,8 @@ public sealed class NotifyServer : IDisposable
             MountSyscall.Mount when (flags & Libc.MS_REMOUNT) == 0 && (flags & (Libc.MS_BIND | Libc.MS_MOVE)) != 0 => call.Source,
             _ => null,
         };
-        using var lookup = performer.Lookup(handles, call.Target, followTarget, source, kernelFsPath);
+        using var lookup = performer.Lookup(handles, ProcSelf.Translate(call.Target, handles.Status), followTarget,
+            source is null ? null : ProcSelf.Translate(source, handles.Status), kernelFsPath);
         var layerPaths = new List<ResolvedPath>();
         try
         {
@@ -315,6 +316,20 @@ public sealed class NotifyServer : IDisposable
         int targetErrno = lookup.Target is null ? lookup.TargetErrno : targetFacts is null ? Libc.EINVAL : 0;
 
         var decision = _rules.Decide(call, new CallerFacts(true, targetFacts, sourceFacts, mounts, samePid, sameNet, layers));
+        // A namespace file (nsfs) has no mount in the table: bound when its namespace is the caller's own (NamespaceFile).
+        if (decision is MountDecision.Refuse { Policy: false } && sourceFacts is null && lookup.Source is { } nsSource && targetFacts is not null
+            && call.Syscall == MountSyscall.Mount && (flags & (Libc.MS_BIND | Libc.MS_REMOUNT | Libc.MS_MOVE)) == Libc.MS_BIND)
+            decision = NamespaceFile.OwnedWithin(nsSource.Fd, handles.UserNs) switch
+            {
+                true => new MountDecision.Bind(false, false),
+                false => new MountDecision.Refuse(Libc.EPERM, "the namespace file's namespace is not the container's"),
+                null => decision,
+            };
+        // mount(2) answers a bind of a file onto a directory (or the reverse) with ENOTDIR (graft_tree), which runc's
+        // maskPath relies on to fall back to a tmpfs; move_mount, which performs it, would say EINVAL.
+        if (decision is MountDecision.Bind && lookup.Source is { Mode: not 0 } bs && lookup.Target is { Mode: not 0 } bt
+            && bs.IsDirectory != bt.IsDirectory)
+            decision = new MountDecision.Refuse(Libc.ENOTDIR, "bind of a file onto a directory or the reverse", Policy: false);
         if (decision is MountDecision.Refuse { Policy: false } && targetFacts is null && targetErrno != 0)
             decision = new MountDecision.Refuse(targetErrno, "target not resolved", Policy: false);
         if (decision is MountDecision.BindKernelFs k && !IsInitialKernelFs(lookup.KernelFs, k.MountPoint))

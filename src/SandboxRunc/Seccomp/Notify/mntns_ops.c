@@ -118,7 +118,7 @@ struct srn_enter {
     int32_t root;       /* the caller's root (/proc/PID/root, O_PATH) */
     int32_t cwd;        /* the caller's cwd (/proc/PID/cwd, O_PATH) */
     int32_t host_proc;  /* the host's /proc (O_PATH | O_DIRECTORY): magic links to our own fds */
-    int32_t reserved;
+    int32_t caller_fds; /* the caller's /proc/PID/fd (O_PATH | O_DIRECTORY), or -1 */
 };
 
 /* One resolved path. */
@@ -241,9 +241,42 @@ static void describe(const struct srn_enter *e, int fd, int err, struct srn_path
     out->path[n > 0 ? n : 0] = '\0';
 }
 
+/* N for "/proc/self/fd/N" or "/proc/thread-self/fd/N" (N decimal, no sign, no trailing text), else -1. */
+static int self_fd_number(const char *path)
+{
+    static const char *const prefixes[] = { "/proc/self/fd/", "/proc/thread-self/fd/" };
+    for (size_t i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++) {
+        size_t len = strlen(prefixes[i]);
+        if (strncmp(path, prefixes[i], len) != 0) continue;
+        const char *p = path + len;
+        if (*p < '0' || *p > '9') return -1;
+        long n = 0;
+        for (; *p >= '0' && *p <= '9'; p++) {
+            n = n * 10 + (*p - '0');
+            if (n > INT_MAX) return -1;
+        }
+        return *p == '\0' ? (int)n : -1;
+    }
+    return -1;
+}
+
+/*
+ * A path the caller names through its own fd ("/proc/self/fd/N": runc mounts every source and target that way) is
+ * resolved by the caller's procfs to its own fd; in that procfs (of the caller's pid namespace) our thread has no
+ * "self". So the caller's fd N itself is opened, through its /proc/PID/fd pinned before the notification was
+ * checked: exactly the file the caller holds, which is then judged like any other path.
+ */
 static void resolve(const struct srn_enter *e, const char *path, int flags, struct srn_path *out)
 {
-    int fd = openat(AT_FDCWD, path, O_PATH | O_CLOEXEC | flags);
+    int n = (e->caller_fds >= 0 && !(flags & O_NOFOLLOW)) ? self_fd_number(path) : -1;
+    int fd;
+    if (n >= 0) {
+        char name[16];
+        snprintf(name, sizeof name, "%d", n);
+        fd = openat(e->caller_fds, name, O_PATH | O_CLOEXEC);
+    } else {
+        fd = openat(AT_FDCWD, path, O_PATH | O_CLOEXEC | flags);
+    }
     describe(e, fd, fd < 0 ? errno : 0, out);
 }
 
