@@ -35,7 +35,7 @@ public static unsafe class DeviceFilter
                 null or "" or "a" => 0,
                 "b" => TypeBlock,
                 "c" or "u" => TypeChar,
-                _ => throw new CgroupException($"cgroup: device rule type \"{d.Type}\" is not one of a, b, c"),
+                _ => throw new CgroupException($"linux.resources.devices: rule type \"{d.Type}\" is not one of a, b, c"),
             };
             uint access = 0;
             foreach (char c in string.IsNullOrEmpty(d.Access) ? "rwm" : d.Access)
@@ -44,7 +44,7 @@ public static unsafe class DeviceFilter
                     'r' => AccessRead,
                     'w' => AccessWrite,
                     'm' => AccessMknod,
-                    _ => throw new CgroupException($"cgroup: device rule access \"{d.Access}\" is not made of r, w, m"),
+                    _ => throw new CgroupException($"linux.resources.devices: rule access \"{d.Access}\" is not made of r, w, m"),
                 };
             rules.Add(new Rule(d.Allow, type, d.Major ?? -1, d.Minor ?? -1, access));
         }

@@ -61,13 +61,19 @@ public sealed record HostTraces(string StateDir, string StagingDir, string Stora
     {
         string id = await docker.Inspect(name, "{{.Id}}");
         var roots = new List<string>();
-        foreach (var top in Directory.EnumerateDirectories("/run").Append("/var/run"))
+        foreach (var top in Directory.EnumerateDirectories("/run").Concat(Directory.EnumerateDirectories("/var/run")))
             foreach (var exec in new[] { top, Path.Combine(top, "exec") })
                 if (Directory.Exists(exec))
                     roots.AddRange(Directory.EnumerateDirectories(exec, "runtime-*").Select(r => Path.Combine(r, "moby")));
-        string stateDir = roots.Select(r => Path.Combine(r, id)).FirstOrDefault(d => File.Exists(Path.Combine(d, "state.json")))
-            ?? throw new Xunit.Sdk.XunitException($"no state dir for container {name} ({id}) under {string.Join(", ", roots)}");
-        string key = SandboxRunc.Container.CreateOperation.StagingKey(new SandboxRunc.Container.StateStore(Path.GetDirectoryName(stateDir)!), id);
+        // The runtime keys its dirs by the state root as the engine spelled it (dockerd says /var/run/docker/..., a
+        // symlink to /run/docker/...): every spelling that holds the state is tried, the one whose dirs exist wins.
+        var stateDirs = roots.Select(r => Path.Combine(r, id)).Where(d => File.Exists(Path.Combine(d, "state.json"))).ToList();
+        if (stateDirs.Count == 0)
+            throw new Xunit.Sdk.XunitException($"no state dir for container {name} ({id}) under {string.Join(", ", roots)}");
+        string KeyOf(string dir) => SandboxRunc.Container.CreateOperation.StagingKey(new SandboxRunc.Container.StateStore(Path.GetDirectoryName(dir)!), id);
+        string stateDir = stateDirs.FirstOrDefault(d => Directory.Exists(SandboxRunc.Rootfs.EngineStorage.DirOf(KeyOf(d)))
+            || Directory.Exists(Path.Combine(SandboxRunc.Rootfs.IdmappedStaging.StagingRoot, KeyOf(d)))) ?? stateDirs[0];
+        string key = KeyOf(stateDir);
         using var state = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(stateDir, "state.json")));
         var cgroups = state.RootElement.TryGetProperty("cgroupPaths", out var cp)
             ? cp.EnumerateObject().Select(p => p.Value.GetString()!).Distinct().ToList() : [];
