@@ -35,7 +35,7 @@ public static unsafe class UnixSocket
         }
     }
 
-    /// <summary>The size of the next packet on a SOCK_SEQPACKET socket, without taking it (0 at end of stream).</summary>
+    /// <summary>The size of the next packet on a SOCK_SEQPACKET socket, without taking it (0 at end of stream, or when the peer reset it).</summary>
     public static int PeekSize(SafeFd fd)
     {
         const int MSG_PEEK = 2, MSG_TRUNC = 0x20;
@@ -44,6 +44,9 @@ public static unsafe class UnixSocket
         var msg = new Libc.MsgHdr { Iov = &iov, IovLen = 1 };
         nint n;
         do n = Libc.recvmsg(fd.Fd, &msg, MSG_PEEK | MSG_TRUNC); while (n < 0 && Libc.Errno == Libc.EINTR);
+        // A peer that died with our message unread resets the connection rather than closing it (seen when a
+        // 1-byte memory limit kills the init): gone either way, as EOF says.
+        if (n < 0 && Libc.Errno == Libc.ECONNRESET) return 0;
         if (n < 0) throw new SysException("receive", "sync socket", Libc.Errno);
         return (int)n;
     }
