@@ -337,7 +337,15 @@ public sealed class NotifyServer : IDisposable
         if (decision is MountDecision.Continue or MountDecision.Refuse) return (decision, 0);
         if (!N.IdValid(listener, id)) return (new MountDecision.Refuse(Libc.ENOENT, "caller gone", Policy: false), 0);
         if (decision is MountDecision.Overlay o)
-            return (decision, lookup.Target is { } target ? performer.Overlay(handles, o, layerPaths, target) : Libc.ENOENT);
+        {
+            if (lookup.Target is not { } target) return (decision, Libc.ENOENT);
+            int made = performer.Overlay(handles, o, layerPaths, target);
+            // ENOSYS: the kernel takes no overlay layer by fd (before 6.13; Debian 12, Ubuntu 22.04): the layers were
+            // judged, the kernel mounts them from the caller's strings (README: the residual race on new mounts).
+            return made == Libc.ENOSYS
+                ? (new MountDecision.Continue("overlay layers judged; this kernel takes no layer by fd: the kernel mounts it"), 0)
+                : (decision, made);
+        }
         return (decision, performer.Perform(handles, decision, lookup, unmount));
     }
 

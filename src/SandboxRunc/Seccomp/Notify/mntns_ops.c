@@ -467,44 +467,20 @@ static int overlay_child(const struct srn_enter *e, const struct srn_overlay *o)
     if (fchdir(e->root) != 0 || chroot(".") != 0) return errno;
     int fs = (int)syscall(SYS_fsopen, "overlay", SRN_FSOPEN_CLOEXEC);
     if (fs < 0) return errno;
-    /* Kernels before 6.13 take no layer by fd (EINVAL for the first one): then every layer is named by the
-     * magic link of its pinned fd, "self/fd/N", resolved from the host's /proc as our working directory
-     * (the kernel follows the link to the very directory that was judged; no name of the container's is
-     * looked up again). Debian 12 (6.1) and Ubuntu 22.04 (5.15) are such kernels. */
-    static char lower[SRN_MAX_OVERLAY_LAYERS * 24], upper[32], work[32];
-    size_t lower_len = 0;
-    int by_name = 0;
+    /* Kernels before 6.13 take no layer by fd: EINVAL for the first one. Then ENOSYS tells the supervisor to
+     * let the kernel mount it from the caller's own strings (the layers were judged by the same names; a
+     * race between that check and the kernel's lookup is the residual the README names). Seen on Debian 12's
+     * 6.1: naming the pinned layers by their fds' magic links instead made overlayfs answer EOPNOTSUPP. */
     for (int i = 0; i < o->count; i++) {
         char link[32] = "self/fd/";
         put_decimal(link + 8, o->layer_fds[i]);
-        if (!by_name) {
-            int dir = openat(e->host_proc, link, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-            if (dir < 0) return errno;
-            long r = syscall(SYS_fsconfig, fs, SRN_FSCONFIG_SET_FD, o->layer_keys[i], NULL, dir);
-            int err = errno;
-            close(dir);
-            if (r == 0) continue;
-            if (i != 0 || err != EINVAL) return err;
-            by_name = 1;
-        }
-        const char *key = o->layer_keys[i];
-        if (strcmp(key, "upperdir") == 0 || strcmp(key, "workdir") == 0) {
-            memcpy(key[0] == 'u' ? upper : work, link, strlen(link) + 1);
-        } else {
-            int data = strcmp(key, "datadir+") == 0;
-            const char *sep = lower_len == 0 ? "" : data ? "::" : ":";
-            size_t need = strlen(sep) + strlen(link);
-            if (lower_len + need + 1 > sizeof lower) return EINVAL;
-            memcpy(lower + lower_len, sep, strlen(sep));
-            memcpy(lower + lower_len + strlen(sep), link, strlen(link) + 1);
-            lower_len += need;
-        }
-    }
-    if (by_name) {
-        if (fchdir(e->host_proc) != 0) return errno;
-        if (lower_len > 0 && syscall(SYS_fsconfig, fs, SRN_FSCONFIG_SET_STRING, "lowerdir", lower, 0) != 0) return errno;
-        if (upper[0] && syscall(SYS_fsconfig, fs, SRN_FSCONFIG_SET_STRING, "upperdir", upper, 0) != 0) return errno;
-        if (work[0] && syscall(SYS_fsconfig, fs, SRN_FSCONFIG_SET_STRING, "workdir", work, 0) != 0) return errno;
+        int dir = openat(e->host_proc, link, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dir < 0) return errno;
+        long r = syscall(SYS_fsconfig, fs, SRN_FSCONFIG_SET_FD, o->layer_keys[i], NULL, dir);
+        int err = errno;
+        close(dir);
+        if (r == 0) continue;
+        return i == 0 && err == EINVAL ? ENOSYS : err;
     }
     for (int i = 0; i < o->opt_count; i++) {
         char key[256];
