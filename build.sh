@@ -338,6 +338,37 @@ print(passed, failed, skipped, total)
 EOF
 }
 
+# trx_failures FILE...: every failed test in the TRX files, a block each: its name and the first lines
+# of its message. Printed just before the counts, so that the tail of a CI log always names what failed.
+trx_failures() {
+  python3 - "$@" <<'EOF'
+import sys
+import xml.etree.ElementTree as ET
+shown = 0
+for path in sys.argv[1:]:
+    try:
+        root = ET.parse(path).getroot()
+    except (ET.ParseError, OSError):
+        continue
+    for r in root.iter():
+        if r.tag.rsplit("}", 1)[-1] != "UnitTestResult" or r.get("outcome") not in ("Failed", "Error", "Timeout", "Aborted"):
+            continue
+        shown += 1
+        if shown > 20:
+            continue
+        msg = ""
+        for m in r.iter():
+            if m.tag.rsplit("}", 1)[-1] == "Message" and m.text:
+                msg = m.text
+                break
+        print(f"FAILED {r.get('testName')} ({r.get('duration', '?')})")
+        for line in msg.strip().splitlines()[:12]:
+            print(f"    {line[:400]}")
+if shown > 20:
+    print(f"... and {shown - 20} more failed tests")
+EOF
+}
+
 # test_setup: the set-up (as a child process, so that set -e keeps working inside it) and the build
 # of the test assemblies. Prints why and returns 1 when either fails.
 test_setup() {
@@ -421,6 +452,11 @@ cmd_test() {
     run_host_tests "$results/host" || hrc=$?
     read -r hp hf hs < <(counts "$results/host")
     if [[ $hrc -ne 0 && $hf -eq 0 ]]; then hf=1; fi
+    if [[ $hf -gt 0 ]]; then
+      local failed_trx=()
+      mapfile -t failed_trx < <(find "$results/host" -name '*.trx' -type f)
+      [[ ${#failed_trx[@]} -eq 0 ]] || trx_failures "${failed_trx[@]}"
+    fi
     echo "host: $hp passed, $hf failed, $hs skipped"
   fi
   if [[ $what == all && ${SANDBOX_RUNC_TEST_VM:-0} != 1 ]]; then
@@ -434,6 +470,11 @@ cmd_test() {
   run_vm_tests "$results/vm" || vrc=$?
   read -r vp vf vs < <(counts "$results/vm")
   if [[ $vrc -ne 0 && $vf -eq 0 ]]; then vf=1; fi
+  if [[ $vf -gt 0 ]]; then
+    local vm_trx=()
+    mapfile -t vm_trx < <(find "$results/vm" -name '*.trx' -type f)
+    [[ ${#vm_trx[@]} -eq 0 ]] || trx_failures "${vm_trx[@]}"
+  fi
   local trx
   for trx in "$results"/vm/*.trx; do
     [[ -f $trx ]] || continue
