@@ -15,7 +15,8 @@ namespace SandboxRunc.Policy;
 ///   stack on the container's own overlay; the inner engine's overlay2 needs a backing filesystem that is not one).</item>
 /// <item><see cref="WithSystemContainer"/>, for a system container (<see cref="IsSystemContainer"/>): what an inner
 ///   engine or init needs that docker withholds without --privileged: every capability (in the container's user
-///   namespace only) and no seccomp profile but ours, i.e. what --privileged gives; for an init also /run and
+///   namespace only), no seccomp profile but ours and no engine-default AppArmor profile (docker-default denies every
+///   mount), i.e. what --privileged gives; for an init also /run and
 ///   /run/lock as tmpfs and the "container" environment variable that systemd reads. It does not give what
 ///   --privileged gives beyond that (host devices, a writable /sys, unmasked /proc paths).</item>
 /// </list>
@@ -30,6 +31,15 @@ public static class SystemContainerPolicy
 
     /// <summary>Commands that are a container engine daemon.</summary>
     static readonly string[] Engines = ["dockerd", "containerd", "dockerd-entrypoint.sh", "dind"];
+
+    /// <summary>
+    /// The AppArmor profiles engines give a container nobody chose a profile for: docker's, containerd CRI's and podman's
+    /// (containers-default-VERSION). Each denies every mount, so an inner engine or systemd cannot work under it; docker
+    /// leaves it out for --privileged. A profile the user named otherwise stays.
+    /// </summary>
+    public static bool IsEngineDefaultAppArmor(string? profile) =>
+        profile is "docker-default" or "cri-containerd.apparmor.d"
+        || profile?.StartsWith("containers-default-", StringComparison.Ordinal) == true;
 
     /// <summary>The process runs an init (its first argument, by path or bare name).</summary>
     public static bool RunsInit(Spec spec) =>
@@ -107,6 +117,8 @@ public static class SystemContainerPolicy
             Inheritable = process.Capabilities?.Inheritable, Ambient = process.Capabilities?.Ambient,
         };
         if (spec.Linux is { } linux) linux.Seccomp = null;
+        // Our vetting of mount and umount2 stands where the engine's AppArmor profile would (see the README's threat model).
+        if (IsEngineDefaultAppArmor(process.ApparmorProfile)) process.ApparmorProfile = null;
         // The saved spec says so: `exec` gives its processes the same (see ForExec).
         (spec.Annotations ??= [])[ContainerSettings.SystemContainerKey] = "true";
         if (!RunsInit(spec)) return spec;
@@ -127,7 +139,8 @@ public static class SystemContainerPolicy
 
     /// <summary>
     /// A process `exec` starts in a system container gets the capability sets of its init (every capability: an engine
-    /// or systemctl run by `docker exec` needs them as the init does); inheritable and ambient stay as asked.
+    /// or systemctl run by `docker exec` needs them as the init does) and, like it, no engine-default AppArmor profile
+    /// (docker exec names docker-default again); inheritable and ambient stay as asked.
     /// </summary>
     public static Process ForExec(Process process, Spec containerSpec)
     {
@@ -138,6 +151,7 @@ public static class SystemContainerPolicy
             Bounding = caps.Bounding, Effective = caps.Effective, Permitted = caps.Permitted,
             Inheritable = process.Capabilities?.Inheritable, Ambient = process.Capabilities?.Ambient,
         };
+        if (IsEngineDefaultAppArmor(process.ApparmorProfile)) process.ApparmorProfile = null;
         return process;
     }
 

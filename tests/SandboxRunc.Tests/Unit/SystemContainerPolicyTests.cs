@@ -119,6 +119,24 @@ public class SystemContainerPolicyTests
         Assert.Equal(["CAP_CHOWN"], plain.Capabilities!.Effective!);
     }
 
+    [Theory]
+    [InlineData("docker-default", null)]
+    [InlineData("cri-containerd.apparmor.d", null)]
+    [InlineData("containers-default-0.50.1", null)]
+    [InlineData("my-own-profile", "my-own-profile")]
+    [InlineData(null, null)]
+    public void ASystemContainerAndItsExecsLoseOnlyTheEngineDefaultAppArmorProfile(string? asked, string? kept)
+    {
+        var spec = DockerLike("dockerd");
+        spec.Process!.ApparmorProfile = asked;
+        Assert.Equal(kept, SystemContainerPolicy.WithSystemContainer(spec, ~0UL).Process!.ApparmorProfile);
+        var exec = SystemContainerPolicy.ForExec(new Process { Args = ["sh"], ApparmorProfile = asked }, spec);
+        Assert.Equal(kept, exec.ApparmorProfile);
+        // not in an ordinary container
+        var plain = SystemContainerPolicy.ForExec(new Process { Args = ["sh"], ApparmorProfile = "docker-default" }, DockerLike("sh"));
+        Assert.Equal("docker-default", plain.ApparmorProfile);
+    }
+
     [Fact]
     public void DelegationNeverHandsOverALimitFile()
     {
