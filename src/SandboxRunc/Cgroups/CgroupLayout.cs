@@ -121,6 +121,15 @@ internal static class CgroupLayout
         return Join(mountPoint, CleanPath("/" + rel));
     }
 
+    /// <summary>
+    /// The v2 directory a /proc/PID/cgroup text names (its "0::" line), under <see cref="CgroupRoot"/>; null without
+    /// one. The path is cleaned: callers compare the result with the directory they expect it inside.
+    /// </summary>
+    internal static string? UnifiedDirOf(string procCgroupText) =>
+        ParseProcCgroup(procCgroupText).GetValueOrDefault("") is { } rel && rel.StartsWith('/')
+            ? Join(CgroupRoot, CleanPath(rel))
+            : null;
+
     /// <summary>Resolves the container's directories: controller -> absolute dir (v2: "" -> dir).</summary>
     internal static CgroupPaths Resolve(
         string containerId, string? cgroupsPath, string mountInfoText, string procSelfCgroupText)

@@ -82,6 +82,80 @@ public abstract class CgroupManager
             }
     }
 
+    /// <summary>
+    /// Puts a process `exec` starts where runc puts it: into the container's cgroup, or on v2, when that is no leaf
+    /// any more (systemd or an inner engine handed controllers down from it, and the kernel's no-internal-process rule
+    /// refuses a process there: EBUSY), into the cgroup its init is in, if that is the container's or below it.
+    /// The init's cgroup is the kernel's word, read by pid, and used only inside the container's own subtree, so a pid
+    /// reused by a process elsewhere is refused rather than joined.
+    /// </summary>
+    public void AddExecProcess(int pid, int initPid)
+    {
+        if (!Paths.IsV2)
+        {
+            AddProcess(pid);
+            return;
+        }
+        string top = Paths.Unified!;
+        int err = CgroupFs.TryWrite(Path.Combine(top, "cgroup.procs"), pid.ToString());
+        if (err == 0) return;
+        if (err != Libc.EBUSY && err != Libc.EOPNOTSUPP)
+            throw new CgroupException($"cgroup: write {pid} to {Path.Combine(top, "cgroup.procs")}: {CgroupFs.ErrText(err)}", err);
+        string? initDir = CgroupLayout.UnifiedDirOf(ReadProcCgroup(initPid));
+        if (initDir is null || !(initDir == top || initDir.StartsWith(top + "/", StringComparison.Ordinal)))
+            throw new CgroupException($"cgroup: write {pid} to {Path.Combine(top, "cgroup.procs")}: {CgroupFs.ErrText(err)}, " +
+                $"and the init's cgroup ({initDir ?? "unknown"}) is not inside the container's", err);
+        CgroupFs.Write(initDir, "cgroup.procs", pid.ToString());
+    }
+
+    static string ReadProcCgroup(int pid)
+    {
+        try { return File.ReadAllText($"/proc/{pid}/cgroup"); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return ""; }
+    }
+
+    /// <summary>The child an engine's system container runs its init in on v2 (docker's own dind script uses the same name).</summary>
+    public const string InitLeafName = "init";
+
+    /// <summary>
+    /// v2, an engine's system container (Policy/SystemContainerPolicy; not an init, which does this itself as systemd
+    /// does with init.scope): makes the child its init will run in, owned like the top (<see cref="Delegate"/>). The
+    /// kernel lets a cgroup hand controllers down only while no process is in it, so an inner dockerd started as PID 1
+    /// could never give its containers a memory or pids limit while it sat in the container's top.
+    /// </summary>
+    public void MakeInitLeaf(uint uid, uint gid)
+    {
+        string leaf = Path.Combine(Paths.Unified ?? throw new CgroupException("cgroup: an init leaf is for cgroup v2 only"), InitLeafName);
+        try { Directory.CreateDirectory(leaf); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        { throw new CgroupException($"cgroup: mkdir {leaf}: {e.Message}"); }
+        foreach (var f in DelegatedFiles.Prepend("."))
+        {
+            string path = f == "." ? leaf : Path.Combine(leaf, f);
+            if (Libc.chown(path, uid, gid) != 0)
+                throw new CgroupException($"cgroup: delegate {path} to {uid}:{gid}: chown: {CgroupFs.ErrText(Libc.Errno)}", Libc.Errno);
+        }
+    }
+
+    /// <summary>
+    /// At start, with the init still waiting on the exec fifo: moves it into the leaf <see cref="MakeInitLeaf"/> made
+    /// and hands every controller of the top down to its children. Done at start, not create, because an engine's shim
+    /// reads the init's cgroup right after create and watches it (usage, OOM kills): the top, which counts the
+    /// inner containers too. Its cgroup namespace stays rooted at the top (the init made it there at create).
+    /// </summary>
+    public void MoveInitToLeaf(string leafName, int initPid)
+    {
+        string top = Paths.Unified ?? throw new CgroupException("cgroup: an init leaf is for cgroup v2 only");
+        string leaf = Path.Combine(top, leafName);
+        // Only the container's init, which create left in the top: never a process that took a dead init's pid.
+        if (CgroupLayout.UnifiedDirOf(ReadProcCgroup(initPid)) != top) return;
+        int err = CgroupFs.TryWrite(Path.Combine(leaf, "cgroup.procs"), initPid.ToString());
+        if (err == Libc.ESRCH) return; // it died: start says so when it reads the fifo
+        if (err != 0)
+            throw new CgroupException($"cgroup: write {initPid} to {Path.Combine(leaf, "cgroup.procs")}: {CgroupFs.ErrText(err)}", err);
+        CgroupV2Manager.EnableControllersOf(top);
+    }
+
     /// <summary>The files of the top a delegatee owns besides the directory (v1: cgroup.procs and tasks; v2: cgroup.procs,
     /// cgroup.threads and cgroup.subtree_control), as systemd's Delegate=yes.</summary>
     public IReadOnlyList<string> DelegatedFiles => DelegatedFilesOf(Version);
@@ -240,7 +314,9 @@ public class CgroupV2Manager(CgroupPaths paths) : CgroupManager(paths)
     /// Delegates every controller the parent has to its children; one at a time so that one refusal (e.g.
     /// a controller busy in a threaded subtree) does not block the rest. Apply reports what is missing.
     /// </summary>
-    protected static void EnableControllers(string parent)
+    protected static void EnableControllers(string parent) => EnableControllersOf(parent);
+
+    internal static void EnableControllersOf(string parent)
     {
         foreach (var c in CgroupFs.Read(parent, "cgroup.controllers").Split(' ', StringSplitOptions.RemoveEmptyEntries))
             CgroupFs.TryWrite(Path.Combine(parent, "cgroup.subtree_control"), "+" + c);

@@ -68,10 +68,15 @@ public static class CreateOperation
             // delegated cgroup subtree; one that can run an engine its storage; a system container what an engine
             // or init needs. Before seccomp is compiled: a system container has none but our vetting.
             bool delegate_ = mapped is not null && !decision.RestrictionsOff;
+            // v2: an engine's system container runs its init in a child of its cgroup from start on (see
+            // CgroupManager.MoveInitToLeaf); an init (systemd) moves itself, a joined cgroup namespace is another's.
+            bool initLeaf = false;
             if (delegate_)
             {
                 SystemContainerPolicy.WithCgroupDelegation(spec);
                 bool system = SystemContainerPolicy.IsSystemContainer(spec, decision.Settings.SystemContainer);
+                initLeaf = system && !SystemContainerPolicy.RunsInit(spec)
+                    && spec.Linux!.Namespaces!.Any(n => n.Type == "cgroup" && string.IsNullOrEmpty(n.Path));
                 if (system) SystemContainerPolicy.WithSystemContainer(spec, CapabilitySets.Get().Permitted);
                 if (SystemContainerPolicy.NeedsEngineStorage(spec, system))
                 {
@@ -90,6 +95,7 @@ public static class CreateOperation
             cgroup = CgroupManager.ForContainer(o.Id, spec.Linux?.CgroupsPath, o.SystemdCgroup);
             store.NoteCreating(o.Id, cgroup, ids);
             cgroup.Create();
+            initLeaf &= cgroup.Paths.IsV2;
             cgroup.Apply(spec.Linux?.Resources);
             NetworkSysctls.WriteForJoinedNetns(spec);
             PhaseTrace.Mark("cgroup");
@@ -164,6 +170,7 @@ public static class CreateOperation
             {
                 placeIn.AddProcess(pid);
                 if (delegate_) placeIn.Delegate((uint)mapped!.UidBase, (uint)mapped.GidBase);
+                if (initLeaf) placeIn.MakeInitLeaf((uint)mapped!.UidBase, (uint)mapped.GidBase);
             }
             init = InitLauncher.Launch(new InitLauncher.Request(spec, o.PreserveFds, console?.Fd ?? -1, fifoFd.Fd,
                 Place, sharedWith is null && spec.Linux?.Namespaces?.Any(n => n.Type == "user" && string.IsNullOrEmpty(n.Path)) == true ? StageMounts : null,
@@ -194,6 +201,7 @@ public static class CreateOperation
                 StagingDir = staging?.Dir,
                 SeccompProgram = compiled?.Program,
                 SeccompFlags = compiled?.Flags ?? 0,
+                InitLeaf = initLeaf ? CgroupManager.InitLeafName : null,
             };
             var state = store.ToOci(record, ContainerStatus.Creating);
             VettingSettings? vetting = notifyProgram is null ? null : Vetting(spec, decision.Settings);

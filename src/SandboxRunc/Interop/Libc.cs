@@ -268,7 +268,7 @@ public static unsafe partial class Libc
     }
 
     public static int Errno => Marshal.GetLastPInvokeError();
-    public const int ESTALE = 116, ECONNRESET = 104;
+    public const int ESTALE = 116, ECONNRESET = 104, EOPNOTSUPP = 95;
     public const int EINTR = 4, ENOENT = 2, ESRCH = 3, EEXIST = 17, EAGAIN = 11, EBUSY = 16, EINVAL = 22,
         EPERM = 1, ECHILD = 10, ENOTDIR = 20, EACCES = 13, ENXIO = 6, ELOOP = 40, EIO = 5, EISDIR = 21,
         ENAMETOOLONG = 36, ETIMEDOUT = 110;

@@ -64,6 +64,11 @@ public sealed class ContainerRecord
     /// </summary>
     [JsonPropertyName("seccompProgram")] public byte[]? SeccompProgram { get; set; }
     [JsonPropertyName("seccompFlags")] public uint SeccompFlags { get; set; }
+    /// <summary>
+    /// v2: the child of the container's cgroup its init moves to at start (an engine's system container: see
+    /// CgroupManager.MoveInitToLeaf); null for every other container.
+    /// </summary>
+    [JsonPropertyName("initLeaf")] public string? InitLeaf { get; set; }
 }
 
 public static class SpecVersion

@@ -151,4 +151,12 @@ public class CgroupLayoutTests
         Assert.Equal("b *:* m", V1Resources.DeviceRule(new DeviceCgroup { Type = "b", Major = -1, Minor = -1, Access = "m" }));
         Assert.Equal("c 1:3 rw", V1Resources.DeviceRule(new DeviceCgroup { Type = "c", Major = 1, Minor = 3, Access = "rw" }));
     }
+    [Theory]
+    [InlineData("0::/docker/abc/init\n", "/sys/fs/cgroup/docker/abc/init")]
+    [InlineData("12:memory:/x\n0::/system.slice/docker-1.scope\n", "/sys/fs/cgroup/system.slice/docker-1.scope")]
+    [InlineData("0::/docker/abc/../../etc\n", "/sys/fs/cgroup/etc")] // cleaned: the caller's containment check sees where it leads
+    [InlineData("12:memory:/x\n", null)]
+    [InlineData("", null)]
+    public void TheUnifiedDirOfAProcessIsItsZeroLineUnderTheMount(string text, string? dir) =>
+        Assert.Equal(dir, CgroupLayout.UnifiedDirOf(text));
 }
