@@ -106,7 +106,7 @@ public sealed class DockerInDockerTests : IDisposable
     }
 
     /// <summary>Capabilities the kernel knows that this host's bounding set lacks (CAP_SYS_RESOURCE on the CI machine).</summary>
-    static List<string> MissingFromHostBoundingSet()
+    internal static List<string> MissingFromHostBoundingSet()
     {
         int last = int.Parse(File.ReadAllText("/proc/sys/kernel/cap_last_cap").Trim());
         ulong bounding = File.ReadLines("/proc/self/status").Where(l => l.StartsWith("CapBnd:", StringComparison.Ordinal))
