@@ -19,11 +19,13 @@
 #   7. density: BENCH_DENSITY_N (200) concurrent `docker run -d IMG sleep 600`, runc vs sandbox-runc:
 #      total time to start them all (BENCH_DENSITY_PAR, 16, docker clients at once), our total PSS
 #      (supervisors and emulation servers) and the shims' beside it, total time to remove them
+#   8. dind: Docker-in-Docker in the system image (tests/sysimage): time from docker run -d to the inner
+#      docker info answering, and an inner docker run --rm true; runc's side runs --privileged where it can
 #
 # Environment: BENCH_ONLY (sections to run, e.g. "vetting fuse phases density"; default all), BENCH_N (lifecycle iterations, 30), BENCH_DOCKER_N (15), BENCH_VERSION_N (50),
 # SANDBOX_RUNC_BENCH_BIN (binary under test; default artifacts/sandbox-runc), RUNC_BIN
 # (/usr/sbin/runc; another sandbox-runc build gives a before/after in one run), BENCH_OCI_TIMEOUT (30 s),
-# BENCH_ROOTFS (artifacts/rootfs), BENCH_TRACE_N (15), BENCH_DENSITY_N (200), BENCH_DENSITY_PAR (16). Each iteration is timed with bash's
+# BENCH_ROOTFS (artifacts/rootfs), BENCH_TRACE_N (15), BENCH_DENSITY_N (200), BENCH_DENSITY_PAR (16), BENCH_DIND_N (3), BENCH_DIND_RUN_N (5). Each iteration is timed with bash's
 # $EPOCHREALTIME (no fork, unlike date +%s%N, so the timer adds nothing to either side).
 # Runtimes alternate within each iteration, and which goes first alternates too, so drift on
 # the machine hits both alike; iteration 0 is an untimed warm-up. Every OCI command runs under
@@ -473,6 +475,72 @@ bench_density() {
     "$(python3 -c "print(f'{$shims_ours/1024:.0f}')" 2>/dev/null || echo -)" "$(python3 -c "print(f'{$shims_runc/1024:.0f}')" 2>/dev/null || echo -)" >>"$RESULTS"
 }
 
+# --- 8: Docker-in-Docker -----------------------------------------------------------------------
+# dind_up RT NAME OPTIONS...: docker run -d of the system image running dockerd, then wait until the inner
+# `docker info` answers; prints the microseconds it took, or fails.
+dind_up() {
+  local rt=$1 name=$2 t0 end
+  shift 2
+  now_us; t0=$REPLY
+  timeout 120 docker run -d --name "$name" --runtime="$rt" --network=none "$@" "$SYSIMAGE" dockerd \
+    </dev/null >/dev/null 2>"$WORK/err" || return 1
+  end=$((SECONDS + 120))
+  until docker exec "$name" docker info >/dev/null 2>&1; do
+    ((SECONDS < end)) || { echo "the inner dockerd did not answer within 120 s" >"$WORK/err"; return 1; }
+    sleep 0.05
+  done
+  now_us
+  echo $((REPLY - t0))
+}
+
+# The system image of tests/sysimage (docker.io inside), as `./build.sh` loaded it; BENCH_DIND_N (3) starts per
+# runtime, and BENCH_DIND_RUN_N (5) inner `docker run --rm true` in each. runc's side is `--privileged` (plus an
+# anonymous volume at /var/lib/docker, as the runtime's engine storage is for ours), where runc can run it.
+bench_dind() {
+  local n=${BENCH_DIND_N:-3} rn=${BENCH_DIND_RUN_N:-5} i j rt us name t0
+  SYSIMAGE=$(docker images --format '{{.Repository}}:{{.Tag}}' sandbox-runc-system 2>/dev/null | head -1)
+  echo "== 8. Docker-in-Docker ($SYSIMAGE): $n starts until the inner docker info answers, $rn inner docker run --rm true in each"
+  if [[ -z $SYSIMAGE ]]; then
+    echo "  no sandbox-runc-system image loaded (./build.sh setup builds it); skipped"
+    return 0
+  fi
+  declare -A dead=()
+  for rt in "${RUNTIMES[@]}"; do : >"$WORK/dind-up-$rt"; : >"$WORK/dind-run-$rt"; done
+  for ((i = 1; i <= n; i++)); do
+    for rt in $(order "$i"); do
+      [[ -z ${dead[$rt]:-} ]] || continue
+      name=bench-dind-$rt-$i
+      local opts=()
+      [[ $rt == runc ]] && opts=(--privileged -v /var/lib/docker)
+      local dockerrt=$rt
+      [[ $rt == sandbox-runc ]] && dockerrt=$DOCKER_RUNTIME
+      if ! us=$(dind_up "$dockerrt" "$name" "${opts[@]}"); then
+        report_failure "$rt" "DinD (docker run -d --runtime=$dockerrt ${opts[*]} ... dockerd)" "$WORK/err"
+        docker rm -f -v "$name" >/dev/null 2>&1
+        dead[$rt]=1
+        continue
+      fi
+      echo "$us" >>"$WORK/dind-up-$rt"
+      if docker save "$IMAGE" | docker exec -i "$name" docker load >/dev/null 2>"$WORK/err"; then
+        for ((j = 0; j <= rn; j++)); do
+          now_us; t0=$REPLY
+          docker exec "$name" docker run --rm --network=none "$IMAGE" true >/dev/null 2>"$WORK/err" \
+            || { report_failure "$rt" "inner docker run" "$WORK/err"; break; }
+          now_us
+          ((j == 0)) || echo $((REPLY - t0)) >>"$WORK/dind-run-$rt"
+        done
+      else
+        report_failure "$rt" "docker save | docker exec -i docker load" "$WORK/err"
+      fi
+      docker rm -f -v "$name" >/dev/null 2>&1
+    done
+  done
+  printf 'DinD: docker run -d until the inner docker info answers|ms|%s|%s|\n' "$(median_ms "$WORK/dind-up-sandbox-runc")" \
+    "$(median_ms "$WORK/dind-up-runc")" >>"$RESULTS"
+  printf 'DinD: inner docker run --rm true|ms|%s|%s|\n' "$(median_ms "$WORK/dind-run-sandbox-runc")" \
+    "$(median_ms "$WORK/dind-run-runc")" >>"$RESULTS"
+}
+
 print_table() {
   echo
   echo "== Results (medians; ratio = sandbox-runc / runc)"
@@ -499,7 +567,7 @@ if [[ $SRUNC != "$ROOT/artifacts/sandbox-runc" && $SRUNC != /usr/local/bin/sandb
 fi
 cleanup_containers
 make_bundle
-for section in ${BENCH_ONLY:-oci_run oci_lifecycle docker cli vetting fuse phases density}; do
+for section in ${BENCH_ONLY:-oci_run oci_lifecycle docker cli vetting fuse phases density dind}; do
   "bench_$section"
 done
 print_table
