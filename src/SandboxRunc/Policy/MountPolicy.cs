@@ -49,12 +49,17 @@ public static class MountPolicy
 
     public static bool IsRecursive(Mount m) => m.Options?.Contains("rbind") == true;
 
+    /// <summary>Where the runtime keeps containers' engine storage (Rootfs/EngineStorage.Root).</summary>
+    public const string EngineStorageRoot = "/var/lib/sandbox-runc";
+
     static readonly string[] SystemPaths = ["/proc", "/sys", "/dev", "/boot", "/lib/modules"];
 
     static List<string> EnginePaths(EngineFacts facts)
     {
         var list = new List<string> { "/etc/docker", facts.DockerRoot, "/var/lib/containerd", "/run/containerd", "/var/run/containerd",
-            "/run/docker", facts.StateRoot, "/run/sandbox-runc", "/etc/sandbox-runc" };
+            "/run/docker", facts.StateRoot, "/run/sandbox-runc", "/etc/sandbox-runc",
+            // Every container's engine storage (Rootfs/EngineStorage): another container's, bound by path, is not this one's.
+            EngineStorageRoot };
         if (facts.RuntimeBinary is { Length: > 0 } bin) list.Add(bin);
         return list;
     }
