@@ -14,7 +14,7 @@ namespace SandboxRunc.Interop;
 /// </summary>
 public static unsafe partial class DirTree
 {
-    /// <summary>Deeper than this, a walk gives up (one fd is open per level).</summary>
+    /// <summary>One fd is open per level: deeper than this, a directory is moved up to the top of the tree first.</summary>
     public const int MaxDepth = 512;
 
     const long SYS_getdents64 = 217;
@@ -76,7 +76,8 @@ public static unsafe partial class DirTree
     /// <summary>
     /// Removes the directory at <paramref name="path"/> and everything in it, by fd as the class says (the path itself
     /// is opened with O_NOFOLLOW at its last component: its parents must be trusted). Returns null when nothing is
-    /// left, else why (a mount point below, a tree deeper than <see cref="MaxDepth"/>, an error).
+    /// left, else why (a mount point below, an error). A directory deeper than <see cref="MaxDepth"/> below it is first
+    /// moved up to its top (renameat between fds of the same tree), so any depth goes with a bounded number of fds.
     /// </summary>
     public static string? Remove(string path)
     {
@@ -86,24 +87,41 @@ public static unsafe partial class DirTree
         if (pfd == -1) return Libc.Errno == Libc.ENOENT ? null : $"open {parent}: {Marshal.GetPInvokeErrorMessage(Libc.Errno)}";
         try
         {
-            return RemoveEntry(pfd, name, DeviceOf(pfd), 0, path);
+            return RemoveEntry(pfd, name, new Walk(DeviceOf(pfd)), 0, path);
         }
         catch (SysException e) { return e.Message; }
         finally { Libc.close(pfd); }
     }
 
+    sealed class Walk(ulong device)
+    {
+        public ulong Device { get; } = device;
+        /// <summary>The tree's top, open while its contents are removed (where deep directories are moved up to).</summary>
+        public int TopFd { get; set; } = -1;
+        public int Hoisted { get; set; }
+    }
+
+    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int renameat(int olddirfd, string oldpath, int newdirfd, string newpath);
+
     /// <summary>Removes NAME (of any type) in the directory dirFd; a directory with its contents. Null or why not.</summary>
-    static string? RemoveEntry(int dirFd, string name, ulong device, int depth, string shown)
+    static string? RemoveEntry(int dirFd, string name, Walk walk, int depth, string shown)
     {
         // Anything but a directory (a symbolic link included) goes by its name, whatever it points to.
         if (unlinkat(dirFd, name, 0) == 0) return null;
         int err = Libc.Errno;
         if (err == Libc.ENOENT) return null;
         if (err != Libc.EISDIR) return $"unlink {shown}: {Marshal.GetPInvokeErrorMessage(err)}";
-        if (depth >= MaxDepth) return $"{shown}: deeper than {MaxDepth} levels, left in place";
+        if (depth >= MaxDepth)
+        {
+            // Moved up to the top, which lists it again on its next pass.
+            string moved = $".sandbox-runc-deep-{++walk.Hoisted}";
+            return renameat(dirFd, name, walk.TopFd, moved) == 0 ? null
+                : $"rename {shown} to the top: {Marshal.GetPInvokeErrorMessage(Libc.Errno)}";
+        }
         // Opened without following a link: one swapped in since the unlink above fails here (ELOOP, ENOTDIR) and is
         // removed as a link on the next pass.
-        for (int pass = 0; pass < 3; pass++)
+        for (int pass = 0; pass < 3 + (depth == 0 ? walk.Hoisted : 0); pass++)
         {
             int fd = OpenDir(dirFd, name);
             if (fd == -1)
@@ -119,16 +137,21 @@ public static unsafe partial class DirTree
             }
             try
             {
-                if (DeviceOf(fd) != device) return $"{shown} is a mount point (another filesystem): left in place";
+                if (DeviceOf(fd) != walk.Device) return $"{shown} is a mount point (another filesystem): left in place";
+                if (depth == 0) walk.TopFd = fd;
                 foreach (var child in Names(fd))
-                    if (RemoveEntry(fd, child, device, depth + 1, shown + "/" + child) is { } why) return why;
+                    if (RemoveEntry(fd, child, walk, depth + 1, shown + "/" + child) is { } why) return why;
             }
-            finally { Libc.close(fd); }
+            finally
+            {
+                if (depth == 0) walk.TopFd = -1;
+                Libc.close(fd);
+            }
             err = RemoveDirAt(dirFd, name);
             if (err is 0 or Libc.ENOENT) return null;
             if (err != ENOTEMPTY) return $"rmdir {shown}: {Marshal.GetPInvokeErrorMessage(err)}";
-            // Something was added while we removed: another pass.
+            // Something was added while we removed, or moved up from below: another pass.
         }
-        return $"rmdir {shown}: still not empty after 3 passes";
+        return $"rmdir {shown}: still not empty after {3 + walk.Hoisted} passes";
     }
 }

@@ -62,5 +62,24 @@ public sealed class DirTreeTests : IDisposable
     }
 
     [Fact]
+    public void Remove_RemovesATreeDeeperThanItsFdBound()
+    {
+        string tree = Path.Combine(_dir, "deeper");
+        Directory.CreateDirectory(tree);
+        int fd = Libc.open(tree, Libc.O_RDONLY | Libc.O_DIRECTORY | Libc.O_CLOEXEC, 0);
+        for (int i = 0; i < DirTree.MaxDepth * 3 + 7; i++)
+        {
+            Assert.Equal(0, Libc.mkdirat(fd, "d", 0x1ed));
+            int next = DirTree.OpenDir(fd, "d");
+            Libc.close(fd);
+            fd = next;
+        }
+        Libc.close(fd);
+
+        Assert.Null(DirTree.Remove(tree));
+        Assert.False(Directory.Exists(tree));
+    }
+
+    [Fact]
     public void Remove_OfWhatIsNotThere_IsDone() => Assert.Null(DirTree.Remove(Path.Combine(_dir, "none")));
 }
