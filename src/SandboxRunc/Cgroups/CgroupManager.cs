@@ -185,49 +185,48 @@ public abstract class CgroupManager
                 if (Libc.kill(pid, signal) == -1 && Libc.Errno != Libc.ESRCH)
                     throw new CgroupException($"cgroup: kill {pid} with signal {signal}: {CgroupFs.ErrText(Libc.Errno)}", Libc.Errno);
         }
-        finally { if (frozen) Freezer.TryThaw(Paths); }
+        finally
+        {
+            // A SIGKILL must reach processes in a cgroup the container froze below its top (v1: a delegatee owns its
+            // children's freezer.state, and thawing the top leaves them frozen, its SIGKILL pending for ever: the init
+            // never exits, `docker rm -f` fails). Every one already has its SIGKILL, so none runs again once thawed.
+            if (signal == 9) Freezer.ThawBelow(Paths);
+            if (frozen) Freezer.TryThaw(Paths);
+        }
     }
 
-    /// <summary>The processes of a cgroup directory and of every cgroup below it (a container may make any child: none is skipped by name).</summary>
-    protected static List<int> AllPids(string dir)
-    {
-        var pids = CgroupFs.ReadPids(dir);
-        string[] children;
-        try { children = Directory.GetDirectories(dir, "*", SearchOption.AllDirectories); }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return pids; }
-        foreach (var child in children)
-            pids.AddRange(CgroupFs.ReadPids(child));
-        return pids;
-    }
+    /// <summary>The processes of a cgroup directory and of every cgroup below it (a container may make any child: none is skipped by name
+    /// or by depth, see CgroupTree).</summary>
+    protected static List<int> AllPids(string dir) => CgroupTree.Pids(dir);
 
     /// <summary>Removes the cgroup: sub-cgroups the container made first, deepest first (and any process left in them).</summary>
     public virtual void Destroy(TimeSpan timeout)
     {
         var deadline = DateTime.UtcNow + timeout;
+        // Nothing below may stay frozen (v1): its processes could not die, and no cgroup above it could be removed.
+        Freezer.ThawBelow(Paths);
         foreach (var dir in Paths.Dirs)
         {
-            string[] children;
-            try { children = Directory.GetDirectories(dir, "*", SearchOption.AllDirectories); }
-            catch (DirectoryNotFoundException) { continue; }
-            foreach (var d in children.OrderByDescending(c => c.Length).Append(dir))
-                RemoveDir(d, deadline);
+            CgroupTree.Walk(dir, null, (parentFd, name, fd) => RemoveDir($"{name} below {dir}", deadline,
+                () => DirTree.RemoveDirAt(parentFd, name), () => CgroupTree.ReadPids(fd)));
+            RemoveDir(dir, deadline, () => CgroupFs.Rmdir(dir), () => CgroupFs.ReadPids(dir));
         }
     }
 
-    static void RemoveDir(string dir, DateTime deadline)
+    static void RemoveDir(string shown, DateTime deadline, Func<int> rmdir, Func<List<int>> pids)
     {
         bool killed = false;
         while (true)
         {
-            int err = CgroupFs.Rmdir(dir);
+            int err = rmdir();
             if (err == 0 || err == Libc.ENOENT) return;
             // EBUSY: processes are still exiting, or one is left that nobody killed (a helper the container
             // cannot see, in a child cgroup): kill what is there once, then retry until the deadline.
             if (err != Libc.EBUSY || DateTime.UtcNow >= deadline)
-                throw new CgroupException($"cgroup: rmdir {dir}: {CgroupFs.ErrText(err)}", err);
+                throw new CgroupException($"cgroup: rmdir {shown}: {CgroupFs.ErrText(err)}", err);
             if (!killed)
             {
-                foreach (int pid in CgroupFs.ReadPids(dir)) Libc.kill(pid, 9);
+                foreach (int pid in pids()) Libc.kill(pid, 9);
                 killed = true;
             }
             Thread.Sleep(10);

@@ -39,6 +39,20 @@ public static class Freezer
         if (dir is not null) CgroupFs.TryWrite(Path.Combine(dir, paths.IsV2 ? "cgroup.freeze" : "freezer.state"), paths.IsV2 ? "0" : "THAWED");
     }
 
+    /// <summary>
+    /// v1: thaws every cgroup below the container's top (and the top) in the freezer hierarchy. The container owns its
+    /// children's freezer.state (delegation) and a child it froze stays frozen when its parent thaws (self-freezing),
+    /// with its tasks deaf to SIGKILL. v2 needs nothing: a fatal signal ends a frozen task there.
+    /// </summary>
+    public static void ThawBelow(CgroupPaths paths)
+    {
+        if (paths.IsV2 || paths.Of("freezer") is not { } v1) return;
+        CgroupTree.Walk(v1, fd =>
+        {
+            if (CgroupTree.ReadAt(fd, "freezer.self_freezing").Trim() == "1") CgroupTree.WriteAt(fd, "freezer.state", "THAWED");
+        }, null);
+    }
+
     /// <summary>Freezes every process of the cgroup and waits until the kernel reports it frozen.</summary>
     public static void Freeze(CgroupPaths paths, TimeSpan timeout)
     {

@@ -103,6 +103,11 @@ public static class KillOperation
             return;
         }
         SysException.Check(Libc.kill(r.Pid, signal), "kill", $"container {id} (pid {r.Pid})");
+        // SIGKILL (docker kill, the end of docker stop): the init exits only once every process of its pid namespace
+        // has, and one in a cgroup the container froze below its own (v1) never does until thawed: see KillAll.
+        if (signal != 9) return;
+        try { r.Cgroup().KillAll(9); }
+        catch (CgroupException e) { Cli.Log.Warn($"kill {id}: {e.Message}"); }
     }
 }
 

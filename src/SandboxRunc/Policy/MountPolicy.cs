@@ -20,7 +20,8 @@ public sealed record BindVerdict(int Index, string Source, bool Idmap, string? N
 /// <item>anything that is or shows a kernel filesystem (procfs, sysfs, devtmpfs, cgroupfs, debugfs, ...):
 ///   a volume of type proc is the host's /proc.</item>
 /// <item>the engine's own config and state: /etc/docker, docker's data root, /var/lib/containerd, /run/containerd,
-///   /run/docker, this runtime's binary, state roots and /etc/sandbox-runc — the source inside one, or showing one.</item>
+///   /run/docker, this runtime's binary, state roots, /etc/sandbox-runc and /var/lib/sandbox-runc (containers' engine
+///   storage) — the source inside one, or showing one.</item>
 /// <item>/proc, /sys, /dev, /boot, /lib/modules and the admin's restrictedMounts: the same, except that a source
 ///   inside the file-sharing allow list may show them (the allow list only relaxes "above").</item>
 /// <item>/ and /etc as a whole.</item>
@@ -49,12 +50,17 @@ public static class MountPolicy
 
     public static bool IsRecursive(Mount m) => m.Options?.Contains("rbind") == true;
 
+    /// <summary>Where the runtime keeps containers' engine storage (Rootfs/EngineStorage.Root).</summary>
+    public const string EngineStorageRoot = "/var/lib/sandbox-runc";
+
     static readonly string[] SystemPaths = ["/proc", "/sys", "/dev", "/boot", "/lib/modules"];
 
     static List<string> EnginePaths(EngineFacts facts)
     {
         var list = new List<string> { "/etc/docker", facts.DockerRoot, "/var/lib/containerd", "/run/containerd", "/var/run/containerd",
-            "/run/docker", facts.StateRoot, "/run/sandbox-runc", "/etc/sandbox-runc" };
+            "/run/docker", facts.StateRoot, "/run/sandbox-runc", "/etc/sandbox-runc",
+            // Every container's engine storage (Rootfs/EngineStorage): another container's, bound by path, is not this one's.
+            EngineStorageRoot };
         if (facts.RuntimeBinary is { Length: > 0 } bin) list.Add(bin);
         return list;
     }

@@ -8,8 +8,7 @@ namespace SandboxRunc.Rootfs;
 /// the container's own overlay rootfs as its upper layer, so inner dockerd would fall back to vfs there; these live on
 /// the host filesystem of /var/lib (ext4, xfs: what overlay2 needs), each owned by the container's root (its host uid
 /// and gid, mode 0700: no other host user looks in). Plain binds, not ID-mapped: the files an inner engine writes
-/// keep the host IDs of the container's range. `delete` removes the whole directory (the container is gone by then:
-/// nothing inside can race the removal, which never follows a symbolic link).
+/// keep the host IDs of the container's range. `delete` removes the whole directory by fd (see Remove).
 /// </summary>
 internal static class EngineStorage
 {
@@ -37,20 +36,17 @@ internal static class EngineStorage
         }
     }
 
-    /// <summary>Removes KEY/ and everything in it; true if there is nothing left. Symbolic links are removed, never followed.</summary>
+    /// <summary>
+    /// Removes KEY/ and everything in it; true if there is nothing left. By file descriptor (Interop/DirTree): the tree
+    /// is written by the container's root, and by anyone it let in (a 0777 directory, bound by another container), who
+    /// may be running still and swap a directory for a symbolic link while it is being removed: a removal by path
+    /// would then follow the link and remove host files as host root.
+    /// </summary>
     public static bool Remove(string key)
     {
         string dir = DirOf(key);
-        if (!Directory.Exists(dir)) return true;
-        try
-        {
-            Directory.Delete(dir, recursive: true);
-            return true;
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            Cli.Log.Warn($"engine storage {dir}: {e.Message}");
-            return false;
-        }
+        if (DirTree.Remove(dir) is not { } why) return true;
+        Cli.Log.Warn($"engine storage {dir}: {why}");
+        return false;
     }
 }

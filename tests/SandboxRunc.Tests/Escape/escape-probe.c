@@ -12,6 +12,9 @@
  *   soak SECONDS         for SECONDS, fork children that loop sysinfo(2), umount2("/proc") and a
  *                        write to /proc/sys/net/ipv4/ip_default_ttl and kernel/hostname, SIGKILL each
  *                        after a short while; then write ip_default_ttl=99 once; print "children=N"
+ *   swap DIR TARGET N    in DIR, make N pairs: directory dI (with a file in it) and symlink sI -> TARGET; print
+ *                        "pairs=N", then exchange each pair (renameat2 RENAME_EXCHANGE) in a loop until killed, so
+ *                        that whoever removes DIR by name meets a symlink where it listed a directory
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -23,6 +26,7 @@
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/sysinfo.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -150,6 +154,31 @@ static int soak(long seconds)
     return 0;
 }
 
+static int swap(const char *dir, const char *target, long n)
+{
+    char a[4096], b[4096];
+    for (long i = 0; i < n; i++) {
+        snprintf(a, sizeof a, "%s/d%ld", dir, i);
+        snprintf(b, sizeof b, "%s/s%ld", dir, i);
+        if (mkdir(a, 0777) != 0 && errno != EEXIST) { printf("mkdir-errno=%d\n", errno); return 1; }
+        snprintf(b, sizeof b, "%s/d%ld/f", dir, i);
+        close(open(b, O_CREAT | O_WRONLY, 0666));
+        snprintf(b, sizeof b, "%s/s%ld", dir, i);
+        if (symlink(target, b) != 0 && errno != EEXIST) { printf("symlink-errno=%d\n", errno); return 1; }
+    }
+    printf("pairs=%ld\n", n);
+    fflush(stdout);
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (dfd < 0) { printf("open-errno=%d\n", errno); return 1; }
+    for (;;)
+        for (long i = 0; i < n; i++) {
+            snprintf(a, sizeof a, "d%ld", i);
+            snprintf(b, sizeof b, "s%ld", i);
+            syscall(SYS_renameat2, dfd, a, dfd, b, 2 /* RENAME_EXCHANGE */);
+        }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -159,6 +188,7 @@ int main(int argc, char **argv)
     if (argc >= 4 && !strcmp(argv[1], "umount")) return do_umount(argv[2], atol(argv[3]), argc >= 5 ? atol(argv[4]) : 0);
     if (argc >= 4 && !strcmp(argv[1], "sock")) return do_sock(argv[2], argv[3]);
     if (argc >= 3 && !strcmp(argv[1], "soak")) return soak(atol(argv[2]));
-    fprintf(stderr, "usage: probe hold|stat|write|umount|sock|soak ...\n");
+    if (argc >= 5 && !strcmp(argv[1], "swap")) return swap(argv[2], argv[3], atol(argv[4]));
+    fprintf(stderr, "usage: probe hold|stat|write|umount|sock|soak|swap ...\n");
     return 2;
 }
