@@ -18,7 +18,8 @@ public sealed record CommandList(string Type, IReadOnlyList<string> Commands);
 ///       "imageList": { "images": ["docker:cli", "docker.io/localstack/localstack:*"], "allowDerivedImages": true },
 ///       "commandList": { "type": "deny", "commands": ["push", "build"] } },
 ///     "restrictedMounts": ["/srv/secrets"],              (ours: more restricted host paths)
-///     "fileSharingAllowList": ["/home", "/tmp", "/data"] (ours: replaces the default allow list) } }
+///     "fileSharingAllowList": ["/home", "/tmp", "/data"] (ours: replaces the default allow list),
+///     "systemContainers": "auto" (ours: "auto", "label" or "off"; see SystemContainers) } }
 /// </code>
 /// A missing file means the defaults (isolation on, not locked, no image may mount the socket). A file
 /// that is not root's, or is group/world-writable, or is malformed in any field, fails every create:
@@ -32,8 +33,18 @@ public sealed record AdminSettings(
     bool AllowDerivedImages,
     CommandList? CommandList,
     IReadOnlyList<string> RestrictedMounts,
-    IReadOnlyList<string> FileSharingAllowList)
+    IReadOnlyList<string> FileSharingAllowList,
+    string SystemContainers = AdminSettings.SystemContainersAuto)
 {
+    /// <summary>
+    /// Which containers get the system-container treatment (Policy/SystemContainerPolicy: every capability of their user
+    /// namespace, no engine seccomp or AppArmor profile, engine storage): "auto" (the default) by the label or
+    /// annotation io.sandbox-runc.system-container, else by the command (an init or an engine daemon); "label" only
+    /// when the label or annotation says so (an image's LABEL counts: docker merges it into the container's); "off"
+    /// never (DinD then needs --privileged, which gives the same capabilities).
+    /// </summary>
+    public const string SystemContainersAuto = "auto", SystemContainersLabel = "label", SystemContainersOff = "off";
+
     public const string DefaultPath = "/etc/sandbox-runc/admin-settings.json";
 
     /// <summary>Paths users may always bind-mount (and whatever is under them), unless they are the engine's own state.</summary>
@@ -92,13 +103,23 @@ public sealed record AdminSettings(
         var settings = Defaults(path);
         var eci = Obj(top, "enhancedContainerIsolation", "enhancedContainerIsolation", path);
         if (eci is null) return settings;
-        Known(eci, "enhancedContainerIsolation", path, "value", "locked", "dockerSocketMount", "restrictedMounts", "fileSharingAllowList");
+        Known(eci, "enhancedContainerIsolation", path, "value", "locked", "dockerSocketMount", "restrictedMounts", "fileSharingAllowList", "systemContainers");
+        string systemContainers = SystemContainersAuto;
+        if (eci.ContainsKey("systemContainers"))
+        {
+            var n = eci["systemContainers"];
+            systemContainers = n is not null && n.GetValueKind() == JsonValueKind.String && n.GetValue<string>() is
+                SystemContainersAuto or SystemContainersLabel or SystemContainersOff
+                ? n.GetValue<string>()
+                : throw Bad(path, $"enhancedContainerIsolation.systemContainers must be \"auto\", \"label\" or \"off\"{Found(n)}");
+        }
         settings = settings with
         {
             Value = Bool(eci, "value", "enhancedContainerIsolation", path) ?? true,
             Locked = Bool(eci, "locked", "enhancedContainerIsolation", path) ?? false,
             RestrictedMounts = Paths(eci, "restrictedMounts", path) ?? [],
             FileSharingAllowList = Paths(eci, "fileSharingAllowList", path) ?? DefaultFileSharing,
+            SystemContainers = systemContainers,
         };
         const string dsm = "enhancedContainerIsolation.dockerSocketMount";
         var socket = Obj(eci, "dockerSocketMount", dsm, path);

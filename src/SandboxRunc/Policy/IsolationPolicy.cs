@@ -122,6 +122,13 @@ public static class IsolationPolicy
     {
         var notes = new List<string>();
         var asked = ContainerSettings.From(spec.Annotations, facts.Image?.Labels);
+        // The admin decides who may be a system container: by label and command (auto), by label only, or nobody.
+        asked = settings.SystemContainers switch
+        {
+            AdminSettings.SystemContainersOff => asked with { SystemContainer = false },
+            AdminSettings.SystemContainersLabel => asked with { SystemContainer = asked.SystemContainer ?? false },
+            _ => asked,
+        };
         bool off = OptedOut(asked, settings, notes);
         var userNs = UserNamespacePolicy.Decide(spec, facts.IsHostNamespace);
         var binds = new Dictionary<int, BindVerdict>();

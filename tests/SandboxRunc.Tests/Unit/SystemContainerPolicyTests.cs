@@ -137,6 +137,44 @@ public class SystemContainerPolicyTests
         Assert.Equal("docker-default", plain.ApparmorProfile);
     }
 
+    static AdminSettings Settings(string? systemContainers) => AdminSettings.Parse(systemContainers is null
+        ? """{"configurationFileVersion": 2, "enhancedContainerIsolation": {"value": true}}"""
+        : $$$"""{"configurationFileVersion": 2, "enhancedContainerIsolation": {"systemContainers": "{{{systemContainers}}}"} }""", "/test/admin-settings.json");
+
+    /// <summary>What the policy hands create for a fixture container running `command`, labelled or not.</summary>
+    static bool? AskedSystemContainer(AdminSettings settings, string command, string? label)
+    {
+        var doc = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(TestSupport.Repo.Fixtures, "policy", "bind-tmp-idmapped.json")))!.AsObject();
+        var spec = SpecLoader.Parse(System.Text.Encoding.UTF8.GetBytes(doc["spec"]!.ToJsonString()), "fixture");
+        spec.Process ??= new Process();
+        spec.Process.Args = [command];
+        spec.Linux ??= new Linux();
+        spec.Linux.Namespaces ??= new[] { "pid", "ipc", "uts", "mount", "network" }.Select(t => new Namespace { Type = t }).ToList();
+        if (label is not null) (spec.Annotations ??= [])[ContainerSettings.SystemContainerKey] = label;
+        var asked = IsolationPolicy.Decide(spec, settings, PolicyFixtureTests.Facts(doc)).Settings.SystemContainer;
+        return asked;
+    }
+
+    [Theory]
+    [InlineData(null, "dockerd", null, true)]      // auto: by the command
+    [InlineData("auto", "sh", "true", true)]       // auto: by the label
+    [InlineData("label", "dockerd", null, false)]  // label: the command alone is not enough
+    [InlineData("label", "sh", "true", true)]
+    [InlineData("off", "dockerd", "true", false)]  // off: nobody
+    public void TheAdminDecidesWhoMayBeASystemContainer(string? setting, string command, string? label, bool system)
+    {
+        var settings = Settings(setting);
+        var spec = DockerLike(command);
+        Assert.Equal(system, SystemContainerPolicy.IsSystemContainer(spec, AskedSystemContainer(settings, command, label)));
+    }
+
+    [Fact]
+    public void AnUnknownSystemContainersSettingIsRefused()
+    {
+        var e = Assert.Throws<PolicyException>(() => Settings("yes"));
+        Assert.Contains("enhancedContainerIsolation.systemContainers must be \"auto\", \"label\" or \"off\"", e.Message);
+    }
+
     [Fact]
     public void DelegationNeverHandsOverALimitFile()
     {
