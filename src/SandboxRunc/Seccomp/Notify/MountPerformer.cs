@@ -7,51 +7,96 @@ using Ops = SandboxRunc.Seccomp.Notify.MountNamespaceOps;
 namespace SandboxRunc.Seccomp.Notify;
 
 /// <summary>
-/// The caller's view of the system, opened from /proc/PID before anything is decided: its root, cwd,
-/// mount and user namespaces, its mount table, and its status text (euid, CapEff). Everything here
-/// belongs to the caller only if the notification is still valid AFTER it was opened: the server
-/// checks that before using any of it (a pid can die and be reused in between).
+/// The caller's view of the system, opened from /proc/PID before anything is decided: its mount and user
+/// namespaces and its status text (euid, CapEff) first (<see cref="Open"/>: all a decision without a look-up
+/// needs), then, only for a call that must be looked up, its root, cwd, fds and mount table
+/// (<see cref="OpenPaths"/>). Everything here belongs to the caller only if the notification is still valid
+/// AFTER it was opened: the server checks that after each of the two steps, before using any of it (a pid
+/// can die and be reused in between).
 /// </summary>
 public sealed class CallerHandles : IDisposable
 {
-    public required SafeFd Root { get; init; }
-    public required SafeFd Cwd { get; init; }
-    public required SafeFd MountNs { get; init; }
-    public required SafeFd UserNs { get; init; }
-    public required SafeFd MountInfo { get; init; }
+    readonly int _pid;
+    SafeFd? _root, _cwd, _mountInfo, _fds;
+
+    CallerHandles(int pid, SafeFd mountNs, SafeFd userNs, string status)
+    {
+        _pid = pid;
+        MountNs = mountNs;
+        UserNs = userNs;
+        Status = status;
+    }
+
+    public SafeFd MountNs { get; }
+    public SafeFd UserNs { get; }
+    public string Status { get; }
+    public SafeFd Root => _root ?? throw new InvalidOperationException("caller paths not opened");
+    public SafeFd Cwd => _cwd ?? throw new InvalidOperationException("caller paths not opened");
+    public SafeFd MountInfo => _mountInfo ?? throw new InvalidOperationException("caller paths not opened");
     /// <summary>/proc/PID/fd: the caller's own fds, for a path it names as /proc/self/fd/N (see mntns_ops.c).</summary>
-    public required SafeFd Fds { get; init; }
-    public required string Status { get; init; }
+    public SafeFd Fds => _fds ?? throw new InvalidOperationException("caller paths not opened");
+
+    const int PathFlags = Libc.O_PATH | Libc.O_CLOEXEC;
+
+    static SafeFd OpenFd(string path, int flags) => new(SysException.Check(Libc.open(path, flags, 0), "open", path));
 
     public static CallerHandles Open(int pid)
     {
-        const int Path = Libc.O_PATH | Libc.O_CLOEXEC;
         string proc = $"/proc/{pid}";
-        var opened = new List<SafeFd>();
-        SafeFd Open(string path, int flags)
-        {
-            var fd = new SafeFd(SysException.Check(Libc.open(path, flags, 0), "open", path));
-            opened.Add(fd);
-            return fd;
-        }
+        SafeFd? mnt = null, user = null;
         try
         {
-            return new CallerHandles
-            {
-                Root = Open($"{proc}/root", Path | Libc.O_DIRECTORY),
-                Cwd = Open($"{proc}/cwd", Path | Libc.O_DIRECTORY),
-                MountNs = Open($"{proc}/ns/mnt", Libc.O_RDONLY | Libc.O_CLOEXEC),
-                UserNs = Open($"{proc}/ns/user", Libc.O_RDONLY | Libc.O_CLOEXEC),
-                MountInfo = Open($"{proc}/mountinfo", Libc.O_RDONLY | Libc.O_CLOEXEC),
-                Fds = Open($"{proc}/fd", Path | Libc.O_DIRECTORY),
-                Status = File.ReadAllText($"{proc}/status"),
-            };
+            mnt = OpenFd($"{proc}/ns/mnt", Libc.O_RDONLY | Libc.O_CLOEXEC);
+            user = OpenFd($"{proc}/ns/user", Libc.O_RDONLY | Libc.O_CLOEXEC);
+            return new CallerHandles(pid, mnt, user, ReadStatus($"{proc}/status"));
         }
         catch
         {
-            foreach (var fd in opened) fd.Dispose();
+            mnt?.Dispose();
+            user?.Dispose();
             throw;
         }
+    }
+
+    /// <summary>The root, cwd, fd directory and mount table (for a call that is looked up); check the notification after.</summary>
+    public void OpenPaths()
+    {
+        if (_root is not null) return;
+        string proc = $"/proc/{_pid}";
+        try
+        {
+            _root = OpenFd($"{proc}/root", PathFlags | Libc.O_DIRECTORY);
+            _cwd = OpenFd($"{proc}/cwd", PathFlags | Libc.O_DIRECTORY);
+            _mountInfo = OpenFd($"{proc}/mountinfo", Libc.O_RDONLY | Libc.O_CLOEXEC);
+            _fds = OpenFd($"{proc}/fd", PathFlags | Libc.O_DIRECTORY);
+        }
+        catch
+        {
+            DisposePaths();
+            throw;
+        }
+    }
+
+    /// <summary>/proc/PID/status in one read (its text is a few KiB; procfs produces it whole at the first read).</summary>
+    static unsafe string ReadStatus(string path)
+    {
+        int fd = SysException.Check(Libc.open(path, Libc.O_RDONLY | Libc.O_CLOEXEC, 0), "open", path);
+        try
+        {
+            const int Size = 16384;
+            byte* buffer = stackalloc byte[Size];
+            int have = 0;
+            while (have < Size)
+            {
+                nint n = Libc.read(fd, buffer + have, Size - have);
+                if (n < 0 && Libc.Errno == Libc.EINTR) continue;
+                SysException.Check((int)Math.Min(n, 0), "read", path);
+                if (n == 0) break;
+                have += (int)n;
+            }
+            return Encoding.UTF8.GetString(buffer, have);
+        }
+        finally { Libc.close(fd); }
     }
 
     /// <summary>
@@ -59,23 +104,29 @@ public sealed class CallerHandles : IDisposable
     /// what the kernel asks of mount(2) and umount2(2) (may_mount), and so what we ask before doing
     /// them as host root on its behalf.
     /// </summary>
-    public bool MayMount()
+    public bool MayMount(UserNamespaceCache? cache = null)
     {
         if (NamespaceCapability.FromStatus(Status) is not { } ids) return false;
-        var own = UserNamespaceChain.Of(UserNs.Fd);
-        var target = UserNamespaceChain.OwnerOf(MountNs.Fd);
+        var own = cache is null ? UserNamespaceChain.Of(UserNs.Fd) : cache.Of(UserNs.Fd);
+        var target = cache is null ? UserNamespaceChain.OwnerOf(MountNs.Fd) : cache.OwnerOf(MountNs.Fd);
         if (own is null || target is null) return false;
         return NamespaceCapability.Holds(new CallerCredentials(own, ids.Euid, ids.CapEff), target, NamespaceCapability.CAP_SYS_ADMIN);
     }
 
+    void DisposePaths()
+    {
+        _root?.Dispose();
+        _cwd?.Dispose();
+        _mountInfo?.Dispose();
+        _fds?.Dispose();
+        (_root, _cwd, _mountInfo, _fds) = (null, null, null, null);
+    }
+
     public void Dispose()
     {
-        Root.Dispose();
-        Cwd.Dispose();
+        DisposePaths();
         MountNs.Dispose();
-        Fds.Dispose();
         UserNs.Dispose();
-        MountInfo.Dispose();
     }
 }
 
@@ -180,7 +231,9 @@ public sealed unsafe class MountPerformer : IDisposable
     }
 
     /// <summary>The caller's mount table, read from the fd opened before anything (a fresh read each time).</summary>
-    public static List<MountEntry> ReadMountInfo(SafeFd mountInfo)
+    public static List<MountEntry> ReadMountInfo(SafeFd mountInfo) => Notify.MountInfo.Parse(ReadText(mountInfo));
+
+    static string ReadText(SafeFd mountInfo)
     {
         Libc.lseek(mountInfo.Fd, 0, 0);
         var text = new StringBuilder();
@@ -194,7 +247,60 @@ public sealed unsafe class MountPerformer : IDisposable
                 if (n == 0) break;
                 text.Append(Encoding.UTF8.GetString(buffer, 0, (int)n));
             }
-        return Notify.MountInfo.Parse(text.ToString());
+        return text.ToString();
+    }
+
+    // A trapped call reads the caller's whole mount table (a fresh read each time), which differs from the last
+    // one by a line or two: lines already parsed are taken from this worker's cache of line text -> entry (an
+    // entry is a pure function of its line), so a read allocates only for new lines. Bounded: emptied beyond
+    // MaxCachedLines. The read buffers are this worker's too (it is thread-confined).
+    const int MaxCachedLines = 1024;
+    readonly Dictionary<string, MountEntry> _lines = new(StringComparer.Ordinal);
+    byte[] _mountInfoBytes = new byte[65536];
+    char[] _mountInfoChars = new char[65536];
+
+    /// <summary>As <see cref="ReadMountInfo(SafeFd)"/>, with this worker's buffers and line cache.</summary>
+    public List<MountEntry> ReadMountTable(SafeFd mountInfo)
+    {
+        Libc.lseek(mountInfo.Fd, 0, 0);
+        int have = 0;
+        while (true)
+        {
+            if (have == _mountInfoBytes.Length)
+            {
+                // Bounded by what the kernel shows: a mount namespace holds at most fs.mount-max (100 000) mounts.
+                if (have >= 64 << 20) throw new SysException("read", "caller mountinfo", 27 /* EFBIG */);
+                Array.Resize(ref _mountInfoBytes, have * 2);
+            }
+            nint n;
+            fixed (byte* b = &_mountInfoBytes[have]) n = Libc.read(mountInfo.Fd, b, _mountInfoBytes.Length - have);
+            if (n < 0 && Libc.Errno == Libc.EINTR) continue;
+            SysException.Check((int)Math.Min(n, 0), "read", "caller mountinfo");
+            if (n == 0) break;
+            have += (int)n;
+        }
+        var bytes = new ReadOnlySpan<byte>(_mountInfoBytes, 0, have);
+        int chars = Encoding.UTF8.GetMaxCharCount(have);
+        if (_mountInfoChars.Length < chars) _mountInfoChars = new char[chars];
+        var text = new ReadOnlySpan<char>(_mountInfoChars, 0, Encoding.UTF8.GetChars(bytes, _mountInfoChars));
+        var lookup = _lines.GetAlternateLookup<ReadOnlySpan<char>>();
+        var table = new List<MountEntry>();
+        while (text.Length > 0)
+        {
+            int nl = text.IndexOf('\n');
+            var line = nl < 0 ? text : text[..nl];
+            text = nl < 0 ? default : text[(nl + 1)..];
+            if (line.Length == 0) continue;
+            if (!lookup.TryGetValue(line, out var entry))
+            {
+                string s = line.ToString();
+                entry = Notify.MountInfo.ParseLine(s);
+                if (_lines.Count >= MaxCachedLines) _lines.Clear();
+                _lines[s] = entry;
+            }
+            table.Add(entry);
+        }
+        return table;
     }
 
     /// <summary>How long the overlay child may take before it is killed (ETIMEDOUT).</summary>
