@@ -151,6 +151,9 @@ public sealed class Lookup : IDisposable
 {
     public ResolvedPath? Target, Source, KernelFs;
     public int TargetErrno, SourceErrno;
+    /// <summary>When asked for and the kernel can say (statmount, >= 6.8): the target's mount and its parent, and
+    /// no mount lies below the target; all an unmount's decision reads of the mount table (null: read the table).</summary>
+    public List<MountEntry>? TargetMounts;
     public void Dispose()
     {
         Target?.Dispose();
@@ -184,7 +187,10 @@ public sealed unsafe class MountPerformer : IDisposable
         _ownMountNs = new SafeFd(own);
         _hostProc = new SafeFd(SysException.Check(Libc.open("/proc", Libc.O_PATH | Libc.O_DIRECTORY | Libc.O_CLOEXEC, 0), "open", "/proc"));
         _results = (Ops.PathResult*)NativeMemory.AllocZeroed((nuint)(3 * sizeof(Ops.PathResult)));
+        _facts = (byte*)NativeMemory.AllocZeroed(FactsSize);
     }
+
+    readonly byte* _facts;
 
     const int F_DUPFD_CLOEXEC = 1030;
 
@@ -202,16 +208,23 @@ public sealed unsafe class MountPerformer : IDisposable
     /// Resolves, inside the caller's mount namespace and root, the target (following the last symlink or
     /// not), the source if given, and the namespace root's /proc or /sys if asked (for a new proc/sysfs).
     /// </summary>
-    public Lookup Lookup(CallerHandles caller, string target, bool followTarget, string? source, string? kernelFs)
+    public Lookup Lookup(CallerHandles caller, string target, bool followTarget, string? source, string? kernelFs, bool targetMounts = false)
     {
         byte* t = Ops.NativeString(target), s = Ops.NativeString(source), k = Ops.NativeString(kernelFs);
         try
         {
             var enter = EnterOf(caller);
-            int r = Ops.Lookup(&enter, t, followTarget ? 0 : Libc.O_NOFOLLOW, s, k, &_results[0], &_results[1], &_results[2]);
+            var facts = new Ops.MountFacts { Buf = _facts, Size = FactsSize };
+            int r = Ops.Lookup(&enter, t, followTarget ? 0 : Libc.O_NOFOLLOW, s, k, &_results[0], &_results[1], &_results[2],
+                targetMounts && s_statmount ? &facts : null);
             if (r != 0) throw new SysException("enter", "caller mount namespace", r);
             var result = new Lookup();
             (result.Target, result.TargetErrno) = Take(ref _results[0]);
+            if (targetMounts && s_statmount && result.Target is not null)
+            {
+                if (facts.Err == Libc.ENOSYS) s_statmount = false; // this kernel has no statmount: the mount table from now on
+                else if (facts.Err == 0 && facts.Children == 0) result.TargetMounts = ParseStatmount(facts.Buf, facts.Count, result.Target.MountId);
+            }
             if (source is not null) (result.Source, result.SourceErrno) = Take(ref _results[1]);
             if (kernelFs is not null) (result.KernelFs, _) = Take(ref _results[2]);
             return result;
@@ -222,6 +235,43 @@ public sealed unsafe class MountPerformer : IDisposable
             NativeMemory.Free(s);
             NativeMemory.Free(k);
         }
+    }
+
+    const int FactsSize = 3 * 16384;
+    static volatile bool s_statmount = true;
+    const ulong StatmountAsked = 0x1 | 0x2 | 0x8 | 0x10 | 0x20; // SB_BASIC, MNT_BASIC, MNT_ROOT, MNT_POINT, FS_TYPE
+    const int StatmountStrings = 512; // struct statmount: char str[] after the fixed part
+
+    /// <summary>
+    /// Mount entries from statmount records (offsets of struct statmount, kernel >= 6.8), as the mount table would show
+    /// them (Source and SuperOptions left empty: an unmount's decision reads neither); null when a record is not as
+    /// expected or the first is not the target's mount, so that the caller reads the mount table instead.
+    /// </summary>
+    static List<MountEntry>? ParseStatmount(byte* buf, int count, ulong targetMountId)
+    {
+        var list = new List<MountEntry>(count);
+        long at = 0;
+        for (int i = 0; i < count; i++)
+        {
+            byte* r = buf + at;
+            uint size = *(uint*)r;
+            if (size < StatmountStrings || at + size > FactsSize || (*(ulong*)(r + 8) & StatmountAsked) != StatmountAsked) return null;
+            string Str(int offsetField)
+            {
+                uint o = *(uint*)(r + offsetField);
+                if (StatmountStrings + o >= size) return "";
+                var span = new ReadOnlySpan<byte>(r + StatmountStrings + o, (int)(size - StatmountStrings - o));
+                int nul = span.IndexOf((byte)0);
+                return nul < 0 ? "" : Encoding.UTF8.GetString(span[..nul]);
+            }
+            var entry = new MountEntry((int)*(uint*)(r + 56), (int)*(uint*)(r + 60), *(uint*)(r + 16), *(uint*)(r + 20),
+                Str(104), Str(108), (MountFlags)(*(ulong*)(r + 64) & (ulong)MountFlags.All), Str(36), "", "");
+            at += (size + 7) & ~7u;
+            if (i == 0 && ((ulong)entry.Id != targetMountId || entry.MountPoint.Length == 0)) return null;
+            // Left out where the mount table leaves it out: outside the caller's root (no mount point to show).
+            if (entry.MountPoint.Length > 0 && entry.Root.Length > 0) list.Add(entry);
+        }
+        return list.Count > 0 ? list : null;
     }
 
     static (ResolvedPath?, int) Take(ref Ops.PathResult r)
@@ -426,5 +476,6 @@ public sealed unsafe class MountPerformer : IDisposable
         _ownMountNs.Dispose();
         _hostProc.Dispose();
         NativeMemory.Free(_results);
+        NativeMemory.Free(_facts);
     }
 }

@@ -285,7 +285,7 @@ public sealed class NotifyServer : IDisposable
             _ => null,
         };
         using var lookup = performer.Lookup(handles, ProcSelf.Translate(call.Target, handles.Status), followTarget,
-            source is null ? null : ProcSelf.Translate(source, handles.Status), kernelFsPath);
+            source is null ? null : ProcSelf.Translate(source, handles.Status), kernelFsPath, targetMounts: call.Syscall == MountSyscall.Umount2);
         var layerPaths = new List<ResolvedPath>();
         try
         {
@@ -302,7 +302,10 @@ public sealed class NotifyServer : IDisposable
         bool samePid, bool sameNet, Lookup lookup, List<ResolvedPath> layerPaths)
     {
         ulong flags = call.EffectiveFlags;
-        var mounts = performer.ReadMountTable(handles.MountInfo);
+        // An unmount reads of the table only the target's mount, its parent and what is stacked on the target: with
+        // statmount (kernel >= 6.8) those come from the look-up, and the whole table (the kernel writes every line) is
+        // read only when a mount lies below the target or the kernel cannot say.
+        var mounts = lookup.TargetMounts ?? performer.ReadMountTable(handles.MountInfo);
         Mark(Step.MountInfo);
 
         // An overlay's layers, each resolved as the kernel would (relative ones from the caller's cwd) and pinned.
