@@ -7,29 +7,31 @@ using Ops = SandboxRunc.Seccomp.Notify.MountNamespaceOps;
 namespace SandboxRunc.Seccomp.Notify;
 
 /// <summary>
-/// The caller's view of the system, opened from /proc/PID before anything is decided: its mount and user
-/// namespaces and its status text (euid, CapEff) first (<see cref="Open"/>: all a decision without a look-up
-/// needs), then, only for a call that must be looked up, its root, cwd, fds and mount table
-/// (<see cref="OpenPaths"/>). Everything here belongs to the caller only if the notification is still valid
-/// AFTER it was opened: the server checks that after each of the two steps, before using any of it (a pid
-/// can die and be reused in between).
+/// The caller's view of the system, read from /proc/PID before anything is decided, in two steps that the
+/// server follows each with a check that the notification is still valid (a pid can die and be reused in
+/// between; nothing read here counts before that check):
+/// <see cref="Open"/> answers whether the caller may mount at all (<see cref="MayMount"/>): all a decision without
+/// a look-up needs. In the common case (the caller's user namespace owns its mount namespace, both met before)
+/// that is two stat(2)s of its namespace files and one capget(2), no descriptor opened.
+/// <see cref="OpenPaths"/>, only for a call that is looked up: its mount and user namespaces, root, cwd, fds,
+/// mount table and status text.
 /// </summary>
 public sealed class CallerHandles : IDisposable
 {
     readonly int _pid;
-    SafeFd? _root, _cwd, _mountInfo, _fds;
+    SafeFd? _mountNs, _userNs, _root, _cwd, _mountInfo, _fds;
+    string? _status;
 
-    CallerHandles(int pid, SafeFd mountNs, SafeFd userNs, string status)
-    {
-        _pid = pid;
-        MountNs = mountNs;
-        UserNs = userNs;
-        Status = status;
-    }
+    CallerHandles(int pid) => _pid = pid;
 
-    public SafeFd MountNs { get; }
-    public SafeFd UserNs { get; }
-    public string Status { get; }
+    /// <summary>Whether the caller holds CAP_SYS_ADMIN over the user namespace that owns its mount namespace:
+    /// what the kernel asks of mount(2) and umount2(2) (may_mount), and so what we ask before doing them as host
+    /// root on its behalf. Decided in <see cref="Open"/>.</summary>
+    public bool MayMount { get; private set; }
+
+    public SafeFd MountNs => _mountNs ?? throw new InvalidOperationException("caller namespaces not opened");
+    public SafeFd UserNs => _userNs ?? throw new InvalidOperationException("caller namespaces not opened");
+    public string Status => _status ?? throw new InvalidOperationException("caller status not read");
     public SafeFd Root => _root ?? throw new InvalidOperationException("caller paths not opened");
     public SafeFd Cwd => _cwd ?? throw new InvalidOperationException("caller paths not opened");
     public SafeFd MountInfo => _mountInfo ?? throw new InvalidOperationException("caller paths not opened");
@@ -40,31 +42,45 @@ public sealed class CallerHandles : IDisposable
 
     static SafeFd OpenFd(string path, int flags) => new(SysException.Check(Libc.open(path, flags, 0), "open", path));
 
-    public static CallerHandles Open(int pid)
+    /// <summary>Decides <see cref="MayMount"/>; check the notification after.</summary>
+    public static CallerHandles Open(int pid, NamespaceCache? cache = null)
     {
-        string proc = $"/proc/{pid}";
-        SafeFd? mnt = null, user = null;
+        var handles = new CallerHandles(pid);
         try
         {
-            mnt = OpenFd($"{proc}/ns/mnt", Libc.O_RDONLY | Libc.O_CLOEXEC);
-            user = OpenFd($"{proc}/ns/user", Libc.O_RDONLY | Libc.O_CLOEXEC);
-            return new CallerHandles(pid, mnt, user, ReadStatus($"{proc}/status"));
+            if (cache is not null && cache.SameOwner($"/proc/{pid}"))
+            {
+                // The caller's user namespace owns its mount namespace: the kernel's answer is its effective set's.
+                handles.MayMount = (CapabilitySets.Of(pid).Effective & (1UL << NamespaceCapability.CAP_SYS_ADMIN)) != 0;
+                return handles;
+            }
+            handles.OpenNamespaces();
+            handles.MayMount = handles.Holds(cache);
+            return handles;
         }
         catch
         {
-            mnt?.Dispose();
-            user?.Dispose();
+            handles.Dispose();
             throw;
         }
     }
 
-    /// <summary>The root, cwd, fd directory and mount table (for a call that is looked up); check the notification after.</summary>
+    void OpenNamespaces()
+    {
+        string proc = $"/proc/{_pid}";
+        _mountNs ??= OpenFd($"{proc}/ns/mnt", Libc.O_RDONLY | Libc.O_CLOEXEC);
+        _userNs ??= OpenFd($"{proc}/ns/user", Libc.O_RDONLY | Libc.O_CLOEXEC);
+        _status ??= ReadStatus($"{proc}/status");
+    }
+
+    /// <summary>The namespaces, status, root, cwd, fd directory and mount table (for a call that is looked up); check the notification after.</summary>
     public void OpenPaths()
     {
         if (_root is not null) return;
         string proc = $"/proc/{_pid}";
         try
         {
+            OpenNamespaces();
             _root = OpenFd($"{proc}/root", PathFlags | Libc.O_DIRECTORY);
             _cwd = OpenFd($"{proc}/cwd", PathFlags | Libc.O_DIRECTORY);
             _mountInfo = OpenFd($"{proc}/mountinfo", Libc.O_RDONLY | Libc.O_CLOEXEC);
@@ -99,16 +115,12 @@ public sealed class CallerHandles : IDisposable
         finally { Libc.close(fd); }
     }
 
-    /// <summary>
-    /// Whether the caller holds CAP_SYS_ADMIN over the user namespace that owns its mount namespace:
-    /// what the kernel asks of mount(2) and umount2(2) (may_mount), and so what we ask before doing
-    /// them as host root on its behalf.
-    /// </summary>
-    public bool MayMount(UserNamespaceCache? cache = null)
+    /// <summary>The general case, from the status text and both namespaces' chains (the kernel's cap_capable).</summary>
+    bool Holds(NamespaceCache? cache)
     {
         if (NamespaceCapability.FromStatus(Status) is not { } ids) return false;
-        var own = cache is null ? UserNamespaceChain.Of(UserNs.Fd) : cache.Of(UserNs.Fd);
-        var target = cache is null ? UserNamespaceChain.OwnerOf(MountNs.Fd) : cache.OwnerOf(MountNs.Fd);
+        var own = cache is null ? UserNamespaceChain.Of(UserNs.Fd) : cache.Users.Of(UserNs.Fd);
+        var target = cache is null ? UserNamespaceChain.OwnerOf(MountNs.Fd) : cache.Users.OwnerOf(MountNs.Fd);
         if (own is null || target is null) return false;
         return NamespaceCapability.Holds(new CallerCredentials(own, ids.Euid, ids.CapEff), target, NamespaceCapability.CAP_SYS_ADMIN);
     }
@@ -125,8 +137,8 @@ public sealed class CallerHandles : IDisposable
     public void Dispose()
     {
         DisposePaths();
-        MountNs.Dispose();
-        UserNs.Dispose();
+        _mountNs?.Dispose();
+        _userNs?.Dispose();
     }
 }
 

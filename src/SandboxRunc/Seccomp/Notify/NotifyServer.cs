@@ -20,7 +20,7 @@ public sealed class NotifyServer : IDisposable
 {
     readonly MountRules _rules;
     readonly RefusalLog _log;
-    readonly UserNamespaceCache _userNamespaces = new();
+    readonly NamespaceCache _namespaces = new();
     readonly int _workerCount;
     readonly ulong? _pidNs, _netNs;
     readonly Lock _mountLock = new(), _listenersLock = new();
@@ -95,7 +95,7 @@ public sealed class NotifyServer : IDisposable
     {
         Stop();
         _log.Dispose();
-        _userNamespaces.Dispose();
+        _namespaces.Dispose();
         _wakeRead.Dispose();
         _wakeWrite.Dispose();
     }
@@ -205,13 +205,13 @@ public sealed class NotifyServer : IDisposable
         Mark(Step.Read);
 
         CallerHandles handles;
-        try { handles = CallerHandles.Open(pid); }
+        try { handles = CallerHandles.Open(pid, _namespaces); }
         catch (Exception) when (!N.IdValid(listener, n.Id)) { return; } // the caller is gone
         using var _ = handles;
         if (!N.IdValid(listener, n.Id)) return;
         Mark(Step.Handles);
 
-        bool cap = handles.MayMount(_userNamespaces);
+        bool cap = handles.MayMount;
         Mark(Step.Cap);
         if (_rules.DecideWithoutLookup(call, cap) is { } early)
         {
