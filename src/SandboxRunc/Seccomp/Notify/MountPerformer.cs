@@ -31,7 +31,8 @@ public sealed class CallerHandles : IDisposable
 
     public SafeFd MountNs => _mountNs ?? throw new InvalidOperationException("caller namespaces not opened");
     public SafeFd UserNs => _userNs ?? throw new InvalidOperationException("caller namespaces not opened");
-    public string Status => _status ?? throw new InvalidOperationException("caller status not read");
+    /// <summary>The status text, when it was read (OpenPaths with status, or the general privilege check).</summary>
+    public string? Status => _status;
     public SafeFd Root => _root ?? throw new InvalidOperationException("caller paths not opened");
     public SafeFd Cwd => _cwd ?? throw new InvalidOperationException("caller paths not opened");
     public SafeFd MountInfo => _mountInfo ?? throw new InvalidOperationException("caller paths not opened");
@@ -70,21 +71,24 @@ public sealed class CallerHandles : IDisposable
         string proc = $"/proc/{_pid}";
         _mountNs ??= OpenFd($"{proc}/ns/mnt", Libc.O_RDONLY | Libc.O_CLOEXEC);
         _userNs ??= OpenFd($"{proc}/ns/user", Libc.O_RDONLY | Libc.O_CLOEXEC);
-        _status ??= ReadStatus($"{proc}/status");
     }
 
-    /// <summary>The namespaces, status, root, cwd, fd directory and mount table (for a call that is looked up); check the notification after.</summary>
-    public void OpenPaths()
+    /// <summary>
+    /// The namespaces, root, cwd and fd directory (for a call that is looked up), the status text if
+    /// <paramref name="status"/> (a path through /proc/self), the mount table unless <paramref name="mountInfo"/> is
+    /// false (an unmount, which may not need it: <see cref="OpenMountInfo"/>); check the notification after.
+    /// </summary>
+    public void OpenPaths(bool status = true, bool mountInfo = true)
     {
-        if (_root is not null) return;
         string proc = $"/proc/{_pid}";
         try
         {
             OpenNamespaces();
-            _root = OpenFd($"{proc}/root", PathFlags | Libc.O_DIRECTORY);
-            _cwd = OpenFd($"{proc}/cwd", PathFlags | Libc.O_DIRECTORY);
-            _mountInfo = OpenFd($"{proc}/mountinfo", Libc.O_RDONLY | Libc.O_CLOEXEC);
-            _fds = OpenFd($"{proc}/fd", PathFlags | Libc.O_DIRECTORY);
+            _root ??= OpenFd($"{proc}/root", PathFlags | Libc.O_DIRECTORY);
+            _cwd ??= OpenFd($"{proc}/cwd", PathFlags | Libc.O_DIRECTORY);
+            _fds ??= OpenFd($"{proc}/fd", PathFlags | Libc.O_DIRECTORY);
+            if (status) _status ??= ReadStatus($"{proc}/status");
+            if (mountInfo) OpenMountInfo();
         }
         catch
         {
@@ -92,6 +96,9 @@ public sealed class CallerHandles : IDisposable
             throw;
         }
     }
+
+    /// <summary>The mount table (by pid: check the notification after).</summary>
+    public void OpenMountInfo() => _mountInfo ??= OpenFd($"/proc/{_pid}/mountinfo", Libc.O_RDONLY | Libc.O_CLOEXEC);
 
     /// <summary>/proc/PID/status in one read (its text is a few KiB; procfs produces it whole at the first read).</summary>
     static unsafe string ReadStatus(string path)
@@ -118,7 +125,8 @@ public sealed class CallerHandles : IDisposable
     /// <summary>The general case, from the status text and both namespaces' chains (the kernel's cap_capable).</summary>
     bool Holds(NamespaceCache? cache)
     {
-        if (NamespaceCapability.FromStatus(Status) is not { } ids) return false;
+        _status ??= ReadStatus($"/proc/{_pid}/status");
+        if (NamespaceCapability.FromStatus(_status) is not { } ids) return false;
         var own = cache is null ? UserNamespaceChain.Of(UserNs.Fd) : cache.Users.Of(UserNs.Fd);
         var target = cache is null ? UserNamespaceChain.OwnerOf(MountNs.Fd) : cache.Users.OwnerOf(MountNs.Fd);
         if (own is null || target is null) return false;

@@ -220,7 +220,11 @@ public sealed class NotifyServer : IDisposable
         }
 
         // A call to look up needs the caller's root, cwd, fds and mount table too: opened by pid, so again checked after.
-        try { handles.OpenPaths(); }
+        try
+        {
+            handles.OpenPaths(status: ProcSelf.NeedsStatus(call.Target) || ProcSelf.NeedsStatus(call.Source),
+                mountInfo: call.Syscall != MountSyscall.Umount2);
+        }
         catch (Exception) when (!N.IdValid(listener, n.Id)) { return; }
         if (!N.IdValid(listener, n.Id)) return;
 
@@ -305,7 +309,15 @@ public sealed class NotifyServer : IDisposable
         // An unmount reads of the table only the target's mount, its parent and what is stacked on the target: with
         // statmount (kernel >= 6.8) those come from the look-up, and the whole table (the kernel writes every line) is
         // read only when a mount lies below the target or the kernel cannot say.
-        var mounts = lookup.TargetMounts ?? performer.ReadMountTable(handles.MountInfo);
+        List<MountEntry> mounts;
+        if (lookup.TargetMounts is { } targetMounts) mounts = targetMounts;
+        else
+        {
+            // Opened by pid only now: counts only if the notification is still valid after.
+            handles.OpenMountInfo();
+            if (!N.IdValid(listener, id)) return (new MountDecision.Refuse(Libc.ENOENT, "caller gone", Policy: false), 0);
+            mounts = performer.ReadMountTable(handles.MountInfo);
+        }
         Mark(Step.MountInfo);
 
         // An overlay's layers, each resolved as the kernel would (relative ones from the caller's cwd) and pinned.
