@@ -96,7 +96,7 @@ public static class Supervisor
         string self = Environment.ProcessPath ?? throw new RuntimeException("cannot tell the path of the sandbox-runc executable");
         List<(int, int)> fds = [(0, devNull.Fd), (1, devNull.Fd), (2, devNull.Fd), (3, fd3)];
         if (fd4 >= 0) fds.Add((4, fd4));
-        return Spawn.Start(self, ["sandbox-runc", .. args], [.. env, .. Diagnostics.PhaseTrace.Inherited, $"{ParentVariable}={Environment.ProcessId}"], fds);
+        return Spawn.Start(self, ["sandbox-runc", .. args], [.. env, .. Diagnostics.PhaseTrace.Inherited, .. Diagnostics.StepProfile.Inherited, $"{ParentVariable}={Environment.ProcessId}"], fds);
     }
 
     /// <summary>

@@ -80,6 +80,61 @@ public sealed class UserNamespaceChain
     }
 }
 
+/// <summary>
+/// The chains of the user namespaces a helper meets again and again (the container's own, a nested one its
+/// processes made), keyed by identity. A namespace's parent and owner never change, and each cached entry
+/// holds the namespace open, so its identity cannot be reused by another while it is cached. Bounded: beyond
+/// <see cref="MaxEntries"/> namespaces a chain is read every time. Thread-safe.
+/// </summary>
+public sealed class UserNamespaceCache : IDisposable
+{
+    public const int MaxEntries = 16;
+    readonly Dictionary<FileId, (SafeFd Pin, UserNamespaceChain Chain)> _entries = [];
+    readonly Lock _lock = new();
+    bool _disposed;
+
+    /// <summary>The chain of the user namespace open at <paramref name="userNs"/> (the descriptor stays the caller's).</summary>
+    public unsafe UserNamespaceChain? Of(int userNs)
+    {
+        byte* st = stackalloc byte[Libc.StatSize];
+        if (Libc.fstat(userNs, st) != 0) return null;
+        var id = new FileId(*(ulong*)(st + Libc.StatDevOffset), *(ulong*)(st + Libc.StatInoOffset));
+        lock (_lock)
+            if (_entries.TryGetValue(id, out var hit)) return hit.Chain;
+        var chain = UserNamespaceChain.Of(userNs);
+        if (chain is null || chain.Id != id) return chain;
+        int pin = Libc.fcntl(userNs, F_DUPFD_CLOEXEC, 3);
+        if (pin < 0) return chain;
+        lock (_lock)
+        {
+            if (!_disposed && _entries.Count < MaxEntries && _entries.TryAdd(id, (new SafeFd(pin), chain))) return chain;
+        }
+        Libc.close(pin);
+        return chain;
+    }
+
+    /// <summary>The chain of the user namespace that owns the namespace open at <paramref name="ns"/>.</summary>
+    public unsafe UserNamespaceChain? OwnerOf(int ns)
+    {
+        int owner = Libc.ioctl(ns, Libc.NS_GET_USERNS, null);
+        if (owner < 0) return null;
+        try { return Of(owner); }
+        finally { Libc.close(owner); }
+    }
+
+    const int F_DUPFD_CLOEXEC = 1030;
+
+    public void Dispose()
+    {
+        lock (_lock)
+        {
+            _disposed = true;
+            foreach (var e in _entries.Values) e.Pin.Dispose();
+            _entries.Clear();
+        }
+    }
+}
+
 /// <summary>What a capability decision needs to know about the caller (host view): its user namespace,
 /// effective uid (host uid) and effective capability set (relative to its own user namespace).</summary>
 public readonly record struct CallerCredentials(UserNamespaceChain UserNs, uint Euid, ulong CapEff);

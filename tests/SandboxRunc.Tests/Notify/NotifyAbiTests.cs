@@ -30,6 +30,7 @@ public unsafe class NotifyAbiTests
         Assert.Equal(sizeof(SandboxRunc.Seccomp.Notify.MountNamespaceOps.Op), SandboxRunc.Seccomp.Notify.MountNamespaceOps.Layout(3));
         Assert.Equal(sizeof(SandboxRunc.Seccomp.Notify.MountNamespaceOps.Overlay), SandboxRunc.Seccomp.Notify.MountNamespaceOps.Layout(7));
         Assert.Equal(Off<SandboxRunc.Seccomp.Notify.MountNamespaceOps.Overlay>("Attr"), SandboxRunc.Seccomp.Notify.MountNamespaceOps.Layout(8));
+        Assert.Equal(sizeof(SandboxRunc.Seccomp.Notify.MountNamespaceOps.MountFacts), SandboxRunc.Seccomp.Notify.MountNamespaceOps.Layout(9));
         Assert.Equal(Off<SandboxRunc.Seccomp.Notify.MountNamespaceOps.Op>("ExpectMountId"), SandboxRunc.Seccomp.Notify.MountNamespaceOps.Layout(4));
         Assert.Equal(Off<SandboxRunc.Seccomp.Notify.MountNamespaceOps.Op>("MountPoint"), SandboxRunc.Seccomp.Notify.MountNamespaceOps.Layout(5));
         Assert.Equal(Off<SandboxRunc.Seccomp.Notify.MountNamespaceOps.Op>("SbOptions"), SandboxRunc.Seccomp.Notify.MountNamespaceOps.Layout(6));

@@ -20,7 +20,8 @@ public static unsafe class CallerMemory
     public static string? ReadString(int pid, ulong address, int max)
     {
         if (address == 0) return null;
-        var buffer = new byte[max + 1];
+        // On the stack: a trapped call reads up to five strings, and the supervisor's heap is kept small.
+        Span<byte> buffer = max < 8192 ? stackalloc byte[max + 1] : new byte[max + 1];
         int have = 0;
         while (have <= max)
         {
@@ -34,8 +35,8 @@ public static unsafe class CallerMemory
                 n = Libc.process_vm_readv(pid, &local, 1, &remote, 1, 0);
             }
             if (n <= 0) throw new SysException("process_vm_readv", $"pid {pid} at 0x{at:x}", n < 0 ? Libc.Errno : Libc.EFAULT);
-            int nul = Array.IndexOf(buffer, (byte)0, have, (int)n);
-            if (nul >= 0) return Encoding.UTF8.GetString(buffer, 0, nul);
+            int nul = buffer.Slice(have, (int)n).IndexOf((byte)0);
+            if (nul >= 0) return Encoding.UTF8.GetString(buffer[..(have + nul)]);
             have += (int)n;
         }
         throw new SysException("process_vm_readv", $"pid {pid} at 0x{address:x}", 36 /* ENAMETOOLONG */);

@@ -81,9 +81,21 @@ internal static unsafe partial class MountNamespaceOps
     [LibraryImport(Lib, EntryPoint = "srn_overlay")]
     public static partial int MakeOverlay(Enter* e, Overlay* o);
 
+    /// <summary>statmount(2) records of the target's mount and its parent (mntns_ops.c, struct srn_mount_facts).</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    public struct MountFacts
+    {
+        public byte* Buf;
+        public long Size;
+        public int Count;
+        public int Children;
+        public int Err;
+        public int Reserved;
+    }
+
     [LibraryImport(Lib, EntryPoint = "srn_lookup")]
     public static partial int Lookup(Enter* e, byte* target, int targetFlags, byte* source, byte* kernelFs,
-        PathResult* outTarget, PathResult* outSource, PathResult* outKernelFs);
+        PathResult* outTarget, PathResult* outSource, PathResult* outKernelFs, MountFacts* facts);
 
     [LibraryImport(Lib, EntryPoint = "srn_perform")]
     public static partial int Perform(Enter* e, Op* op);

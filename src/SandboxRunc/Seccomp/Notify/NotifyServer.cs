@@ -1,5 +1,7 @@
 using System.Collections.Concurrent;
+using SandboxRunc.Diagnostics;
 using SandboxRunc.Interop;
+using SandboxRunc.Namespaces;
 using N = SandboxRunc.Interop.SeccompNotifyAbi;
 
 namespace SandboxRunc.Seccomp.Notify;
@@ -18,11 +20,12 @@ public sealed class NotifyServer : IDisposable
 {
     readonly MountRules _rules;
     readonly RefusalLog _log;
+    readonly NamespaceCache _namespaces = new();
     readonly int _workerCount;
     readonly ulong? _pidNs, _netNs;
     readonly Lock _mountLock = new(), _listenersLock = new();
     readonly List<SafeFd> _listeners = [], _added = [];
-    readonly BlockingCollection<(SafeFd Listener, N.Notif Notif)> _queue = new();
+    readonly BlockingCollection<(SafeFd Listener, N.Notif Notif, long Received)> _queue = new();
     readonly List<Thread> _threads = [];
     readonly SafeFd _wakeRead, _wakeWrite;
     volatile bool _stopping;
@@ -92,6 +95,7 @@ public sealed class NotifyServer : IDisposable
     {
         Stop();
         _log.Dispose();
+        _namespaces.Dispose();
         _wakeRead.Dispose();
         _wakeWrite.Dispose();
     }
@@ -128,7 +132,7 @@ public sealed class NotifyServer : IDisposable
             {
                 short ev = fds[i + 1].REvents;
                 if ((ev & Libc.POLLIN) != 0 && N.Receive(current[i].Fd, out var notif))
-                    _queue.Add((current[i], notif));
+                    _queue.Add((current[i], notif, StepProfile.Now()));
                 else if ((ev & (Libc.POLLHUP | PollErr | PollNval)) != 0)
                 {
                     // Every process of that filter is gone: nothing more will come from it.
@@ -140,18 +144,30 @@ public sealed class NotifyServer : IDisposable
     }
 
     const short PollErr = 8, PollNval = 0x20;
+
+    // SANDBOX_RUNC_STEP_PROFILE: where a vetted call's time goes (Diagnostics/StepProfile.cs); one branch per step when off.
+    static class Step { public const int Queue = 0, Read = 1, Handles = 2, Cap = 3, Lookup = 4, MountInfo = 5, Decide = 6, Perform = 7, Answer = 8; }
+    static readonly string[] s_steps = ["queue", "read", "handles", "cap", "lookup", "mountinfo", "decide", "perform", "answer"];
+    static readonly StepProfile s_mountProfile = new("mount", s_steps), s_umountProfile = new("umount2", s_steps);
+    [ThreadStatic] static StepProfile? t_profile;
+    [ThreadStatic] static long t_step;
+    static void Mark(int step) { if (StepProfile.Enabled && t_profile is { } p) t_step = p.Add(step, t_step); }
     const int UnmountAttempts = 3;
 
     void WorkerLoop()
     {
         using var performer = new MountPerformer();
-        foreach (var (listener, notif) in _queue.GetConsumingEnumerable())
+        foreach (var (listener, notif, received) in _queue.GetConsumingEnumerable())
         {
             bool added = false;
             try
             {
                 listener.DangerousAddRef(ref added);
+                t_profile = notif.Data.Nr == Libc.SYS_umount2 ? s_umountProfile : s_mountProfile;
+                t_step = t_profile.Add(Step.Queue, received);
                 Handle(performer, listener.Fd, notif);
+                t_profile.Add(Step.Answer, t_step);
+                t_profile.Done();
             }
             catch (ObjectDisposedException) { }
             catch (Exception e)
@@ -186,19 +202,31 @@ public sealed class NotifyServer : IDisposable
         MountCall call;
         try { call = ReadCall(pid, n.Data); }
         catch (SysException e) { Answer(listener, n.Id, e.Errno); return; }
+        Mark(Step.Read);
 
         CallerHandles handles;
-        try { handles = CallerHandles.Open(pid); }
+        try { handles = CallerHandles.Open(pid, _namespaces); }
         catch (Exception) when (!N.IdValid(listener, n.Id)) { return; } // the caller is gone
         using var _ = handles;
         if (!N.IdValid(listener, n.Id)) return;
+        Mark(Step.Handles);
 
-        bool cap = handles.MayMount();
+        bool cap = handles.MayMount;
+        Mark(Step.Cap);
         if (_rules.DecideWithoutLookup(call, cap) is { } early)
         {
             if (N.IdValid(listener, n.Id)) Conclude(listener, n.Id, pid, call, early, 0);
             return;
         }
+
+        // A call to look up needs the caller's root, cwd, fds and mount table too: opened by pid, so again checked after.
+        try
+        {
+            handles.OpenPaths(status: ProcSelf.NeedsStatus(call.Target) || ProcSelf.NeedsStatus(call.Source),
+                mountInfo: call.Syscall != MountSyscall.Umount2);
+        }
+        catch (Exception) when (!N.IdValid(listener, n.Id)) { return; }
+        if (!N.IdValid(listener, n.Id)) return;
 
         // Only a new proc/sysfs asks which namespaces the caller is in.
         bool kernelFs = IsNewMount(call) && call.FsType is ("proc" or "sysfs");
@@ -261,10 +289,11 @@ public sealed class NotifyServer : IDisposable
             _ => null,
         };
         using var lookup = performer.Lookup(handles, ProcSelf.Translate(call.Target, handles.Status), followTarget,
-            source is null ? null : ProcSelf.Translate(source, handles.Status), kernelFsPath);
+            source is null ? null : ProcSelf.Translate(source, handles.Status), kernelFsPath, targetMounts: call.Syscall == MountSyscall.Umount2);
         var layerPaths = new List<ResolvedPath>();
         try
         {
+            Mark(Step.Lookup);
             return DecideAndPerform(performer, listener, id, call, handles, samePid, sameNet, lookup, layerPaths);
         }
         finally
@@ -277,7 +306,19 @@ public sealed class NotifyServer : IDisposable
         bool samePid, bool sameNet, Lookup lookup, List<ResolvedPath> layerPaths)
     {
         ulong flags = call.EffectiveFlags;
-        var mounts = MountPerformer.ReadMountInfo(handles.MountInfo);
+        // An unmount reads of the table only the target's mount, its parent and what is stacked on the target: with
+        // statmount (kernel >= 6.8) those come from the look-up, and the whole table (the kernel writes every line) is
+        // read only when a mount lies below the target or the kernel cannot say.
+        List<MountEntry> mounts;
+        if (lookup.TargetMounts is { } targetMounts) mounts = targetMounts;
+        else
+        {
+            // Opened by pid only now: counts only if the notification is still valid after.
+            handles.OpenMountInfo();
+            if (!N.IdValid(listener, id)) return (new MountDecision.Refuse(Libc.ENOENT, "caller gone", Policy: false), 0);
+            mounts = performer.ReadMountTable(handles.MountInfo);
+        }
+        Mark(Step.MountInfo);
 
         // An overlay's layers, each resolved as the kernel would (relative ones from the caller's cwd) and pinned.
         List<LayerFacts>? layers = null;
@@ -334,6 +375,7 @@ public sealed class NotifyServer : IDisposable
             decision = new MountDecision.Refuse(targetErrno, "target not resolved", Policy: false);
         if (decision is MountDecision.BindKernelFs k && !IsInitialKernelFs(lookup.KernelFs, k.MountPoint))
             decision = new MountDecision.Continue($"no initial {k.MountPoint} at the namespace root: the kernel decides");
+        Mark(Step.Decide);
         if (decision is MountDecision.Continue or MountDecision.Refuse) return (decision, 0);
         if (!N.IdValid(listener, id)) return (new MountDecision.Refuse(Libc.ENOENT, "caller gone", Policy: false), 0);
         if (decision is MountDecision.Overlay o)
@@ -346,7 +388,9 @@ public sealed class NotifyServer : IDisposable
                 ? (new MountDecision.Continue("overlay layers judged; this kernel takes no layer by fd: the kernel mounts it"), 0)
                 : (decision, made);
         }
-        return (decision, performer.Perform(handles, decision, lookup, unmount));
+        int performed = performer.Perform(handles, decision, lookup, unmount);
+        Mark(Step.Perform);
+        return (decision, performed);
     }
 
     static PathFacts? Facts(ResolvedPath? p, List<MountEntry> mounts)

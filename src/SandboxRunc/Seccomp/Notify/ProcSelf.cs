@@ -12,15 +12,20 @@ namespace SandboxRunc.Seccomp.Notify;
 /// </summary>
 public static class ProcSelf
 {
+    /// <summary>Whether <see cref="Translate"/> reads the status for this path (else it may be passed null).</summary>
+    public static bool NeedsStatus(string? path) =>
+        path is not null && (path == "/proc/self" || path.StartsWith("/proc/self/", StringComparison.Ordinal)
+            || path == "/proc/thread-self" || path.StartsWith("/proc/thread-self/", StringComparison.Ordinal));
+
     /// <param name="status">the caller's /proc/PID/status (NStgid, NSpid: host first, innermost last).</param>
-    public static string Translate(string path, string status)
+    public static string Translate(string path, string? status)
     {
         string rest;
         bool thread;
         if (path == "/proc/self" || path.StartsWith("/proc/self/", StringComparison.Ordinal)) { thread = false; rest = path["/proc/self".Length..]; }
         else if (path == "/proc/thread-self" || path.StartsWith("/proc/thread-self/", StringComparison.Ordinal)) { thread = true; rest = path["/proc/thread-self".Length..]; }
         else return path;
-        if (IsFdNumber(rest)) return path; // the caller's own fd: mntns_ops.c
+        if (IsFdNumber(rest) || status is null) return path; // the caller's own fd: mntns_ops.c
         string? tgid = Innermost(status, "NStgid:"), tid = Innermost(status, "NSpid:");
         if (tgid is null || tid is null) return path;
         return thread ? $"/proc/{tgid}/task/{tid}{rest}" : $"/proc/{tgid}{rest}";

@@ -15,7 +15,10 @@
  *
  *   srn_lookup   enter; open the target (and the source, and the namespace's /proc or /sys)
  *                with O_PATH as the caller would resolve them; statx each (mount id, mount root,
- *                device, mode) and its path relative to the caller's root; leave.
+ *                device, mode) and its path relative to the caller's root; if asked, the target's
+ *                mount and its parent as statmount(2) shows them, and whether mounts lie below the
+ *                target (listmount(2); kernel >= 6.8: an umount2 is then decided without reading
+ *                the whole mount table); leave.
  *   srn_perform  enter; do one checked operation on those fds:
  *                SETFLAGS  fspick + fsconfig (superblock options, without CAP_SYS_ADMIN in the
  *                          effective set so the kernel only lets us touch superblocks that the
@@ -107,6 +110,15 @@
 #define SRN_STATX_MNT_ID 0x1000u
 #define SRN_STATX_ATTR_MOUNT_ROOT 0x2000u
 #define SRN_CAP_SYS_ADMIN 21
+#define SRN_STATX_MNT_ID_UNIQUE 0x4000u
+#define SRN_SYS_statmount 457
+#define SRN_SYS_listmount 458
+#define SRN_STATMOUNT_SB_BASIC 0x1u
+#define SRN_STATMOUNT_MNT_BASIC 0x2u
+#define SRN_STATMOUNT_MNT_ROOT 0x8u
+#define SRN_STATMOUNT_MNT_POINT 0x10u
+#define SRN_STATMOUNT_FS_TYPE 0x20u
+#define SRN_STATMOUNT_PARENT_OFFSET 48 /* struct statmount: __u64 mnt_parent_id */
 
 #define SRN_PATH_MAX 4096
 #define SRN_MAX_SB_OPTIONS 32
@@ -152,6 +164,20 @@ struct srn_op {
 };
 
 struct srn_mount_attr { uint64_t attr_set, attr_clr, propagation, userns_fd; };
+
+/* The target's mount facts from statmount(2) (srn_lookup, when asked): raw struct statmount records, one
+ * after another at 8-byte alignment in buf, the target's first, then its parent's (when the parent is
+ * another mount and statmount shows it). */
+struct srn_mount_facts {
+    char *buf;         /* in: where the records go */
+    int64_t size;      /* in: its size */
+    int32_t count;     /* out: records written */
+    int32_t children;  /* out: 1 when a mount lies below the target (listmount) */
+    int32_t err;       /* out: 0; ENOSYS (no statmount or unique mount id: read the mount table); ENOSPC; errno */
+    int32_t reserved;
+};
+
+struct srn_mnt_id_req { uint32_t size, spare; uint64_t mnt_id, param; };
 
 /* A new overlayfs from layers we resolved and judged (srn_overlay). */
 struct srn_overlay {
@@ -280,9 +306,49 @@ static void resolve(const struct srn_enter *e, const char *path, int flags, stru
     describe(e, fd, fd < 0 ? errno : 0, out);
 }
 
+/* One statmount record of mount `id` appended at *used; 0 or an errno. */
+static int statmount_into(uint64_t id, struct srn_mount_facts *f, int64_t *used)
+{
+    struct srn_mnt_id_req req = { sizeof req, 0, id,
+        SRN_STATMOUNT_SB_BASIC | SRN_STATMOUNT_MNT_BASIC | SRN_STATMOUNT_MNT_ROOT | SRN_STATMOUNT_MNT_POINT | SRN_STATMOUNT_FS_TYPE };
+    int64_t room = f->size - *used;
+    if (room < 1024) return ENOSPC;
+    if (syscall(SRN_SYS_statmount, &req, f->buf + *used, (size_t)room, 0) != 0) return errno == EOVERFLOW ? ENOSPC : errno;
+    uint32_t size;
+    memcpy(&size, f->buf + *used, sizeof size);
+    if (size < 512 || size > room) return EIO;
+    *used += ((int64_t)size + 7) & ~(int64_t)7;
+    f->count++;
+    return 0;
+}
+
+/* Inside the caller's namespace and root (statmount shows mount points relative to our root, now the caller's). */
+static void mount_facts(int target_fd, struct srn_mount_facts *f)
+{
+    f->count = 0;
+    f->children = 0;
+    f->err = 0;
+    if (target_fd < 0) { f->err = EBADF; return; }
+    struct srn_statx stx;
+    if (syscall(SYS_statx, target_fd, "", AT_EMPTY_PATH, SRN_STATX_MNT_ID_UNIQUE, &stx) != 0) { f->err = errno; return; }
+    if (!(stx.stx_mask & SRN_STATX_MNT_ID_UNIQUE)) { f->err = ENOSYS; return; }
+    int64_t used = 0;
+    int err = statmount_into(stx.stx_mnt_id, f, &used);
+    if (err != 0) { f->err = err == EINVAL ? ENOSYS : err; return; }
+    uint64_t parent;
+    memcpy(&parent, f->buf + SRN_STATMOUNT_PARENT_OFFSET, sizeof parent);
+    uint64_t child = 0;
+    struct srn_mnt_id_req req = { sizeof req, 0, stx.stx_mnt_id, 0 };
+    long n = syscall(SRN_SYS_listmount, &req, &child, 1, 0);
+    if (n < 0) { f->err = errno == EINVAL ? ENOSYS : errno; return; }
+    f->children = n > 0;
+    /* A parent outside the caller's view (the root of a chroot) is left out, as the mount table leaves it out. */
+    if (parent != stx.stx_mnt_id && statmount_into(parent, f, &used) == ENOSPC) f->err = ENOSPC;
+}
+
 int srn_lookup(const struct srn_enter *e, const char *target, int32_t target_flags, const char *source,
                const char *kernel_fs, struct srn_path *out_target, struct srn_path *out_source,
-               struct srn_path *out_kernel_fs)
+               struct srn_path *out_kernel_fs, struct srn_mount_facts *facts)
 {
     int kfd = -1, kerr = 0;
     int err = enter(e, kernel_fs, &kfd, &kerr);
@@ -291,6 +357,7 @@ int srn_lookup(const struct srn_enter *e, const char *target, int32_t target_fla
         return err;
     }
     resolve(e, target, target_flags, out_target);
+    if (facts != NULL) mount_facts(out_target->fd, facts);
     if (source != NULL) resolve(e, source, 0, out_source);
     if (kernel_fs != NULL) describe(e, kfd, kerr, out_kernel_fs);
     leave(e);
@@ -554,6 +621,7 @@ int64_t srn_layout(int which)
     case 6: return offsetof(struct srn_op, sb_options);
     case 7: return sizeof(struct srn_overlay);
     case 8: return offsetof(struct srn_overlay, attr);
+    case 9: return sizeof(struct srn_mount_facts);
     default: return -1;
     }
 }
