@@ -33,6 +33,8 @@
 #   SANDBOX_RUNC_VM_MEMORY       guest memory in MiB (default 4096); SANDBOX_RUNC_VM_CPUS (default 2)
 #   SANDBOX_RUNC_VM_IMAGE_TAR    a `docker save` tar of the test image to use instead of asking the
 #                                host's dockerd (which may be down, or another engine's)
+#   SANDBOX_RUNC_VM_SCRIPT       a bash script the guest runs per driver instead of the tests (to look at
+#                                something on a v2 host); its output is copied to RESULTS_DIR/script-<driver>.txt
 set -uo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -133,6 +135,9 @@ fi
   printf 'LATER_FILTER=%q\n' "$LATER_FILTER"
   [[ -z ${SANDBOX_RUNC_TEST_TIMEOUT_SCALE:-} ]] || printf 'TIMEOUT_SCALE=%q\n' "$SANDBOX_RUNC_TEST_TIMEOUT_SCALE"
 } >"$RUN/in/env"
+if [[ -n ${SANDBOX_RUNC_VM_SCRIPT:-} ]]; then
+  cp "$SANDBOX_RUNC_VM_SCRIPT" "$RUN/in/script.sh" || fail_all "cannot copy SANDBOX_RUNC_VM_SCRIPT ($SANDBOX_RUNC_VM_SCRIPT)"
+fi
 step "inputs staged in $((SECONDS - t)) s (test image $(du -h "$RUN/in/test-image.tar" | cut -f1))"
 
 # ---------------------------------------------------------------------------------------------
@@ -289,6 +294,9 @@ for d in $DRIVERS; do
     else
       ran=$((ran + 1))
     fi
+  elif [[ -n ${SANDBOX_RUNC_VM_SCRIPT:-} ]] && grep -q "^SCRIPT-DONE $d:" "$RUN/results/summary.txt" 2>/dev/null; then
+    step "$d: ran SANDBOX_RUNC_VM_SCRIPT instead of the tests ($(grep -h "^SCRIPT-DONE $d:" "$RUN/results/summary.txt")): see script-$d.txt"
+    ran=$((ran + 1))
   else
     reason=$(grep -h "FAILED $d:" "$RUN/results/summary.txt" 2>/dev/null | head -n1)
     [[ -n $reason ]] || reason=$(grep -h "SETUP-FAILED" "$RUN/results/summary.txt" 2>/dev/null | head -n1)
@@ -299,6 +307,7 @@ for d in $DRIVERS; do
     harness_fail "$d" "$reason"
   fi
 done
+cp "$RUN"/results/script-*.txt "$RESULTS_DIR/" 2>/dev/null
 [[ -f $RUN/results/summary.txt ]] && cp "$RUN/results/summary.txt" "$RESULTS_DIR/vm-summary.txt"
 step "done in $((SECONDS - T0)) s ($booted; $ran of $(wc -w <<<"$DRIVERS") drivers ran their tests)"
 [[ $ran -eq $(wc -w <<<"$DRIVERS") ]]

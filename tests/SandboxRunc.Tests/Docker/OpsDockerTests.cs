@@ -94,11 +94,25 @@ public sealed class OpsDockerTests : IDisposable
     [IntegrationFact]
     public async Task AnOomKilledContainerIsReportedAsSuch()
     {
+        string since = DateTimeOffset.UtcNow.AddSeconds(-5).ToUnixTimeSeconds().ToString();
         string name = _docker.Name("oom");
         var run = await _docker.Run(["run", "--name", name, $"--runtime={DockerCli.Runtime}", "--memory", "32m",
             "--memory-swap", "32m", DockerCli.Image, "sh", "-c", "x=$(head -c 200m /dev/zero | tr '\\0' a); echo ${#x}"]);
         Assert.True(run.ExitCode == 137, run.ToString());
-        Assert.Equal("true", await _docker.Inspect(name, "{{.State.OOMKilled}}"));
+        string oomKilled = await _docker.Inspect(name, "{{.State.OOMKilled}}");
+        if (oomKilled == "true" || !File.Exists("/sys/fs/cgroup/cgroup.controllers")) { Assert.Equal("true", oomKilled); return; }
+        // cgroup v2: containerd-shim-runc-v2 learns of the OOM from an inotify watch on the cgroup's memory.events (the
+        // kernel's notification is deferred and rate-limited) and of the exit from SIGCHLD, and before containerd 2.x
+        // may publish the exit first (containerd/containerd#12714, "we should always send oom event before exit event");
+        // docker 20.10 then records OOMKilled=false while still logging the "oom" event. Seen in the Debian 12 VM
+        // (containerd 1.6.20) only under the parallel test load (2 of 3 cgroupfs passes); 6 of 6 runs outside the suite
+        // (3 at once among them) said true, and so did runc's 6.
+        // What the runtime decides, that the kill happens in the cgroup the shim watches, shows as that event.
+        string until = (DateTimeOffset.UtcNow.ToUnixTimeSeconds() + 1).ToString();
+        var events = await _docker.Ok("events", "--since", since, "--until", until, "--filter", $"container={name}",
+            "--filter", "event=oom", "--format", "{{.Action}}");
+        Assert.True(events.Stdout.Contains("oom"),
+            $"docker inspect says OOMKilled={oomKilled} and docker events shows no \"oom\" event for the container: {events}");
     }
 
     [IntegrationFact]

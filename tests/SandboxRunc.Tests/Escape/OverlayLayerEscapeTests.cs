@@ -83,29 +83,50 @@ public sealed class OverlayLayerEscapeTests : IDisposable
     }
 
     /// <summary>
-    /// What inner docker's overlay2 does: relative lower layers through symlinks, from its own directory on a
-    /// volume or tmpfs; writes land in upper. And a read-only overlay of two lower layers, one on the rootfs.
+    /// What inner docker's overlay2 does: relative lower layers through symlinks, from its own directory, with
+    /// "index=off" and, in a user namespace on 5.11+, "userxattr" (Docker 20.10+ and containerd add it there):
+    /// once on the engine storage the runtime gives a container that may run an engine (/var/lib/docker, on the
+    /// host's disk) and once on a tmpfs of the container's own (the kernel takes both: a tmpfs without user.*
+    /// xattrs, before 6.6, only makes overlayfs fall back to no xattrs). Writes land in upper. And a read-only
+    /// overlay of two lower layers, one on the rootfs.
     /// </summary>
-    [Trait("Category", "StockHost")] // also in the Debian 12 VM: kernel 6.1 takes no overlay layer by fd
+    [Trait("Category", "StockHost")] // also in the Debian 12 VM (kernel 6.1: no overlay layer by fd, the kernel mounts it)
     [EscapeFact]
     public async Task OverlayOfOrdinaryDirectories_Works()
     {
         // Where AppArmor is on (Debian 12, Ubuntu), docker's default profile denies every mount, whatever the runtime.
         const string appArmorOn = "/sys/module/apparmor/parameters/enabled";
         string[] appArmor = File.Exists(appArmorOn) && File.ReadAllText(appArmorOn).Trim() == "Y" ? ["--security-opt", "apparmor=unconfined"] : [];
+        static string Overlay2(string key, string dir, string options) => $"""
+            mkdir -p {dir}/l {dir}/o/l2 {dir}/o/diff {dir}/o/work {dir}/o/merged && echo lower > {dir}/l/f && echo two > {dir}/o/l2/g && ln -s ../l {dir}/o/L1 || exit 9
+            cd {dir}/o && mount -t overlay overlay -o {options}lowerdir=L1:l2,upperdir=diff,workdir=work merged; echo {key}.mount=$?
+            cat merged/f merged/g; echo new > merged/n; echo {key}.write=$?
+            cat diff/n; grep " {dir}/o/merged " /proc/mounts
+            cd / && umount {dir}/o/merged; echo {key}.umount=$?
+            """;
         var sr = await _docker.Sh(Runtimes.Sandbox, ["--cap-add", "SYS_ADMIN", .. appArmor], $"""
             {Prepare}
-            mkdir -p /x/o/l2 /x/o/diff /x/o/work /x/o/merged && echo two > /x/o/l2/g && ln -s ../l /x/o/L1 || exit 9
-            cd /x/o && mount -t overlay overlay -o index=off,lowerdir=L1:l2,upperdir=diff,workdir=work merged; echo mount=$?
-            cat /x/o/merged/f /x/o/merged/g; echo new > /x/o/merged/n; echo write=$?
-            cat /x/o/diff/n; grep ' /x/o/merged ' /proc/mounts
-            umount /x/o/merged; echo umount=$?
+            grep -q ' /var/lib/docker ' /proc/mounts && echo storage=yes
+            {Overlay2("storage", "/var/lib/docker/overlay2-test", "index=off,userxattr,")}
+            {Overlay2("tmpfs", "/x", "index=off,")}
             mkdir /tmp/l2 && echo two > /tmp/l2/g && mount -t overlay overlay -o ro,lowerdir=/tmp/l2:/x/l /x/m && cat /x/m/f && touch /x/m/x 2>/dev/null; echo ro.touch=$?
             """);
         var v = new Verdict();
-        v.Expect(Value(sr, "mount") == "0" && Value(sr, "write") == "0" && Value(sr, "umount") == "0", Runtimes.Sandbox, "made, written, unmounted", sr);
-        v.Expect(sr.Stdout.Contains("lower\ntwo\n") && sr.Stdout.Contains("\nnew\n"), Runtimes.Sandbox, "both lower layers show, the write is in upperdir", sr);
+        v.Expect(Value(sr, "storage") == "yes", Runtimes.Sandbox, "the container has engine storage at /var/lib/docker", sr);
+        foreach (var key in new[] { "storage", "tmpfs" })
+        {
+            v.Expect(Value(sr, $"{key}.mount") == "0" && Value(sr, $"{key}.write") == "0" && Value(sr, $"{key}.umount") == "0", Runtimes.Sandbox,
+                $"inner overlay2's overlay on {key}: made, written, unmounted", sr);
+        }
+        v.Expect(Regex.Matches(sr.Stdout, "lower\ntwo\n").Count >= 2 && Regex.Matches(sr.Stdout, "\nnew\n").Count >= 2, Runtimes.Sandbox,
+            "both lower layers show, the write is in upperdir (both overlays)", sr);
         v.Expect(Value(sr, "ro.touch") is { Length: > 0 } t && t != "0", Runtimes.Sandbox, "a read-only overlay stays read-only", sr);
+
+        // The kernel's own answer for the same overlay in a plain user namespace (what the runtime must not take away).
+        var rr = await _docker.Sh(Runtimes.Runc, Runtimes.RuncMountPrivileges,
+            $"unshare -Urm sh -c 'mkdir /x && mount -t tmpfs t /x || exit 9\n{Overlay2("tmpfs", "/x", "index=off,userxattr,")}'");
+        v.Expect(Value(rr, "tmpfs.mount") == "0" && Value(rr, "tmpfs.write") == "0", Runtimes.Runc,
+            "the kernel makes inner overlay2's overlay in a user namespace", rr);
         v.Done();
     }
 }

@@ -382,7 +382,8 @@ public sealed class NotifyServer : IDisposable
         {
             if (lookup.Target is not { } target) return (decision, Libc.ENOENT);
             int made = performer.Overlay(handles, o, layerPaths, target);
-            // ENOSYS: the kernel takes no overlay layer by fd (before 6.13; Debian 12, Ubuntu 22.04): the layers were
+            // ENOSYS: the kernel takes no overlay layer by fd (before 6.13: EOPNOTSUPP before 6.5, as on Debian 12 and
+            // Ubuntu 22.04, EINVAL from 6.5; see overlay_child in mntns_ops.c): the layers were
             // judged, the kernel mounts them from the caller's strings (README: the residual race on new mounts).
             return made == Libc.ENOSYS
                 ? (new MountDecision.Continue("overlay layers judged; this kernel takes no layer by fd: the kernel mounts it"), 0)

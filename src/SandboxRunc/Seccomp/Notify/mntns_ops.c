@@ -534,10 +534,13 @@ static int overlay_child(const struct srn_enter *e, const struct srn_overlay *o)
     if (fchdir(e->root) != 0 || chroot(".") != 0) return errno;
     int fs = (int)syscall(SYS_fsopen, "overlay", SRN_FSOPEN_CLOEXEC);
     if (fs < 0) return errno;
-    /* Kernels before 6.13 take no layer by fd: EINVAL for the first one. Then ENOSYS tells the supervisor to
-     * let the kernel mount it from the caller's own strings (the layers were judged by the same names; a
-     * race between that check and the kernel's lookup is the residual the README names). Seen on Debian 12's
-     * 6.1: naming the pinned layers by their fds' magic links instead made overlayfs answer EOPNOTSUPP. */
+    /* Kernels before 6.13 take no layer by fd, and say so for the first one in two ways: before 6.5 overlayfs
+     * has no fs_context of its own and fsconfig refuses any fd or path value on such a "legacy" context with
+     * EOPNOTSUPP (Debian 12's 6.1, Ubuntu 22.04's 5.15: seen in the v2 VM, strace of the child:
+     * fsconfig(FSCONFIG_SET_FD, "lowerdir+") = -1 EOPNOTSUPP); from 6.5 its parser answers EINVAL. Either way
+     * ENOSYS tells the supervisor to let the kernel mount it from the caller's own strings (the layers were
+     * judged by the same names; a race between that check and the kernel's lookup is the residual the README
+     * names). Any later failure is the kernel's answer for this overlay and is returned as it is. */
     for (int i = 0; i < o->count; i++) {
         char link[32] = "self/fd/";
         put_decimal(link + 8, o->layer_fds[i]);
@@ -547,7 +550,7 @@ static int overlay_child(const struct srn_enter *e, const struct srn_overlay *o)
         int err = errno;
         close(dir);
         if (r == 0) continue;
-        return i == 0 && err == EINVAL ? ENOSYS : err;
+        return i == 0 && (err == EINVAL || err == EOPNOTSUPP) ? ENOSYS : err;
     }
     for (int i = 0; i < o->opt_count; i++) {
         char key[256];
