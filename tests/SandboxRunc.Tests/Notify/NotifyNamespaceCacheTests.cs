@@ -15,8 +15,12 @@ public sealed class NotifyNamespaceCacheTests
     {
         var p = Process.Start(new ProcessStartInfo("unshare", args) { RedirectStandardOutput = true, RedirectStandardError = true })!;
         // unshare execs sleep in the new namespaces: wait until the namespace it is in differs from ours.
+        // Under load that can take seconds (seen: over 2 s in a full run beside a VM): wait up to 60 s, and say so.
         var ours = File.ResolveLinkTarget("/proc/self/ns/user", false)!.FullName;
-        for (int i = 0; i < 200 && File.ResolveLinkTarget($"/proc/{p.Id}/ns/user", false)?.FullName == ours; i++) Thread.Sleep(10);
+        var end = DateTime.UtcNow + TimeSpan.FromSeconds(60);
+        while (File.ResolveLinkTarget($"/proc/{p.Id}/ns/user", false)?.FullName == ours && DateTime.UtcNow < end) Thread.Sleep(10);
+        Assert.True(File.ResolveLinkTarget($"/proc/{p.Id}/ns/user", false)?.FullName != ours,
+            $"unshare {string.Join(' ', args)} (pid {p.Id}) was not in a user namespace of its own within 60 s");
         return p;
     }
 
