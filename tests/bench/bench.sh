@@ -354,14 +354,14 @@ bench_fuse() {
   else
     echo "  lxcfs not installed (apt package lxcfs): no LXCFS column"
   fi
-  sed -i 's#"/bin/true"#"/bin/sleep", "60"#' "$BUNDLE/config.json"
+  sed -i 's#"/bin/true"#"/bin/sleep", "3600"#' "$BUNDLE/config.json"
   if timeout "$OCI_TIMEOUT" "$SRUNC" --root "${STATE[sandbox-runc]}" run -d --bundle "$BUNDLE" fuse-bench </dev/null >/dev/null 2>"$WORK/err"; then
     key=$(python3 -c 'import hashlib,sys; print(hashlib.sha256(sys.argv[1].encode()).hexdigest()[:16])' "${STATE[sandbox-runc]}/fuse-bench")
     emu=/run/sandbox-runc/mnt/$key/emu
   else
     report_failure sandbox-runc "run -d" "$WORK/err"
   fi
-  sed -i 's#"/bin/sleep", "60"#"/bin/true"#' "$BUNDLE/config.json"
+  sed -i 's#"/bin/sleep", "3600"#"/bin/true"#' "$BUNDLE/config.json"
 
   # field LINE NAME: the value of NAME=... in a fuseread line
   field() { sed -n "s/.* $2=\([0-9.]*\).*/\1/p" <<<"$1"; }
