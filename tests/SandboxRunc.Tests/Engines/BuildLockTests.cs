@@ -123,7 +123,8 @@ public sealed class BuildLockTests : IDisposable
         string image = $"{_tag}-{(buildKit ? "buildkit" : "classic")}-{what}";
         _images.Add((host, image));
         string network = await DefaultNetworkWorks(host) ? "default" : "none";
-        var r = await Docker(host, buildKit, ["build", "--no-cache", "--network=" + network, "--progress=plain", "-t", image, _context]);
+        // --force-rm: the classic builder keeps the container of a failed step (a refused one too) without it.
+        var r = await Docker(host, buildKit, ["build", "--no-cache", "--force-rm", "--network=" + network, "--progress=plain", "-t", image, _context]);
         string log = $"DOCKER_BUILDKIT={(buildKit ? 1 : 0)} docker build on {host ?? "the machine's dockerd"}: exit {r.ExitCode}\n{r.Stdout}\n{r.Stderr}";
         Assert.True(r.ExitCode == 0, log);
         return new Build(image, r.Stdout + "\n" + r.Stderr);
@@ -147,7 +148,7 @@ public sealed class BuildLockTests : IDisposable
     {
         string image = $"{_tag}-hostnet-{(buildKit ? "buildkit" : "classic")}-{what}";
         _images.Add((host, image));
-        return await Docker(host, buildKit, ["build", "--no-cache", "--network=host", "--progress=plain", "-f",
+        return await Docker(host, buildKit, ["build", "--no-cache", "--force-rm", "--network=host", "--progress=plain", "-f",
             Path.Combine(_context, "Dockerfile.hostnet"), "-t", image, _context]);
     }
 
