@@ -73,13 +73,18 @@ public abstract class CgroupManager
     /// </summary>
     public void Delegate(uint uid, uint gid)
     {
-        foreach (var dir in Paths.Dirs)
-            foreach (var f in DelegatedFiles.Prepend("."))
-            {
-                string path = f == "." ? dir : Path.Combine(dir, f);
-                if (Libc.chown(path, uid, gid) != 0 && !(f != "." && Libc.Errno == Libc.ENOENT))
-                    throw new CgroupException($"cgroup: delegate {path} to {uid}:{gid}: chown: {CgroupFs.ErrText(Libc.Errno)}", Libc.Errno);
-            }
+        foreach (var dir in Paths.Dirs) DelegateDir(dir, uid, gid);
+    }
+
+    /// <summary>Gives one directory and its <see cref="DelegatedFiles"/> (those it has) to uid:gid.</summary>
+    void DelegateDir(string dir, uint uid, uint gid)
+    {
+        foreach (var f in DelegatedFiles.Prepend("."))
+        {
+            string path = f == "." ? dir : Path.Combine(dir, f);
+            if (Libc.chown(path, uid, gid) != 0 && !(f != "." && Libc.Errno == Libc.ENOENT))
+                throw new CgroupException($"cgroup: delegate {path} to {uid}:{gid}: chown: {CgroupFs.ErrText(Libc.Errno)}", Libc.Errno);
+        }
     }
 
     /// <summary>
@@ -129,12 +134,7 @@ public abstract class CgroupManager
         try { Directory.CreateDirectory(leaf); }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         { throw new CgroupException($"cgroup: mkdir {leaf}: {e.Message}"); }
-        foreach (var f in DelegatedFiles.Prepend("."))
-        {
-            string path = f == "." ? leaf : Path.Combine(leaf, f);
-            if (Libc.chown(path, uid, gid) != 0)
-                throw new CgroupException($"cgroup: delegate {path} to {uid}:{gid}: chown: {CgroupFs.ErrText(Libc.Errno)}", Libc.Errno);
-        }
+        DelegateDir(leaf, uid, gid);
     }
 
     /// <summary>

@@ -14,15 +14,6 @@ public readonly record struct CapabilitySets(ulong Effective, ulong Permitted, u
         return new(data[0] | ((ulong)data[3] << 32), data[1] | ((ulong)data[4] << 32), data[2] | ((ulong)data[5] << 32));
     }
 
-    /// <summary>Another task's sets (capget with its pid: no privilege needed); by pid, so the caller must know the pid still names it.</summary>
-    public static unsafe CapabilitySets Of(int pid)
-    {
-        uint* header = stackalloc uint[2] { Version3, (uint)pid };
-        uint* data = stackalloc uint[6];
-        SysException.Check(Libc.syscall(Libc.SYS_capget, (long)header, (long)data, 0, 0, 0, 0), "capget", $"pid {pid}");
-        return new(data[0] | ((ulong)data[3] << 32), data[1] | ((ulong)data[4] << 32), data[2] | ((ulong)data[5] << 32));
-    }
-
     public unsafe void Set()
     {
         uint* header = stackalloc uint[2] { Version3, 0 };
