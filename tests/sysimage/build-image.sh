@@ -2,7 +2,7 @@
 # tests/sysimage/build-image.sh - the Debian 12 system-container image (docker.io, containerd, runc,
 # systemd-sysv) that the SystemContainers tests run with --runtime=sandbox-runc.
 #
-#   tests/sysimage/build-image.sh [--tag-only]
+#   tests/sysimage/build-image.sh [--tag-only | --import-from DIR]
 #
 # Builds, once per content hash, artifacts/sysimage/<hash>/rootfs.tar and loads it into the docker
 # daemon the CLI talks to (DOCKER_HOST honoured) as sandbox-runc-system:<hash> and
@@ -11,6 +11,8 @@
 # the image of this hash is already there. The hash covers every input that shapes the image: this
 # script, packages.txt, the files under files/, the Debian release and the architecture.
 # --tag-only prints the image tag for this hash and exits (for the tests' fixture).
+# --import-from DIR loads the image of this hash from DIR/rootfs.tar (a read-only copy of a build, as the
+# cgroup v2 VM gets the host's through a share) and builds nothing; DIR may be read-only.
 #
 # A machine-wide copy (SANDBOX_RUNC_SYSIMAGE_CACHE, default /var/cache/sandbox-runc/sysimage/<hash>;
 # "none" turns it off) lets a fresh clone on the same machine (CI) take the tarball instead of
@@ -162,8 +164,9 @@ load_image() {
     base=$REPO-base:${tag##*:}
     step "docker import $base; docker build $tag"
     docker image inspect "$base" >/dev/null 2>&1 || docker import "$dir/rootfs.tar" "$base" >/dev/null
-    printf 'FROM %s\nCMD ["/sbin/init"]\nSTOPSIGNAL SIGRTMIN+3\n' "$base" | DOCKER_BUILDKIT=0 docker build -q -t "$tag" - >/dev/null 2>"$dir/docker-build.log" ||
-      { cat "$dir/docker-build.log" >&2; die "docker build of $tag failed"; }
+    local err
+    err=$(printf 'FROM %s\nCMD ["/sbin/init"]\nSTOPSIGNAL SIGRTMIN+3\n' "$base" |
+      DOCKER_BUILDKIT=0 docker build -q -t "$tag" - 2>&1 >/dev/null) || die "docker build of $tag failed: $err"
   fi
   docker tag "$tag" "$REPO:latest"
 }
@@ -172,6 +175,11 @@ main() {
   local hash dir
   hash=$(image_hash)
   if [[ ${1:-} == --tag-only ]]; then printf '%s:%s\n' "$REPO" "$hash"; return 0; fi
+  if [[ ${1:-} == --import-from ]]; then
+    complete "${2:-}" || die "--import-from ${2:-}: no rootfs.tar and build-info.txt there"
+    load_image "$2" "$REPO:$hash"
+    return 0
+  fi
   [[ $(id -u) -eq 0 ]] || die "must run as root (debootstrap, chroot)"
   dir=$ART/$hash
   mkdir -p "$ART"

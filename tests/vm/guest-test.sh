@@ -25,9 +25,11 @@ TEST_DLL=$LOCAL_REPO/$TEST_DLL_DIR/SandboxRunc.Tests.dll
 T0=$SECONDS
 
 # Settings from the host (in/env): DRIVERS, FILTER, LATER_FILTER, DEADLINE, RESERVE, HANG_TIMEOUT,
-# IMAGE, TIMEOUT_SCALE.
+# IMAGE, TIMEOUT_SCALE, SYSIMAGE_DIR.
 DRIVERS="systemd cgroupfs"
-FILTER="Category=CgroupV2|Category=StockHost"
+FILTER="Category=CgroupV2|Category=StockHost|Category=SystemContainers"
+# The system image's build (tests/sysimage/) in the repository share, relative to it; empty: not needed.
+SYSIMAGE_DIR=
 # The drivers after the first run only the tests whose result depends on dockerd's cgroup driver
 # (category CgroupDriver: where the cgroup is, its limits, freezer, stats, device program, removal);
 # the host sets it to FILTER itself when every driver is to run everything (SANDBOX_RUNC_VM_FULL=1).
@@ -93,7 +95,7 @@ main() {
 
   install -m 0755 "$REPO/artifacts/sandbox-runc" "$RUNTIME"
   rm -rf "$LOCAL_REPO" && mkdir -p "$LOCAL_REPO"
-  (cd "$REPO" && tar -c SandboxRunc.sln spec-fixtures "$TEST_DLL_DIR" $(find tests/SandboxRunc.Tests -name '*.c') \
+  (cd "$REPO" && tar -c SandboxRunc.sln spec-fixtures "$TEST_DLL_DIR" tests/sysimage $(find tests/SandboxRunc.Tests -name '*.c') \
     $(ls artifacts/escape-probe-* artifacts/toctou 2>/dev/null)) | tar -x -C "$LOCAL_REPO" ||
     fail_setup "copying the test assemblies from the share failed"
   log "runtime: $("$RUNTIME" --version | head -n1)"
@@ -101,6 +103,12 @@ main() {
   # As the README tells users: register the runtime in daemon.json (dockerd is reloaded by it).
   "$RUNTIME" install --path "$RUNTIME" 2>&1 | sed 's/^/    /'
   docker load -i "$IN/test-image.tar" >/dev/null || fail_setup "docker load of the test image failed"
+  if [[ -n $SYSIMAGE_DIR ]]; then
+    local t2=$SECONDS out
+    out=$(bash "$LOCAL_REPO/tests/sysimage/build-image.sh" --import-from "$REPO/$SYSIMAGE_DIR" 2>&1) ||
+      fail_setup "importing the system image from $SYSIMAGE_DIR failed: $(tail -n 3 <<<"$out" | tr '\n' ' ')"
+    log "system image $(bash "$LOCAL_REPO/tests/sysimage/build-image.sh" --tag-only) imported in $((SECONDS - t2)) s"
+  fi
   # The bundle tests need the image's root filesystem on a local filesystem (9p cannot be ID-mapped).
   rm -rf "$WORK/rootfs" && mkdir -p "$WORK/rootfs"
   local cid

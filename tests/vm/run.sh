@@ -4,7 +4,9 @@
 #   tests/vm/run.sh RESULTS_DIR
 #
 # Needs, already built on the host: artifacts/sandbox-runc, the test assemblies
-# (tests/SandboxRunc.Tests/bin/Release/net10.0/) and the docker image sandbox-runc-test:latest. Then:
+# (tests/SandboxRunc.Tests/bin/Release/net10.0/) and the docker image sandbox-runc-test:latest; when the
+# filter takes the SystemContainers tests, also the system image's tarball (tests/sysimage/build-image.sh,
+# run here when it is missing), which the guest imports from the repository share. Then:
 #  1. tests/vm/build-image.sh: the guest image, cached by content hash under artifacts/vm/<hash>/;
 #  2. artifacts/vm/run/in/: the test image (docker save) and the guest's settings (env);
 #  3. boots qemu-system-x86_64 with the disk as a read-only snapshot (writes go to a temporary overlay),
@@ -29,7 +31,8 @@
 #                                first run only its tests of category CgroupDriver
 #   SANDBOX_RUNC_VM_KVM_PROBE    seconds a KVM boot may take to reach the guest's marker (default 60)
 #   SANDBOX_RUNC_VM_DRIVERS      dockerd cgroup drivers to test, in order (default "systemd cgroupfs")
-#   SANDBOX_RUNC_VM_FILTER       dotnet test filter (default "Category=CgroupV2|Category=StockHost")
+#   SANDBOX_RUNC_VM_FILTER       dotnet test filter (default
+#                                "Category=CgroupV2|Category=StockHost|Category=SystemContainers")
 #   SANDBOX_RUNC_VM_MEMORY       guest memory in MiB (default 4096); SANDBOX_RUNC_VM_CPUS (default 2)
 #   SANDBOX_RUNC_VM_IMAGE_TAR    a `docker save` tar of the test image to use instead of asking the
 #                                host's dockerd (which may be down, or another engine's)
@@ -46,7 +49,7 @@ LOGS=$ART/logs
 IMAGE=sandbox-runc-test:latest
 TEST_DLL=$ROOT/tests/SandboxRunc.Tests/bin/Release/net10.0/SandboxRunc.Tests.dll
 DRIVERS=${SANDBOX_RUNC_VM_DRIVERS:-systemd cgroupfs}
-FILTER=${SANDBOX_RUNC_VM_FILTER:-Category=CgroupV2|Category=StockHost}
+FILTER=${SANDBOX_RUNC_VM_FILTER:-Category=CgroupV2|Category=StockHost|Category=SystemContainers}
 # The drivers after the first: only the tests whose result depends on the driver, unless asked for all.
 if [[ ${SANDBOX_RUNC_VM_FULL:-0} == 1 ]]; then LATER_FILTER=$FILTER
 else LATER_FILTER="($FILTER)&Category=CgroupDriver"; fi
@@ -117,6 +120,22 @@ fi
 grep '^==>' "$LOGS/vm-image.log" | sed 's/^/    /'
 step "image ready in $((SECONDS - t)) s: ${IMAGE_DIR#"$ROOT"/}"
 
+# The system image (Debian with docker.io, containerd, systemd) for the SystemContainers tests: its tarball,
+# which the guest imports from the read-only repository share (artifacts/sysimage/<hash>/rootfs.tar).
+SYSIMAGE_DIR=
+if [[ $FILTER == *SystemContainers* ]]; then
+  t=$SECONDS
+  sys_hash=$(bash "$ROOT/tests/sysimage/build-image.sh" --tag-only) && sys_hash=${sys_hash##*:}
+  sys_dir=$ART/sysimage/${sys_hash:-none}
+  if [[ ! -f $sys_dir/rootfs.tar ]]; then
+    bash "$ROOT/tests/sysimage/build-image.sh" >"$LOGS/vm-sysimage.log" 2>&1
+  fi
+  [[ -f $sys_dir/rootfs.tar && -f $sys_dir/build-info.txt ]] ||
+    fail_all "the system image for the SystemContainers tests could not be built: $(tail -n 5 "$LOGS/vm-sysimage.log" 2>/dev/null | tr '\n' ' ')"
+  SYSIMAGE_DIR=${sys_dir#"$ROOT"/}
+  step "system image ready in $((SECONDS - t)) s: $SYSIMAGE_DIR ($(cut -d';' -f2 "$sys_dir/build-info.txt"))"
+fi
+
 rm -rf "$RUN"
 mkdir -p "$RUN/in" "$RUN/results" "$RUN/tmp"
 t=$SECONDS
@@ -132,7 +151,7 @@ fi
   # The guest's deadline (its clock is set from the host's): the run's, less the time to power off and
   # collect. The guest gives each driver what is left but RESERVE s per driver still to come.
   printf 'DEADLINE=%d\nRESERVE=%d\nHANG_TIMEOUT=%d\n' $(($(date +%s) + TIMEOUT - (SECONDS - T0) - 30)) "$RESERVE" 600
-  printf 'LATER_FILTER=%q\n' "$LATER_FILTER"
+  printf 'LATER_FILTER=%q\nSYSIMAGE_DIR=%q\n' "$LATER_FILTER" "$SYSIMAGE_DIR"
   [[ -z ${SANDBOX_RUNC_TEST_TIMEOUT_SCALE:-} ]] || printf 'TIMEOUT_SCALE=%q\n' "$SANDBOX_RUNC_TEST_TIMEOUT_SCALE"
 } >"$RUN/in/env"
 if [[ -n ${SANDBOX_RUNC_VM_SCRIPT:-} ]]; then

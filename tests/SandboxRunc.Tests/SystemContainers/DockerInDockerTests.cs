@@ -20,21 +20,31 @@ public sealed class DockerInDockerTests : IDisposable
         string image = await SystemImage.Tag();
         string name = docker.Name(what);
         await docker.Ok(["run", "-d", "--name", name, $"--runtime={DockerCli.Runtime}", "--network=none", .. options, image, "dockerd"]);
-        await Eventually.Holds(() => docker.Run("exec", name, "docker", "info", "--format", "{{.Driver}}"),
-            r => r.ExitCode == 0, $"the inner dockerd of {name} to answer", HangLimits.Seconds(90));
+        // Stops waiting when the container is gone (the inner dockerd exited): its log says why.
+        var answer = await Eventually.Holds(() => docker.Run("exec", name, "docker", "info", "--format", "{{.Driver}}"),
+            r => r.ExitCode == 0 || r.Stderr.Contains("is not running", StringComparison.Ordinal),
+            $"the inner dockerd of {name} to answer", HangLimits.Seconds(90));
+        if (answer.ExitCode != 0)
+        {
+            var logs = await docker.Run("logs", "--tail", "30", name);
+            Assert.Fail($"the inner dockerd of {name} exited ({await docker.Inspect(name, "{{.State.ExitCode}}")}); its last lines:\n{logs.Stdout}{logs.Stderr}");
+        }
         return name;
     }
 
-    internal static async Task LoadTestImage(DockerCli docker, string name)
+    internal static Task LoadTestImage(DockerCli docker, string name) => SavePipe(DockerCli.Image, $"docker exec -i {name} docker load");
+
+    /// <summary>`docker save IMAGE | INTO`, through a shell (the CLI wrapper pipes strings only); INTO must succeed.</summary>
+    internal static async Task SavePipe(string image, string into)
     {
-        // docker save | docker exec -i NAME docker load, through a shell: the CLI wrapper pipes strings only.
-        var psi = new System.Diagnostics.ProcessStartInfo("sh", ["-c", $"docker save {DockerCli.Image} | docker exec -i {name} docker load"])
+        var psi = new System.Diagnostics.ProcessStartInfo("sh", ["-c", $"docker save {image} | {into}"])
             { RedirectStandardOutput = true, RedirectStandardError = true };
         using var p = System.Diagnostics.Process.Start(psi)!;
-        string output = await p.StandardOutput.ReadToEndAsync() + await p.StandardError.ReadToEndAsync();
-        using var cts = new CancellationTokenSource(Patience.Command);
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEndAsync();
+        using var cts = new CancellationTokenSource(HangLimits.Seconds(300));
         await p.WaitForExitAsync(cts.Token);
-        Assert.True(p.ExitCode == 0, $"docker save | docker exec -i {name} docker load: exit {p.ExitCode}: {output}");
+        Assert.True(p.ExitCode == 0, $"docker save {image} | {into}: exit {p.ExitCode}: {await stdout}{await stderr}");
     }
 
     async Task InnerEngineWorks(string name)
@@ -103,6 +113,47 @@ public sealed class DockerInDockerTests : IDisposable
         Assert.False(HostProcs.InHostUserNamespace(pid), "the inner container runs in the host's user namespace");
 
         await RemovalLeavesNothing(name);
+    }
+
+    /// <summary>
+    /// Two levels: the DinD container's engine runs a privileged container of the system image whose own dockerd runs
+    /// one more container. The second level is what users run as docker:dind: a privileged container with a volume
+    /// for /var/lib/docker (overlay cannot stack on its own root), and on cgroup v2 the step docker's `dind` script
+    /// takes (move the init out of the cgroup root into a child, so the root can hand controllers down), since the
+    /// inner runc, unlike this runtime, does not do it. Needs every capability in the host's bounding set: the second
+    /// level is an inner `docker run --privileged`.
+    /// </summary>
+    [FullBoundingSetFact]
+    [Trait("Category", "Nesting")]
+    public async Task NestedTwoLevelsRunDockerdAndOneMoreContainer()
+    {
+        string outer = await StartDind(_docker, "nest");
+        string image = await SystemImage.Tag();
+        await SavePipe(image, $"docker exec -i {outer} docker load");
+        await LoadTestImage(_docker, outer);
+
+        const string nesting = "if [ -f /sys/fs/cgroup/cgroup.controllers ]; then mkdir -p /sys/fs/cgroup/init && "
+            + "echo $$ > /sys/fs/cgroup/init/cgroup.procs && sed -e 's/ / +/g' -e 's/^/+/' /sys/fs/cgroup/cgroup.controllers "
+            + "> /sys/fs/cgroup/cgroup.subtree_control; fi; exec dockerd";
+        await _docker.Ok("exec", outer, "docker", "run", "-d", "--name", "level2", "--privileged", "--network=none",
+            "-v", "/var/lib/docker", image, "sh", "-c", nesting);
+        await Eventually.Holds(() => _docker.Run("exec", outer, "docker", "exec", "level2", "docker", "info", "--format", "{{.Driver}}"),
+            r => r.ExitCode == 0, "the second-level dockerd to answer", HangLimits.Seconds(90));
+        await SavePipe(DockerCli.Image, $"docker exec -i {outer} docker exec -i level2 docker load");
+
+        string marker = "7" + Random.Shared.Next(100000, 999999);
+        await _docker.Ok("exec", outer, "docker", "exec", "level2", "docker", "run", "-d", "--network=none", DockerCli.Image, "sleep", marker);
+        int pid = await Eventually.Holds(() => Task.FromResult(HostProcs.Find($"sleep\0{marker}")), p => p > 0,
+            $"the third-level container's sleep {marker} on the host");
+        var uids = File.ReadAllLines($"/proc/{pid}/status").First(l => l.StartsWith("Uid:", StringComparison.Ordinal));
+        Assert.True(uids[4..].Split('\t', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(uint.Parse).All(u => u >= 65536),
+            $"the third-level container's root is host uid {uids} (expected the outer container's range)");
+        Assert.False(HostProcs.InHostUserNamespace(pid), "the third-level container runs in the host's user namespace");
+        var run = await _docker.Ok("exec", outer, "docker", "exec", "level2", "docker", "run", "--rm", "--network=none", DockerCli.Image,
+            "echo", "hello from the third level");
+        Assert.Contains("hello from the third level", run.Stdout);
+
+        await RemovalLeavesNothing(outer);
     }
 
     /// <summary>Capabilities the kernel knows that this host's bounding set lacks (CAP_SYS_RESOURCE on the CI machine).</summary>

@@ -41,11 +41,33 @@ public sealed class OomScoreFactAttribute : FactAttribute
                  + "memory limit a container may lose its helper instead of its own process (README: what bounds the emulation helper)";
     }
 
-    static bool BoundingSetHas(int cap)
+    internal static bool BoundingSetHas(int cap)
     {
         foreach (var line in File.ReadLines("/proc/self/status"))
             if (line.StartsWith("CapBnd:", StringComparison.Ordinal))
                 return (Convert.ToUInt64(line[7..].Trim(), 16) >> cap & 1) == 1;
         return false;
+    }
+}
+
+/// <summary>
+/// As <see cref="IntegrationFactAttribute"/>, for an inner `docker run --privileged` whose inner runc asks for every
+/// capability the kernel knows and fails on one the host's bounding set lacks (as runc's own --privileged does there).
+/// </summary>
+public sealed class FullBoundingSetFactAttribute : FactAttribute
+{
+    public FullBoundingSetFactAttribute()
+    {
+        if (Environment.UserName != "root")
+        {
+            Skip = "needs root: runs containers with the real sandbox-runc binary";
+            return;
+        }
+        int last = int.Parse(File.ReadAllText("/proc/sys/kernel/cap_last_cap").Trim());
+        var missing = Enumerable.Range(0, last + 1).Where(c => !OomScoreFactAttribute.BoundingSetHas(c))
+            .Select(c => SandboxRunc.Namespaces.CapabilityNames.All[c]).ToList();
+        if (missing.Count > 0)
+            Skip = $"this host's bounding set lacks {string.Join(", ", missing)}: an inner `docker run --privileged` asks for every "
+                 + "capability and fails without them, as runc's own --privileged does on this host";
     }
 }
