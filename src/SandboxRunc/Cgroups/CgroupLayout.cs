@@ -79,6 +79,15 @@ internal static class CgroupLayout
     internal static bool IsUnified(IEnumerable<MountEntry> mounts) =>
         mounts.Any(m => m.FsType == "cgroup2" && m.MountPoint == CgroupRoot);
 
+    /// <summary>
+    /// A hybrid host's cgroup2 mount (v1 controllers at /sys/fs/cgroup, cgroup2 below it, e.g. /sys/fs/cgroup/unified), or
+    /// null (a pure v1 or v2 host). A process the runtime leaves in the v2 hierarchy's root has that root as its cgroup
+    /// namespace's: a container that mounts cgroup2 sees the host's whole tree (see CgroupV1Manager).
+    /// </summary>
+    internal static MountEntry? HybridUnifiedMount(IEnumerable<MountEntry> mounts) =>
+        IsUnified(mounts) ? null
+            : mounts.FirstOrDefault(m => m.FsType == "cgroup2" && m.MountPoint.StartsWith(CgroupRoot + "/", StringComparison.Ordinal));
+
     internal static List<V1Hierarchy> V1Hierarchies(IEnumerable<MountEntry> mounts)
     {
         var seen = new HashSet<string>();
@@ -169,6 +178,12 @@ internal static class CgroupLayout
                 : Join(OwnDir(h.MountPoint, h.MountRoot, own.GetValueOrDefault(h.Controllers[0], "/")), inner);
             foreach (var c in h.Controllers) paths[c] = dir;
         }
+        // Hybrid: a directory in the v2 hierarchy too, as runc makes one, resolved as a v1 hierarchy's (under the caller's own
+        // cgroup for a relative path), so that the cgroup namespace the init unshares is rooted there, not at the host's root.
+        if (HybridUnifiedMount(mounts) is { } u)
+            paths[CgroupPaths.HybridUnified] = inner.StartsWith('/')
+                ? Join(u.MountPoint, inner)
+                : Join(OwnDir(u.MountPoint, u.Root, own.GetValueOrDefault("", "/")), inner);
         return CgroupPaths.V1(paths);
     }
 

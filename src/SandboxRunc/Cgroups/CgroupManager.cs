@@ -40,7 +40,8 @@ public abstract class CgroupManager
             var unit = SystemdLayout.Parse(cgroupsPath, containerId);
             if (unified) return new SystemdCgroupManager(CgroupPaths.V2(SystemdLayout.UnifiedDir(unit)), unit);
             // v1: systemd's layout of directories, made by the cgroupfs driver (see SystemdLayout).
-            return new CgroupV1Manager(CgroupPaths.V1(SystemdLayout.V1Dirs(unit, CgroupLayout.V1Hierarchies(mounts))));
+            return new CgroupV1Manager(CgroupPaths.V1(SystemdLayout.V1Dirs(unit, CgroupLayout.V1Hierarchies(mounts),
+                CgroupLayout.HybridUnifiedMount(mounts)?.MountPoint)));
         }
         var paths = CgroupLayout.Resolve(containerId, cgroupsPath, mountInfo, procSelf);
         return paths.IsV2 ? new CgroupV2Manager(paths) : new CgroupV1Manager(paths);
@@ -73,7 +74,10 @@ public abstract class CgroupManager
     /// </summary>
     public void Delegate(uint uid, uint gid)
     {
-        foreach (var dir in Paths.Dirs) DelegateDir(dir, uid, gid);
+        // Not a hybrid host's cgroup2 directory: the container is not shown that hierarchy (its /sys/fs/cgroup holds the v1
+        // ones), and a delegatee there could move the host-root processes `exec` places in it into a child it freezes.
+        foreach (var dir in Paths.Dirs)
+            if (dir != Paths.HybridUnifiedDir) DelegateDir(dir, uid, gid);
     }
 
     /// <summary>Gives one directory and its <see cref="DelegatedFiles"/> (those it has) to uid:gid.</summary>
@@ -260,6 +264,16 @@ public sealed class CgroupV1Manager(CgroupPaths paths) : CgroupManager(paths)
     {
         foreach (var dir in Paths.Dirs)
         {
+            if (dir == Paths.HybridUnifiedDir)
+            {
+                // Hybrid: the container's directory in the cgroup2 hierarchy (no controller to set up on the way).
+                string unified = CgroupLayout.HybridUnifiedMount(CgroupLayout.ParseMountInfo(File.ReadAllText("/proc/self/mountinfo")))?.MountPoint
+                    ?? throw new CgroupException($"cgroup: {dir} is not inside a mounted cgroup2 hierarchy");
+                if (!dir.StartsWith(unified + "/", StringComparison.Ordinal))
+                    throw new CgroupException($"cgroup: {dir} is not inside the cgroup2 hierarchy mounted at {unified}");
+                MakeChain(unified, dir, (_, _) => { });
+                continue;
+            }
             string top = CgroupLayout.HierarchyOf(dir, Hierarchies)?.MountPoint
                 ?? throw new CgroupException($"cgroup: {dir} is not inside a mounted cgroup hierarchy");
             MakeChain(top, dir, (parent, child) =>

@@ -42,7 +42,39 @@ public class CgroupLayoutTests
         Assert.Equal("/sys/fs/cgroup/cpu,cpuacct/docker/abc", p["cpu"]);
         Assert.Equal("/sys/fs/cgroup/cpu,cpuacct/docker/abc", p["cpuacct"]);
         Assert.Equal("/sys/fs/cgroup/systemd/docker/abc", p["name=systemd"]);
-        Assert.Equal(new[] { "cpu", "cpuacct", "cpuset", "memory", "devices", "pids", "name=systemd" }, p.Keys);
+        Assert.Equal(new[] { "cpu", "cpuacct", "cpuset", "memory", "devices", "pids", "name=systemd", CgroupPaths.HybridUnified }, p.Keys);
+    }
+
+    /// <summary>
+    /// A hybrid host: the container gets a directory in the cgroup2 hierarchy too (as runc makes one), or the cgroup namespace
+    /// its init unshares is rooted at the v2 root, and a container that mounts cgroup2 reads the host's whole tree.
+    /// </summary>
+    [Fact]
+    public void HybridHostsGiveTheContainerItsOwnUnifiedDirectory()
+    {
+        var abs = CgroupLayout.Resolve("abc", "/docker/abc", HybridMountInfo, HybridSelf);
+        Assert.Equal("/sys/fs/cgroup/unified/docker/abc", abs.HybridUnifiedDir);
+        Assert.Equal("/sys/fs/cgroup/unified/docker/abc", abs.Of(CgroupPaths.HybridUnified));
+        // Relative: under the caller's own v2 cgroup, as each v1 hierarchy's is under the caller's own there.
+        Assert.Equal("/sys/fs/cgroup/unified/user.slice/sub/x", CgroupLayout.Resolve("abc", "sub/x", HybridMountInfo, HybridSelf).HybridUnifiedDir);
+        Assert.Equal("/sys/fs/cgroup/unified/user.slice/abc", CgroupLayout.Resolve("abc", null, HybridMountInfo, HybridSelf).HybridUnifiedDir);
+        // ".." cannot climb above the v2 root either.
+        Assert.Equal("/sys/fs/cgroup/unified/etc", CgroupLayout.Resolve("abc", "/../../etc", HybridMountInfo, HybridSelf).HybridUnifiedDir);
+        // The saved form keeps it (state.json's cgroupPaths), and only the hybrid v1 map has one.
+        Assert.Equal("/sys/fs/cgroup/unified/docker/abc", CgroupPaths.FromMap(abs.Map).HybridUnifiedDir);
+        Assert.Null(CgroupLayout.Resolve("abc", "/docker/abc", V2MountInfo, "0::/").HybridUnifiedDir);
+        Assert.Null(CgroupLayout.Resolve("abc", "/docker/abc", HybridMountInfo.Replace("cgroup2 cgroup2", "tmpfs tmpfs"), HybridSelf).HybridUnifiedDir);
+    }
+
+    [Fact]
+    public void SystemdV1LayoutOnAHybridHostHasItsUnifiedDirectoryToo()
+    {
+        var unit = SystemdLayout.Parse("system.slice:docker:abc", "abc");
+        var hierarchies = CgroupLayout.V1Hierarchies(CgroupLayout.ParseMountInfo(HybridMountInfo));
+        var dirs = SystemdLayout.V1Dirs(unit, hierarchies, "/sys/fs/cgroup/unified");
+        Assert.Equal("/sys/fs/cgroup/unified/system.slice/docker-abc.scope", dirs[CgroupPaths.HybridUnified]);
+        Assert.Equal("/sys/fs/cgroup/memory/system.slice/docker-abc.scope", dirs["memory"]);
+        Assert.False(SystemdLayout.V1Dirs(unit, hierarchies).ContainsKey(CgroupPaths.HybridUnified));
     }
 
     [Fact]
