@@ -186,9 +186,52 @@ public class CgroupLayoutTests
     [Theory]
     [InlineData("0::/docker/abc/init\n", "/sys/fs/cgroup/docker/abc/init")]
     [InlineData("12:memory:/x\n0::/system.slice/docker-1.scope\n", "/sys/fs/cgroup/system.slice/docker-1.scope")]
-    [InlineData("0::/docker/abc/../../etc\n", "/sys/fs/cgroup/etc")] // cleaned: the caller's containment check sees where it leads
+    // ".." only comes from the kernel for a cgroup outside the reader's cgroup namespace: cleaning it would name another one.
+    [InlineData("0::/docker/abc/../../etc\n", null)]
+    [InlineData("0::/../../docker/abc\n", null)]
+    [InlineData("0::/docker/./abc\n", null)]
+    [InlineData("0::/docker//abc\n", null)]
+    [InlineData("0::/docker/abc (deleted)\n", null)]
+    [InlineData("0::docker/abc\n", null)]
+    [InlineData("0::/\n", "/sys/fs/cgroup")]
     [InlineData("12:memory:/x\n", null)]
     [InlineData("", null)]
     public void TheUnifiedDirOfAProcessIsItsZeroLineUnderTheMount(string text, string? dir) =>
         Assert.Equal(dir, CgroupLayout.UnifiedDirOf(text));
+
+    [Theory]
+    // Through a mount whose root is a cgroup below the v2 root (a runtime in a container that bound its own cgroup there).
+    [InlineData("0::/docker/c1/abc/init", "/docker/c1", "/sys/fs/cgroup/abc/init")]
+    [InlineData("0::/docker/c1", "/docker/c1", "/sys/fs/cgroup")]
+    [InlineData("0::/docker/c10/abc", "/docker/c1", null)] // a sibling that only shares the name's start
+    [InlineData("0::/docker/other", "/docker/c1", null)]
+    public void TheUnifiedDirOfAProcessIsSeenThroughTheMountsRoot(string text, string root, string? dir) =>
+        Assert.Equal(dir, CgroupLayout.UnifiedDirOf(text, "/sys/fs/cgroup", root));
+
+    [Theory]
+    [InlineData("/sys/fs/cgroup/c", "/sys/fs/cgroup/c", "")]
+    [InlineData("/sys/fs/cgroup/c", "/sys/fs/cgroup/c/init", "init")]
+    [InlineData("/sys/fs/cgroup/c", "/sys/fs/cgroup/c/a/b", "a,b")]
+    [InlineData("/sys/fs/cgroup/c", "/sys/fs/cgroup/c2/init", null)] // string-prefix only: not below
+    [InlineData("/sys/fs/cgroup/c", "/sys/fs/cgroup/c/../x", null)]
+    [InlineData("/sys/fs/cgroup/c", "/sys/fs/cgroup/c/./init", null)]
+    [InlineData("/sys/fs/cgroup/c", "/sys/fs/cgroup/c//init", null)]
+    [InlineData("/sys/fs/cgroup/c", "/sys/fs/cgroup", null)]
+    [InlineData("/sys/fs/cgroup/c", "c/init", null)]
+    public void NamesBelowTheTopAreOnlyThoseOfItsOwnSubtree(string top, string dir, string? names) =>
+        Assert.Equal(names, CgroupLayout.NamesBelow(top, dir) is { } n ? string.Join(',', n) : null);
+
+    [Fact]
+    public void TheUnifiedMountOfADirIsTheLongestCgroup2MountHoldingIt()
+    {
+        var mounts = CgroupLayout.ParseMountInfo("""
+            31 23 0:28 / /sys/fs/cgroup rw - tmpfs tmpfs rw
+            41 31 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw
+            42 31 0:38 /docker/c1 /sys/fs/cgroup/unified/inner rw - cgroup2 cgroup2 rw
+            """);
+        Assert.Equal("/sys/fs/cgroup/unified", CgroupLayout.UnifiedMountOf("/sys/fs/cgroup/unified/docker/x", mounts)?.MountPoint);
+        Assert.Equal("/docker/c1", CgroupLayout.UnifiedMountOf("/sys/fs/cgroup/unified/inner/x", mounts)?.Root);
+        Assert.Null(CgroupLayout.UnifiedMountOf("/sys/fs/cgroup/unifiedx/x", mounts));
+        Assert.Null(CgroupLayout.UnifiedMountOf("/sys/fs/cgroup/memory/x", mounts));
+    }
 }
