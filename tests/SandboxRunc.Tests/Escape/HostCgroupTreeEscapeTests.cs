@@ -50,10 +50,10 @@ public sealed class HostCgroupTreeEscapeTests : IDisposable
                 "its cgroup.procs lists no process outside its pid namespace (shown as 0)", r);
             v.Expect(Procs(r.Stdout).Contains("1"), Runtimes.Sandbox, "its cgroup.procs lists its own init (the mount is its own cgroup)", r);
 
-            var rp = await _docker.Sh(Runtimes.Runc, ["--network=none", "--cap-add", "SYS_ADMIN", "--cgroupns=private"], Script);
+            var rp = await _docker.Sh(Runtimes.Runc, ["--network=none", "--cgroupns=private", .. Runtimes.RuncMountPrivileges], Script);
             v.Expect(rp.Stdout.Contains("mounted\n") && !rp.Stdout.Contains(marker) && Procs(rp.Stdout).Contains("1"), Runtimes.Runc,
                 "--cgroupns=private: the mount shows its own cgroup only", rp);
-            var rh = await _docker.Sh(Runtimes.Runc, ["--network=none", "--cap-add", "SYS_ADMIN", "--cgroupns=host"], Script);
+            var rh = await _docker.Sh(Runtimes.Runc, ["--network=none", "--cgroupns=host", .. Runtimes.RuncMountPrivileges], Script);
             v.Expect(rh.Stdout.Contains("mounted\n") && rh.Stdout.Contains(marker), Runtimes.Runc,
                 $"--cgroupns=host: the mount shows the host's tree, the marker {marker} included (the check sees one when it is there)", rh);
             v.Done();
