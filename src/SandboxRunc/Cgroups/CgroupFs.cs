@@ -46,6 +46,42 @@ internal static unsafe partial class CgroupFs
         finally { Libc.close(fd); }
     }
 
+    /// <summary>
+    /// Writes value to file in the cgroup reached from <paramref name="top"/> by <paramref name="names"/>, one name at a time
+    /// from an fd of top, never following a symlink nor taking "." or "..": however the container rearranges its subtree
+    /// meanwhile, the file written is below top. Returns 0 or the errno (EINVAL for a name that is no plain name).
+    /// </summary>
+    internal static int WriteBelow(string top, IReadOnlyList<string> names, string file, string value)
+    {
+        int fd = Libc.open(top, Libc.O_PATH | Libc.O_DIRECTORY | Libc.O_CLOEXEC, 0);
+        if (fd == -1) return Libc.Errno;
+        try
+        {
+            for (int i = 0; i <= names.Count; i++)
+            {
+                bool last = i == names.Count;
+                string name = last ? file : names[i];
+                if (name.Length == 0 || name == "." || name == ".." || name.Contains('/')) return Libc.EINVAL;
+                int next;
+                do next = Libc.openat(fd, name, last ? Libc.O_WRONLY | Libc.O_NOFOLLOW | Libc.O_CLOEXEC
+                                                      : Libc.O_PATH | Libc.O_DIRECTORY | Libc.O_NOFOLLOW | Libc.O_CLOEXEC, 0);
+                while (next == -1 && Libc.Errno == Libc.EINTR);
+                if (next == -1) return Libc.Errno;
+                Libc.close(fd);
+                fd = next;
+            }
+            byte[] bytes = Encoding.UTF8.GetBytes(value);
+            fixed (byte* p = bytes)
+            {
+                nint n;
+                do n = Libc.write(fd, p, bytes.Length);
+                while (n == -1 && Libc.Errno == Libc.EINTR);
+                return n == -1 ? Libc.Errno : 0;
+            }
+        }
+        finally { Libc.close(fd); }
+    }
+
     internal static string Read(string dir, string file)
     {
         string path = Path.Combine(dir, file);

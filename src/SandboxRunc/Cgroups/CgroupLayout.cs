@@ -79,6 +79,15 @@ internal static class CgroupLayout
     internal static bool IsUnified(IEnumerable<MountEntry> mounts) =>
         mounts.Any(m => m.FsType == "cgroup2" && m.MountPoint == CgroupRoot);
 
+    /// <summary>
+    /// A hybrid host's cgroup2 mount (v1 controllers at /sys/fs/cgroup, cgroup2 below it, e.g. /sys/fs/cgroup/unified), or
+    /// null (a pure v1 or v2 host). A process the runtime leaves in the v2 hierarchy's root has that root as its cgroup
+    /// namespace's: a container that mounts cgroup2 sees the host's whole tree (see CgroupV1Manager).
+    /// </summary>
+    internal static MountEntry? HybridUnifiedMount(IEnumerable<MountEntry> mounts) =>
+        IsUnified(mounts) ? null
+            : mounts.FirstOrDefault(m => m.FsType == "cgroup2" && m.MountPoint.StartsWith(CgroupRoot + "/", StringComparison.Ordinal));
+
     internal static List<V1Hierarchy> V1Hierarchies(IEnumerable<MountEntry> mounts)
     {
         var seen = new HashSet<string>();
@@ -122,13 +131,46 @@ internal static class CgroupLayout
     }
 
     /// <summary>
-    /// The v2 directory a /proc/PID/cgroup text names (its "0::" line), under <see cref="CgroupRoot"/>; null without
-    /// one. The path is cleaned: callers compare the result with the directory they expect it inside.
+    /// The v2 directory a /proc/PID/cgroup text names (its "0::" line), seen through the cgroup2 mount at
+    /// <paramref name="mountPoint"/> whose root is <paramref name="mountRoot"/>; null without one, and null for any path this
+    /// mount cannot name as the kernel meant it: one with "." or ".." or empty names (the kernel writes ".." for a cgroup
+    /// outside the reader's cgroup namespace, and cleaning it would name another cgroup), one marked " (deleted)", or one
+    /// outside the mount's root. Callers then check the result is inside the directory they expect (<see cref="NamesBelow"/>).
     /// </summary>
-    internal static string? UnifiedDirOf(string procCgroupText) =>
-        ParseProcCgroup(procCgroupText).GetValueOrDefault("") is { } rel && rel.StartsWith('/')
-            ? Join(CgroupRoot, CleanPath(rel))
-            : null;
+    internal static string? UnifiedDirOf(string procCgroupText, string mountPoint = CgroupRoot, string mountRoot = "/")
+    {
+        if (ParseProcCgroup(procCgroupText).GetValueOrDefault("") is not { } path || !path.StartsWith('/')) return null;
+        if (path.EndsWith(" (deleted)", StringComparison.Ordinal)) return null;
+        if (!IsPlain(path) || !IsPlain(mountRoot)) return null;
+        if (mountRoot != "/")
+        {
+            if (path != mountRoot && !path.StartsWith(mountRoot + "/", StringComparison.Ordinal)) return null;
+            path = path[mountRoot.Length..];
+        }
+        return path is "" or "/" ? mountPoint : Join(mountPoint, path);
+    }
+
+    /// <summary>The cgroup2 mount that holds dir (the longest such mount point), or null.</summary>
+    internal static MountEntry? UnifiedMountOf(string dir, IEnumerable<MountEntry> mounts) =>
+        mounts.Where(m => m.FsType == "cgroup2" && (dir == m.MountPoint || dir.StartsWith(m.MountPoint.TrimEnd('/') + "/", StringComparison.Ordinal)))
+              .OrderByDescending(m => m.MountPoint.Length).FirstOrDefault();
+
+    /// <summary>An absolute path of plain names: no ".", "..", nor empty name (but "/" itself).</summary>
+    static bool IsPlain(string path) =>
+        path == "/" || (path.StartsWith('/') && path[1..].Split('/').All(n => n.Length > 0 && n != "." && n != ".."));
+
+    /// <summary>
+    /// The names that lead from <paramref name="top"/> down to <paramref name="dir"/> (none when they are the same), when dir
+    /// is top or below it by plain names; else null. The answer is what a write then follows name by name from an fd of top
+    /// (CgroupFs.WriteBelow), so a name the check accepted cannot lead anywhere else.
+    /// </summary>
+    internal static string[]? NamesBelow(string top, string dir)
+    {
+        if (!IsPlain(top) || !IsPlain(dir)) return null;
+        if (dir == top) return [];
+        string prefix = top == "/" ? "/" : top + "/";
+        return dir.StartsWith(prefix, StringComparison.Ordinal) ? dir[prefix.Length..].Split('/') : null;
+    }
 
     /// <summary>Resolves the container's directories: controller -> absolute dir (v2: "" -> dir).</summary>
     internal static CgroupPaths Resolve(
@@ -169,6 +211,12 @@ internal static class CgroupLayout
                 : Join(OwnDir(h.MountPoint, h.MountRoot, own.GetValueOrDefault(h.Controllers[0], "/")), inner);
             foreach (var c in h.Controllers) paths[c] = dir;
         }
+        // Hybrid: a directory in the v2 hierarchy too, as runc makes one, resolved as a v1 hierarchy's (under the caller's own
+        // cgroup for a relative path), so that the cgroup namespace the init unshares is rooted there, not at the host's root.
+        if (HybridUnifiedMount(mounts) is { } u)
+            paths[CgroupPaths.HybridUnified] = inner.StartsWith('/')
+                ? Join(u.MountPoint, inner)
+                : Join(OwnDir(u.MountPoint, u.Root, own.GetValueOrDefault("", "/")), inner);
         return CgroupPaths.V1(paths);
     }
 

@@ -40,7 +40,8 @@ public abstract class CgroupManager
             var unit = SystemdLayout.Parse(cgroupsPath, containerId);
             if (unified) return new SystemdCgroupManager(CgroupPaths.V2(SystemdLayout.UnifiedDir(unit)), unit);
             // v1: systemd's layout of directories, made by the cgroupfs driver (see SystemdLayout).
-            return new CgroupV1Manager(CgroupPaths.V1(SystemdLayout.V1Dirs(unit, CgroupLayout.V1Hierarchies(mounts))));
+            return new CgroupV1Manager(CgroupPaths.V1(SystemdLayout.V1Dirs(unit, CgroupLayout.V1Hierarchies(mounts),
+                CgroupLayout.HybridUnifiedMount(mounts)?.MountPoint)));
         }
         var paths = CgroupLayout.Resolve(containerId, cgroupsPath, mountInfo, procSelf);
         return paths.IsV2 ? new CgroupV2Manager(paths) : new CgroupV1Manager(paths);
@@ -73,7 +74,10 @@ public abstract class CgroupManager
     /// </summary>
     public void Delegate(uint uid, uint gid)
     {
-        foreach (var dir in Paths.Dirs) DelegateDir(dir, uid, gid);
+        // Not a hybrid host's cgroup2 directory: the container is not shown that hierarchy (its /sys/fs/cgroup holds the v1
+        // ones), and a delegatee there could move the host-root processes `exec` places in it into a child it freezes.
+        foreach (var dir in Paths.Dirs)
+            if (dir != Paths.HybridUnifiedDir) DelegateDir(dir, uid, gid);
     }
 
     /// <summary>Gives one directory and its <see cref="DelegatedFiles"/> (those it has) to uid:gid.</summary>
@@ -91,10 +95,13 @@ public abstract class CgroupManager
     /// Puts a process `exec` starts where runc puts it: into the container's cgroup, or on v2, when that is no leaf
     /// any more (systemd or an inner engine handed controllers down from it, and the kernel's no-internal-process rule
     /// refuses a process there: EBUSY), into the cgroup its init is in, if that is the container's or below it.
-    /// The init's cgroup is the kernel's word, read by pid, and used only inside the container's own subtree, so a pid
-    /// reused by a process elsewhere is refused rather than joined.
+    /// The init's cgroup is the kernel's word, read through the init's own /proc directory once its start time matched
+    /// there (a pid reused by another process is never asked), but the container chose it (it moves its init where it
+    /// likes): it is used only when it names a cgroup below the container's top by plain names, and the write follows
+    /// those names from an fd of the top (CgroupFs.WriteBelow), so the process lands inside the container's subtree or
+    /// nowhere. It is host root until it joins the container: runc places it the same way.
     /// </summary>
-    public void AddExecProcess(int pid, int initPid)
+    public void AddExecProcess(int pid, int initPid, ulong initStartTime)
     {
         if (!Paths.IsV2)
         {
@@ -106,17 +113,71 @@ public abstract class CgroupManager
         if (err == 0) return;
         if (err != Libc.EBUSY && err != Libc.EOPNOTSUPP)
             throw new CgroupException($"cgroup: write {pid} to {Path.Combine(top, "cgroup.procs")}: {CgroupFs.ErrText(err)}", err);
-        string? initDir = CgroupLayout.UnifiedDirOf(ReadProcCgroup(initPid));
-        if (initDir is null || !(initDir == top || initDir.StartsWith(top + "/", StringComparison.Ordinal)))
-            throw new CgroupException($"cgroup: write {pid} to {Path.Combine(top, "cgroup.procs")}: {CgroupFs.ErrText(err)}, " +
-                $"and the init's cgroup ({initDir ?? "unknown"}) is not inside the container's", err);
-        CgroupFs.Write(initDir, "cgroup.procs", pid.ToString());
+        JoinInitsCgroup(pid, initPid, initStartTime, err);
     }
 
-    static string ReadProcCgroup(int pid)
+    /// <summary>v2: puts pid into the init's cgroup, as <see cref="AddExecProcess"/> does once the top refused it (errno <paramref name="refused"/>).</summary>
+    internal void JoinInitsCgroup(int pid, int initPid, ulong initStartTime, int refused)
     {
-        try { return File.ReadAllText($"/proc/{pid}/cgroup"); }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return ""; }
+        int err = refused;
+        string top = Paths.Unified ?? throw new CgroupException("cgroup: the init's cgroup is joined on cgroup v2 only");
+        string? initDir = InitDirOf(top, initPid, initStartTime);
+        if (initDir is null || CgroupLayout.NamesBelow(top, initDir) is not { } names)
+            throw new CgroupException($"cgroup: write {pid} to {Path.Combine(top, "cgroup.procs")}: {CgroupFs.ErrText(err)}, " +
+                $"and the init's cgroup ({initDir ?? "unknown"}) is not inside the container's", err);
+        int err2 = CgroupFs.WriteBelow(top, names, "cgroup.procs", pid.ToString());
+        if (err2 != 0)
+            throw new CgroupException($"cgroup: write {pid} to {Path.Combine(initDir, "cgroup.procs")} (the init's cgroup, as " +
+                $"{Path.Combine(top, "cgroup.procs")} refused it: {CgroupFs.ErrText(err)}): {CgroupFs.ErrText(err2)}", err2);
+    }
+
+    /// <summary>
+    /// The v2 directory the container's init is in, as the host names it (through the cgroup2 mount that holds top), or
+    /// null when the pid is not the init any more or its cgroup is none this mount can name (CgroupLayout.UnifiedDirOf).
+    /// </summary>
+    static string? InitDirOf(string top, int initPid, ulong initStartTime)
+    {
+        if (CgroupLayout.UnifiedMountOf(top, CgroupLayout.ParseMountInfo(File.ReadAllText("/proc/self/mountinfo"))) is not { } mount)
+            return null;
+        return ProcOf(initPid, initStartTime, "cgroup") is { } text ? CgroupLayout.UnifiedDirOf(text, mount.MountPoint, mount.Root) : null;
+    }
+
+    /// <summary>
+    /// A file of /proc/PID, read through one fd of that directory after the start time read through the same fd matched:
+    /// the fd stays the process it was opened for (once it is gone, reads through it fail), so a pid reused meanwhile is never
+    /// read. Null when the pid is gone or is another process.
+    /// </summary>
+    internal static string? ProcOf(int pid, ulong startTime, string file)
+    {
+        if (pid <= 0) return null;
+        int dir = Libc.open($"/proc/{pid}", Libc.O_RDONLY | Libc.O_DIRECTORY | Libc.O_CLOEXEC, 0);
+        if (dir == -1) return null;
+        try
+        {
+            if (ReadAt(dir, "stat") is not { } stat) return null;
+            int close = stat.LastIndexOf(')');
+            var fields = close < 0 || close + 2 > stat.Length ? [] : stat[(close + 2)..].Split(' ');
+            if (fields.Length < 20 || !ulong.TryParse(fields[19], out ulong started) || started != startTime) return null;
+            return ReadAt(dir, file);
+        }
+        finally { Libc.close(dir); }
+    }
+
+    /// <summary>A small /proc file (at most 64 KiB are read) at dirFd, or null.</summary>
+    static string? ReadAt(int dirFd, string name)
+    {
+        int fd = Libc.openat(dirFd, name, Libc.O_RDONLY | Libc.O_CLOEXEC, 0);
+        if (fd == -1) return null;
+        try
+        {
+            using var stream = new FileStream(new Microsoft.Win32.SafeHandles.SafeFileHandle(fd, ownsHandle: false), FileAccess.Read, 1, isAsync: false);
+            var buffer = new byte[64 * 1024];
+            int total = 0, n;
+            while (total < buffer.Length && (n = stream.Read(buffer, total, buffer.Length - total)) > 0) total += n;
+            return System.Text.Encoding.UTF8.GetString(buffer, 0, total);
+        }
+        catch (IOException) { return null; }
+        finally { Libc.close(fd); }
     }
 
     /// <summary>The child an engine's system container runs its init in on v2 (docker's own dind script uses the same name).</summary>
@@ -143,13 +204,14 @@ public abstract class CgroupManager
     /// reads the init's cgroup right after create and watches it (usage, OOM kills): the top, which counts the
     /// inner containers too. Its cgroup namespace stays rooted at the top (the init made it there at create).
     /// </summary>
-    public void MoveInitToLeaf(string leafName, int initPid)
+    public void MoveInitToLeaf(string leafName, int initPid, ulong initStartTime)
     {
         string top = Paths.Unified ?? throw new CgroupException("cgroup: an init leaf is for cgroup v2 only");
         string leaf = Path.Combine(top, leafName);
-        // Only the container's init, which create left in the top: never a process that took a dead init's pid.
-        if (CgroupLayout.UnifiedDirOf(ReadProcCgroup(initPid)) != top) return;
-        int err = CgroupFs.TryWrite(Path.Combine(leaf, "cgroup.procs"), initPid.ToString());
+        // Only the container's init, which create left in the top: never a process that took a dead init's pid (it is read
+        // through the init's own /proc directory, see ProcOf). If it is gone, start says so when it reads the fifo.
+        if (InitDirOf(top, initPid, initStartTime) != top) return;
+        int err = CgroupFs.WriteBelow(top, [leafName], "cgroup.procs", initPid.ToString());
         if (err == Libc.ESRCH) return; // it died: start says so when it reads the fifo
         if (err != 0)
             throw new CgroupException($"cgroup: write {initPid} to {Path.Combine(leaf, "cgroup.procs")}: {CgroupFs.ErrText(err)}", err);
@@ -260,6 +322,16 @@ public sealed class CgroupV1Manager(CgroupPaths paths) : CgroupManager(paths)
     {
         foreach (var dir in Paths.Dirs)
         {
+            if (dir == Paths.HybridUnifiedDir)
+            {
+                // Hybrid: the container's directory in the cgroup2 hierarchy (no controller to set up on the way).
+                string unified = CgroupLayout.HybridUnifiedMount(CgroupLayout.ParseMountInfo(File.ReadAllText("/proc/self/mountinfo")))?.MountPoint
+                    ?? throw new CgroupException($"cgroup: {dir} is not inside a mounted cgroup2 hierarchy");
+                if (!dir.StartsWith(unified + "/", StringComparison.Ordinal))
+                    throw new CgroupException($"cgroup: {dir} is not inside the cgroup2 hierarchy mounted at {unified}");
+                MakeChain(unified, dir, (_, _) => { });
+                continue;
+            }
             string top = CgroupLayout.HierarchyOf(dir, Hierarchies)?.MountPoint
                 ?? throw new CgroupException($"cgroup: {dir} is not inside a mounted cgroup hierarchy");
             MakeChain(top, dir, (parent, child) =>

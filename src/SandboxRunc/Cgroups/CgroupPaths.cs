@@ -18,6 +18,12 @@ public sealed class CgroupPaths
     }
 
     public CgroupVersion Version { get; }
+
+    /// <summary>
+    /// The key of a v1 map's directory in a hybrid host's cgroup2 hierarchy (CgroupLayout.HybridUnifiedMount): no
+    /// controller of the container's, only where its processes are, so that its cgroup namespace is rooted at its own.
+    /// </summary>
+    public const string HybridUnified = "unified";
     public bool IsV2 => Version == CgroupVersion.V2;
 
     /// <summary>The v2 directory (null on v1).</summary>
@@ -25,6 +31,9 @@ public sealed class CgroupPaths
 
     /// <summary>The directory of a v1 controller ("memory", "name=systemd"), or the unified one on v2; null if the container has none.</summary>
     public string? Of(string controller) => IsV2 ? _map[""] : _map.GetValueOrDefault(controller);
+
+    /// <summary>v1 on a hybrid host: the container's directory in the cgroup2 hierarchy (<see cref="HybridUnified"/>); else null.</summary>
+    public string? HybridUnifiedDir => IsV2 ? null : _map.GetValueOrDefault(HybridUnified);
 
     /// <summary>Every directory once, in a stable order.</summary>
     public IEnumerable<string> Dirs => _map.Values.Distinct();

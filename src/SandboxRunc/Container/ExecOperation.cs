@@ -51,7 +51,7 @@ public static class ExecOperation
         using var console = o.ConsoleSocket is { } cs ? UnixSocket.Connect(cs) : null;
 
         var init = InitLauncher.Launch(new InitLauncher.Request(spec, o.PreserveFds, console?.Fd ?? -1, -1,
-            pid => cgroup.AddExecProcess(pid, r.Pid), SealedCopy: r.IdRange is null));
+            pid => cgroup.AddExecProcess(pid, r.Pid, r.PidStartTime), SealedCopy: r.IdRange is null));
         try
         {
             Rlimits.Apply(init.Pid, o.Process.Rlimits);

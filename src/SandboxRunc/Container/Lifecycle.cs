@@ -25,7 +25,7 @@ public static unsafe class StartOperation
                 : $"cannot start an already running container: {id}");
 
         // An engine's system container on v2: its init leaves the top for its leaf now, still waiting on the fifo.
-        if (r.InitLeaf is { } leaf) r.Cgroup().MoveInitToLeaf(leaf, r.Pid);
+        if (r.InitLeaf is { } leaf) r.Cgroup().MoveInitToLeaf(leaf, r.Pid, r.PidStartTime);
         string fifo = store.FifoPath(id);
         int fd = SysException.Check(Libc.open(fifo, Libc.O_RDONLY | Libc.O_NONBLOCK | Libc.O_CLOEXEC, 0), "open", fifo);
         string? failure;

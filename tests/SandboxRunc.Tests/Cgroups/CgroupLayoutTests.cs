@@ -42,7 +42,39 @@ public class CgroupLayoutTests
         Assert.Equal("/sys/fs/cgroup/cpu,cpuacct/docker/abc", p["cpu"]);
         Assert.Equal("/sys/fs/cgroup/cpu,cpuacct/docker/abc", p["cpuacct"]);
         Assert.Equal("/sys/fs/cgroup/systemd/docker/abc", p["name=systemd"]);
-        Assert.Equal(new[] { "cpu", "cpuacct", "cpuset", "memory", "devices", "pids", "name=systemd" }, p.Keys);
+        Assert.Equal(new[] { "cpu", "cpuacct", "cpuset", "memory", "devices", "pids", "name=systemd", CgroupPaths.HybridUnified }, p.Keys);
+    }
+
+    /// <summary>
+    /// A hybrid host: the container gets a directory in the cgroup2 hierarchy too (as runc makes one), or the cgroup namespace
+    /// its init unshares is rooted at the v2 root, and a container that mounts cgroup2 reads the host's whole tree.
+    /// </summary>
+    [Fact]
+    public void HybridHostsGiveTheContainerItsOwnUnifiedDirectory()
+    {
+        var abs = CgroupLayout.Resolve("abc", "/docker/abc", HybridMountInfo, HybridSelf);
+        Assert.Equal("/sys/fs/cgroup/unified/docker/abc", abs.HybridUnifiedDir);
+        Assert.Equal("/sys/fs/cgroup/unified/docker/abc", abs.Of(CgroupPaths.HybridUnified));
+        // Relative: under the caller's own v2 cgroup, as each v1 hierarchy's is under the caller's own there.
+        Assert.Equal("/sys/fs/cgroup/unified/user.slice/sub/x", CgroupLayout.Resolve("abc", "sub/x", HybridMountInfo, HybridSelf).HybridUnifiedDir);
+        Assert.Equal("/sys/fs/cgroup/unified/user.slice/abc", CgroupLayout.Resolve("abc", null, HybridMountInfo, HybridSelf).HybridUnifiedDir);
+        // ".." cannot climb above the v2 root either.
+        Assert.Equal("/sys/fs/cgroup/unified/etc", CgroupLayout.Resolve("abc", "/../../etc", HybridMountInfo, HybridSelf).HybridUnifiedDir);
+        // The saved form keeps it (state.json's cgroupPaths), and only the hybrid v1 map has one.
+        Assert.Equal("/sys/fs/cgroup/unified/docker/abc", CgroupPaths.FromMap(abs.Map).HybridUnifiedDir);
+        Assert.Null(CgroupLayout.Resolve("abc", "/docker/abc", V2MountInfo, "0::/").HybridUnifiedDir);
+        Assert.Null(CgroupLayout.Resolve("abc", "/docker/abc", HybridMountInfo.Replace("cgroup2 cgroup2", "tmpfs tmpfs"), HybridSelf).HybridUnifiedDir);
+    }
+
+    [Fact]
+    public void SystemdV1LayoutOnAHybridHostHasItsUnifiedDirectoryToo()
+    {
+        var unit = SystemdLayout.Parse("system.slice:docker:abc", "abc");
+        var hierarchies = CgroupLayout.V1Hierarchies(CgroupLayout.ParseMountInfo(HybridMountInfo));
+        var dirs = SystemdLayout.V1Dirs(unit, hierarchies, "/sys/fs/cgroup/unified");
+        Assert.Equal("/sys/fs/cgroup/unified/system.slice/docker-abc.scope", dirs[CgroupPaths.HybridUnified]);
+        Assert.Equal("/sys/fs/cgroup/memory/system.slice/docker-abc.scope", dirs["memory"]);
+        Assert.False(SystemdLayout.V1Dirs(unit, hierarchies).ContainsKey(CgroupPaths.HybridUnified));
     }
 
     [Fact]
@@ -154,9 +186,52 @@ public class CgroupLayoutTests
     [Theory]
     [InlineData("0::/docker/abc/init\n", "/sys/fs/cgroup/docker/abc/init")]
     [InlineData("12:memory:/x\n0::/system.slice/docker-1.scope\n", "/sys/fs/cgroup/system.slice/docker-1.scope")]
-    [InlineData("0::/docker/abc/../../etc\n", "/sys/fs/cgroup/etc")] // cleaned: the caller's containment check sees where it leads
+    // ".." only comes from the kernel for a cgroup outside the reader's cgroup namespace: cleaning it would name another one.
+    [InlineData("0::/docker/abc/../../etc\n", null)]
+    [InlineData("0::/../../docker/abc\n", null)]
+    [InlineData("0::/docker/./abc\n", null)]
+    [InlineData("0::/docker//abc\n", null)]
+    [InlineData("0::/docker/abc (deleted)\n", null)]
+    [InlineData("0::docker/abc\n", null)]
+    [InlineData("0::/\n", "/sys/fs/cgroup")]
     [InlineData("12:memory:/x\n", null)]
     [InlineData("", null)]
     public void TheUnifiedDirOfAProcessIsItsZeroLineUnderTheMount(string text, string? dir) =>
         Assert.Equal(dir, CgroupLayout.UnifiedDirOf(text));
+
+    [Theory]
+    // Through a mount whose root is a cgroup below the v2 root (a runtime in a container that bound its own cgroup there).
+    [InlineData("0::/docker/c1/abc/init", "/docker/c1", "/sys/fs/cgroup/abc/init")]
+    [InlineData("0::/docker/c1", "/docker/c1", "/sys/fs/cgroup")]
+    [InlineData("0::/docker/c10/abc", "/docker/c1", null)] // a sibling that only shares the name's start
+    [InlineData("0::/docker/other", "/docker/c1", null)]
+    public void TheUnifiedDirOfAProcessIsSeenThroughTheMountsRoot(string text, string root, string? dir) =>
+        Assert.Equal(dir, CgroupLayout.UnifiedDirOf(text, "/sys/fs/cgroup", root));
+
+    [Theory]
+    [InlineData("/sys/fs/cgroup/c", "/sys/fs/cgroup/c", "")]
+    [InlineData("/sys/fs/cgroup/c", "/sys/fs/cgroup/c/init", "init")]
+    [InlineData("/sys/fs/cgroup/c", "/sys/fs/cgroup/c/a/b", "a,b")]
+    [InlineData("/sys/fs/cgroup/c", "/sys/fs/cgroup/c2/init", null)] // string-prefix only: not below
+    [InlineData("/sys/fs/cgroup/c", "/sys/fs/cgroup/c/../x", null)]
+    [InlineData("/sys/fs/cgroup/c", "/sys/fs/cgroup/c/./init", null)]
+    [InlineData("/sys/fs/cgroup/c", "/sys/fs/cgroup/c//init", null)]
+    [InlineData("/sys/fs/cgroup/c", "/sys/fs/cgroup", null)]
+    [InlineData("/sys/fs/cgroup/c", "c/init", null)]
+    public void NamesBelowTheTopAreOnlyThoseOfItsOwnSubtree(string top, string dir, string? names) =>
+        Assert.Equal(names, CgroupLayout.NamesBelow(top, dir) is { } n ? string.Join(',', n) : null);
+
+    [Fact]
+    public void TheUnifiedMountOfADirIsTheLongestCgroup2MountHoldingIt()
+    {
+        var mounts = CgroupLayout.ParseMountInfo("""
+            31 23 0:28 / /sys/fs/cgroup rw - tmpfs tmpfs rw
+            41 31 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw
+            42 31 0:38 /docker/c1 /sys/fs/cgroup/unified/inner rw - cgroup2 cgroup2 rw
+            """);
+        Assert.Equal("/sys/fs/cgroup/unified", CgroupLayout.UnifiedMountOf("/sys/fs/cgroup/unified/docker/x", mounts)?.MountPoint);
+        Assert.Equal("/docker/c1", CgroupLayout.UnifiedMountOf("/sys/fs/cgroup/unified/inner/x", mounts)?.Root);
+        Assert.Null(CgroupLayout.UnifiedMountOf("/sys/fs/cgroup/unifiedx/x", mounts));
+        Assert.Null(CgroupLayout.UnifiedMountOf("/sys/fs/cgroup/memory/x", mounts));
+    }
 }

@@ -5,6 +5,7 @@ using System.Diagnostics;
 using Process = System.Diagnostics.Process;
 using SandboxRunc.Cgroups;
 using SandboxRunc.Oci;
+using SandboxRunc.Tests.Integration;
 using SandboxRunc.Tests.TestSupport;
 using Xunit;
 
@@ -143,6 +144,35 @@ public sealed class CgroupManagerRootTests : IDisposable
         Assert.DoesNotContain(list, l => l.StartsWith("c 10:229"));
     }
 
+    /// <summary>
+    /// A hybrid host: the container's process is in a directory of its own in the cgroup2 hierarchy too (so the cgroup
+    /// namespace it unshares is rooted there, not at the host's v2 root), which delegation leaves to host root, the
+    /// container is not shown (no bind of it), and Destroy removes.
+    /// </summary>
+    [HybridRootFact]
+    public async Task HybridUnifiedDirectoryIsJoinedNotDelegatedNotMountedAndRemoved()
+    {
+        var m = NewCgroup();
+        string unified = m.Paths.HybridUnifiedDir!;
+        Assert.Equal(Path.Combine(HostCgroups.UnifiedMount()!, CgPath.TrimStart('/')), unified);
+        var p = Process.Start(new ProcessStartInfo("sleep", "30") { UseShellExecute = false })!;
+        _children.Add(p);
+        m.AddProcess(p.Id);
+        Assert.Contains("0::" + CgPath + "\n", File.ReadAllText($"/proc/{p.Id}/cgroup"));
+
+        m.Delegate(123456, 123456);
+        Assert.Equal("0:0", await UserNs.Owner(unified));
+        Assert.Equal("0:0", await UserNs.Owner(Path.Combine(unified, "cgroup.procs")));
+        Assert.Equal("123456:123456", await UserNs.Owner(m.Paths["memory"]));
+        Assert.DoesNotContain(Assert.IsType<CgroupV1Manager>(m).MountSources(), s => s.HostDir == unified);
+        Assert.Equal(unified, CgroupManager.Of(m.Paths.Map).Paths.HybridUnifiedDir);
+
+        m.KillAll(9);
+        Assert.True(p.WaitForExit(Patience.Condition), "sleep survived KillAll(9)");
+        m.Destroy(Patience.Condition);
+        Assert.False(Directory.Exists(unified), unified + " still exists");
+    }
+
     [RootFact]
     public void V1MountSourcesNameEachHierarchyOnce()
     {
@@ -185,5 +215,16 @@ public sealed class CgroupManagerRootTests : IDisposable
         _children.Add(p);
         m.AddProcess(p.Id);
         Assert.Equal(new[] { p.Id }, m.Pids());
+    }
+}
+
+/// <summary>Root on a hybrid host (v1 hierarchies and a cgroup2 mount below /sys/fs/cgroup): skipped with the reason otherwise.</summary>
+public sealed class HybridRootFactAttribute : FactAttribute
+{
+    public HybridRootFactAttribute()
+    {
+        if (Environment.UserName != "root") Skip = "needs root: makes cgroups";
+        else if (HostCgroups.V2 || HostCgroups.UnifiedMount() is null)
+            Skip = "needs a hybrid host (v1 hierarchies and cgroup2 at /sys/fs/cgroup/unified): a v2 host joins its one hierarchy, a pure v1 host has none";
     }
 }

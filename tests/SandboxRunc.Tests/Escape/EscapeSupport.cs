@@ -25,6 +25,8 @@ public enum Needs
     Modules = 8,
     /// <summary>/proc/sysrq-trigger.</summary>
     SysrqTrigger = 16,
+    /// <summary>A cgroup2 hierarchy mounted (v2 at /sys/fs/cgroup, or a hybrid host's below it).</summary>
+    Cgroup2 = 32,
 }
 
 /// <summary>
@@ -226,6 +228,8 @@ public static class EscapeHost
             return "the kernel has no loadable-module support (no /proc/modules): nothing to load";
         if (needs.HasFlag(Needs.SysrqTrigger) && !File.Exists("/proc/sysrq-trigger"))
             return "the kernel has no /proc/sysrq-trigger (built without CONFIG_MAGIC_SYSRQ)";
+        if (needs.HasFlag(Needs.Cgroup2) && HostCgroups.UnifiedMount() is null)
+            return "this host mounts no cgroup2 hierarchy (a pure v1 host): there is no v2 tree to see";
         return null;
     }
 

@@ -33,6 +33,21 @@ public static class HostCgroups
         throw new Xunit.Sdk.XunitException($"process {pid} has no {(V2 ? "unified" : controller)} cgroup in /proc/{pid}/cgroup");
     }
 
+    /// <summary>The host's cgroup2 mount: <see cref="Root"/> on v2, the cgroup2 mount below it on a hybrid host
+    /// (/sys/fs/cgroup/unified); null on a pure v1 host.</summary>
+    public static string? UnifiedMount()
+    {
+        if (V2) return Root;
+        foreach (var line in File.ReadLines("/proc/self/mountinfo"))
+        {
+            var f = line.Split(' ');
+            int dash = Array.IndexOf(f, "-");
+            if (dash > 4 && dash + 1 < f.Length && f[dash + 1] == "cgroup2" && f[4].StartsWith(Root + "/", StringComparison.Ordinal))
+                return f[4];
+        }
+        return null;
+    }
+
     /// <summary>Reads one cgroup file, trimmed.</summary>
     public static string Read(string dir, string file) => File.ReadAllText(Path.Combine(dir, file)).Trim();
 }

@@ -78,13 +78,15 @@ public static class SystemdLayout
     public static string UnifiedDir(SystemdUnit unit) => CgroupLayout.CgroupRoot + ExpandSlice(unit.Slice) + "/" + unit.Name;
 
     /// <summary>systemd's layout on v1 hierarchies: each controller's mount point, the slice's path, the unit.</summary>
-    internal static Dictionary<string, string> V1Dirs(SystemdUnit unit, IEnumerable<V1Hierarchy> hierarchies)
+    internal static Dictionary<string, string> V1Dirs(SystemdUnit unit, IEnumerable<V1Hierarchy> hierarchies, string? hybridUnifiedMount = null)
     {
         var dirs = new Dictionary<string, string>();
         foreach (var h in hierarchies)
             foreach (var c in h.Controllers)
                 dirs[c] = h.MountPoint + ExpandSlice(unit.Slice) + "/" + unit.Name;
         if (dirs.Count == 0) throw new CgroupException("cgroup: no cgroup v1 hierarchy is mounted at " + CgroupLayout.CgroupRoot);
+        // A hybrid host's cgroup2 hierarchy: the same place there (see CgroupLayout.HybridUnifiedMount).
+        if (hybridUnifiedMount is not null) dirs[CgroupPaths.HybridUnified] = hybridUnifiedMount + ExpandSlice(unit.Slice) + "/" + unit.Name;
         return dirs;
     }
 }
