@@ -5,9 +5,10 @@
 // return, the thread is retired (it exits, so nothing else ever runs in the wrong namespace) and the next
 // request starts a fresh one.
 //
-// Which namespace: the caller is named by a pidfd taken while it waits for its FUSE request
-// (IFuseRequest.CallerPidFd), and the worker enters with setns(pidfd, CLONE_NEW...), never by opening
-// /proc/PID/ns/* later: a pid whose caller has gone may have been reused by a host process, and an
+// Which namespace: the caller's thread is named by a handle taken while it waits for its FUSE request
+// (IFuseRequest.CallerThread: a pidfd, or before Linux 6.9 for a thread that leads no process its /proc/TID
+// directory), and the worker enters through that handle, never by opening /proc/PID/ns/* by id
+// later: a pid whose caller has gone may have been reused by a host process, and an
 // authorised write would then land in the host's namespace. A write is authorised inside the entered
 // namespace, on the very namespace it lands in (the user namespace owning it, NS_GET_USERNS), and only
 // while the caller still waits (IFuseRequest.Commit).
@@ -15,7 +16,7 @@
 // The queue is bounded (MaxQueued, -EAGAIN beyond); a caller waits at most the given timeout (-EIO after),
 // and a job whose caller stopped waiting (timed out here, or answered by the FUSE watchdog) is dropped
 // before it runs; a job that is running is waited for (a handful of local syscalls that never wait on the
-// container), so the pidfd it uses is still open.
+// container), so the handle it uses is still open.
 using System.Collections.Concurrent;
 using SandboxRunc.Fuse;
 using SandboxRunc.Interop;
@@ -44,9 +45,9 @@ public sealed class SetnsSysctls : INamespacedSysctls
 
     const int Queued = 0, Running = 1, Cancelled = 2;
 
-    sealed class Job(SafeFd pidfd, IFuseRequest? request, NamespaceKind ns, Func<int> work)
+    sealed class Job(ThreadHandle caller, IFuseRequest? request, NamespaceKind ns, Func<int> work)
     {
-        public readonly SafeFd PidFd = pidfd;
+        public readonly ThreadHandle Caller = caller;
         public readonly IFuseRequest? Request = request;
         public readonly NamespaceKind Ns = ns;
         public readonly Func<int> Work = work;
@@ -127,14 +128,14 @@ public sealed class SetnsSysctls : INamespacedSysctls
     int Run(FuseCaller caller, NamespaceKind ns, Func<int> work)
     {
         if (caller.Pid <= 0) return -Libc.EACCES;
-        // The caller's pidfd: the request's (taken while it waits), or, outside a FUSE server, one taken now.
-        SafeFd? own = null;
-        SafeFd? pidfd = caller.Request is { } request ? request.CallerPidFd() : own = OpenPidFd(caller.Pid);
+        // The caller's thread: the request's handle (taken while it waits), or, outside a FUSE server, one taken now.
+        ThreadHandle? own = null;
+        ThreadHandle? thread = caller.Request is { } request ? request.CallerThread() : own = ThreadHandle.Open(caller.Pid);
         // A caller that is gone (or hidden) cannot be identified: never fall back to the host's value.
-        if (pidfd is null) return -Libc.EACCES;
+        if (thread is null) return -Libc.EACCES;
         try
         {
-            var job = new Job(pidfd, caller.Request, ns, work);
+            var job = new Job(thread, caller.Request, ns, work);
             lock (_lock)
             {
                 if (_disposed) return -Libc.EIO;
@@ -144,20 +145,13 @@ public sealed class SetnsSysctls : INamespacedSysctls
             }
             if (!job.Done.Wait(_timeout))
             {
-                // Not run yet: it never will be. Running: its work is short, wait for it (it uses our pidfd).
+                // Not run yet: it never will be. Running: its work is short, wait for it (it uses our handle).
                 if (Interlocked.CompareExchange(ref job.State, Cancelled, Queued) == Queued) return -Libc.EIO;
                 job.Done.Wait();
             }
             return job.Result;
         }
         finally { own?.Dispose(); }
-    }
-
-    static SafeFd? OpenPidFd(int pid)
-    {
-        int fd = (int)Libc.syscall(Libc.SYS_pidfd_open, pid, Libc.PIDFD_THREAD, 0, 0, 0, 0);
-        if (fd < 0 && Libc.Errno == Libc.EINVAL) fd = (int)Libc.syscall(Libc.SYS_pidfd_open, pid, 0, 0, 0, 0, 0);
-        return fd < 0 ? null : new SafeFd(fd);
     }
 
     BlockingCollection<Job> StartWorker()
@@ -207,10 +201,10 @@ public sealed class SetnsSysctls : INamespacedSysctls
     static int Enter(Job job, Dictionary<NamespaceKind, SafeFd> own, out bool stranded)
     {
         stranded = false;
-        int flag = Ns(job.Ns).Flag;
+        var (name, flag) = Ns(job.Ns);
         if (!own.TryGetValue(job.Ns, out var back)) return -Libc.EIO;
-        // The caller's namespace through its pidfd: the thread that waited for this request, whatever its pid is now.
-        if (Libc.setns(job.PidFd.Fd, flag) != 0) return -Libc.EACCES;
+        // The caller's namespace through its handle: the thread that waited for this request, whatever its id is now.
+        if (job.Caller.EnterNamespace(name, flag) != 0) return -Libc.EACCES;
         int result;
         try { result = job.Work(); }
         finally

@@ -76,8 +76,8 @@ public sealed unsafe partial class FuseServer
     /// <summary>The request a reader is handling, as the file system sees it (<see cref="IFuseRequest"/>).</summary>
     sealed class Request(Worker worker, long unique, int pid) : IFuseRequest
     {
-        SafeFd? _pidfd;
-        bool _pidfdTried;
+        ThreadHandle? _caller;
+        bool _callerTried;
 
         public bool Abandoned
         {
@@ -94,26 +94,22 @@ public sealed unsafe partial class FuseServer
             return claim == unique || claim == (unique | Committed);
         }
 
-        public SafeFd? CallerPidFd()
+        public ThreadHandle? CallerThread()
         {
-            if (_pidfdTried) return _pidfd;
-            _pidfdTried = true;
-            if (pid <= 0) return null;
-            int fd = (int)Libc.syscall(Libc.SYS_pidfd_open, pid, Libc.PIDFD_THREAD, 0, 0, 0, 0);
-            // Before Linux 6.9 (no PIDFD_THREAD): only a thread-group leader has a pidfd.
-            if (fd < 0 && Libc.Errno == Libc.EINVAL) fd = (int)Libc.syscall(Libc.SYS_pidfd_open, pid, 0, 0, 0, 0, 0);
-            if (fd < 0) return null;
-            var pidfd = new SafeFd(fd);
-            // Taken while the request was still unanswered, its caller still waiting: the pid was that caller's.
+            if (_callerTried) return _caller;
+            _callerTried = true;
+            var handle = ThreadHandle.Open(pid);
+            if (handle is null) return null;
+            // Taken while the request was still unanswered, its caller still waiting: the id was that caller's.
             if (Abandoned)
             {
-                pidfd.Dispose();
+                handle.Dispose();
                 return null;
             }
-            return _pidfd = pidfd;
+            return _caller = handle;
         }
 
-        public void End() => _pidfd?.Dispose();
+        public void End() => _caller?.Dispose();
     }
 
     readonly SafeFd _device;

@@ -17,7 +17,7 @@ public readonly record struct FuseCaller(int Pid, uint Uid, uint Gid)
 /// (a request in the server's hands is waited for even by a SIGKILLed caller) — unless the server's
 /// watchdog answered it already (EINTR for an interrupted caller, ETIMEDOUT for a stuck call), after which
 /// the caller may be gone and its pid reused. Hence: identify the caller while the request is open
-/// (<see cref="CallerPidFd"/>), and make every side effect conditional on it (<see cref="Commit"/>).
+/// (<see cref="CallerThread"/>), and make every side effect conditional on it (<see cref="Commit"/>).
 /// </summary>
 public interface IFuseRequest
 {
@@ -32,11 +32,11 @@ public interface IFuseRequest
     bool Commit();
 
     /// <summary>
-    /// A pidfd for the calling thread, taken while it still waits for this request, so it names that thread
-    /// even if its id is reused later; null when it cannot be had (caller not visible, gone, or the request
-    /// abandoned). Owned by the request: closed when the request ends.
+    /// A handle on the calling thread (<see cref="ThreadHandle"/>), taken while it still waits for this request, so
+    /// it names that thread even if its id is reused later; null when it cannot be had (caller not visible, gone,
+    /// or the request abandoned). Owned by the request: closed when the request ends.
     /// </summary>
-    SafeFd? CallerPidFd();
+    ThreadHandle? CallerThread();
 }
 
 public enum FuseNodeKind { File, Directory, Symlink }

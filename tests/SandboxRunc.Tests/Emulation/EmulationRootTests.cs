@@ -97,15 +97,14 @@ public class EmulationRootTests(ITestOutputHelper output)
     }
 
     /// <summary>A FUSE request as the server hands it over: the caller's pidfd, and whether the caller still waits.</summary>
-    sealed class FakeRequest(SandboxRunc.Interop.SafeFd? pidfd, bool abandoned) : IFuseRequest
+    sealed class FakeRequest(SandboxRunc.Interop.ThreadHandle? caller, bool abandoned) : IFuseRequest
     {
         public bool Abandoned => abandoned;
         public bool Commit() => !abandoned;
-        public SandboxRunc.Interop.SafeFd? CallerPidFd() => pidfd;
+        public SandboxRunc.Interop.ThreadHandle? CallerThread() => caller;
     }
 
-    static SandboxRunc.Interop.SafeFd PidFd(int pid) =>
-        new((int)SandboxRunc.Interop.Libc.syscall(SandboxRunc.Interop.Libc.SYS_pidfd_open, pid, 0, 0, 0, 0, 0));
+    static SandboxRunc.Interop.ThreadHandle PidFd(int pid) => SandboxRunc.Interop.ThreadHandle.Open(pid)!;
 
     [RootFact]
     public void AWriteWhoseCallerNoLongerWaits_IsDropped_AndOneThatWaitsLands()
