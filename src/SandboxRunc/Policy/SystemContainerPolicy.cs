@@ -121,6 +121,14 @@ public static class SystemContainerPolicy
         if (IsEngineDefaultAppArmor(process.ApparmorProfile)) process.ApparmorProfile = null;
         // The saved spec says so: `exec` gives its processes the same (see ForExec).
         (spec.Annotations ??= [])[ContainerSettings.SystemContainerKey] = "true";
+        // sysfs read-write, as --privileged has it: a new sysfs (an inner container's, in a network namespace of its
+        // own) may be no less restricted than the one the container sees (mnt_too_revealing), so under a read-only
+        // /sys an inner `docker run --privileged` fails mounting its read-write one. Nothing of the host's becomes
+        // writable: its sysfs files belong to host root, an "other" to the container's root (none is world-writable),
+        // and DAC override does not reach an owner the user namespace does not map; what the container owns, its own
+        // network devices' attributes, it may write, as it could through its own network namespace anyway.
+        foreach (var sysfs in (spec.Mounts ?? []).Where(m => m.Type == "sysfs" && Normalize(m.Destination) == "/sys"))
+            sysfs.Options = [.. (sysfs.Options ?? []).Where(o => o is not ("ro" or "rw")), "rw"];
         if (!RunsInit(spec)) return spec;
         // Not over mounts the spec has below them (a tmpfs mounted after them would hide them); mounts keep their
         // order and indexes (the policy's verdicts are by index).

@@ -38,6 +38,18 @@ public class SystemContainerPolicyTests
     }
 
     [Fact]
+    public void ASystemContainersSysfsIsReadWriteSoAnInnerPrivilegedOneCanMountItsOwn_OthersKeepTheirs()
+    {
+        var system = SystemContainerPolicy.WithSystemContainer(DockerLike("dockerd"), heldMask: 1);
+        var sys = system.Mounts!.Single(m => m.Destination == "/sys");
+        Assert.DoesNotContain("ro", sys.Options!);
+        Assert.Contains("rw", sys.Options!);
+        Assert.Contains("nosuid", sys.Options!);
+        var plain = SystemContainerPolicy.WithCgroupDelegation(DockerLike("sh"));
+        Assert.Contains("ro", plain.Mounts!.Single(m => m.Destination == "/sys").Options!);
+    }
+
+    [Fact]
     public void AJoinedCgroupNamespaceIsKept()
     {
         var spec = DockerLike("sh");
