@@ -46,12 +46,34 @@ internal sealed unsafe class IdmappedStaging
         return new IdmappedStaging(dir, usernsFd, range);
     }
 
-    /// <summary>Detaches everything staged for a container (no-op if it is gone).</summary>
+    /// <summary>
+    /// Detaches everything staged for a container and removes its directory (no-op if it is gone). A directory that
+    /// is still a mount point (a staging tmpfs stacked on another) is detached again, a few times; one that still
+    /// cannot be removed is named in a warning, never left behind without a word.
+    /// </summary>
     public static void Remove(string? dir)
     {
         if (string.IsNullOrEmpty(dir) || !Directory.Exists(dir)) return;
-        Libc.umount2(dir, Libc.MNT_DETACH);
-        try { Directory.Delete(dir); } catch (IOException) { }
+        for (int attempt = 0; ; attempt++)
+        {
+            Libc.umount2(dir, Libc.MNT_DETACH);
+            try
+            {
+                Directory.Delete(dir);
+                return;
+            }
+            catch (DirectoryNotFoundException) { return; }
+            catch (IOException e) when (attempt < 4)
+            {
+                Cli.Log.Debug($"staging dir {dir}: {e.Message}; detaching again");
+                Thread.Sleep(20 << attempt);
+            }
+            catch (IOException e)
+            {
+                Cli.Log.Warn($"staging dir {dir} could not be removed: {e.Message}");
+                return;
+            }
+        }
     }
 
     /// <summary>The rootfs the init should use instead of <paramref name="rootfs"/>.</summary>

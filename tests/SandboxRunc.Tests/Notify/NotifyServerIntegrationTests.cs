@@ -187,6 +187,12 @@ public class NotifyServerIntegrationTests(ITestOutputHelper output)
             if (proc.ExitCode != 0) Assert.Fail(await Evidence("failed"));
             output.WriteLine($"server: continued {server.Continued}, refused {server.Refused}, performed {server.Performed}");
         }
+        // The server's reasons for its refusals of the probe's own tmpfs ("mine", which it may remount freely): a
+        // refusal there says why in the failure's output (it failed once under a full suite's load, never alone).
+        string refusals = Path.Combine(dir, "refusals.jsonl");
+        if (File.Exists(refusals))
+            foreach (var line in File.ReadLines(refusals).Where(l => l.Contains("/mine\"", StringComparison.Ordinal)).Take(5))
+                output.WriteLine($"refusal: {line}");
         string text = await stdout;
         return text.Split('\n', StringSplitOptions.RemoveEmptyEntries)
             .Select(l => l.Split('=', 2)).Where(p => p.Length == 2).ToDictionary(p => p[0], p => p[1]);
