@@ -23,13 +23,16 @@ public static unsafe class UnixSocket
         }
     }
 
-    /// <summary>Receives one packet; returns 0 at end of stream (the peer closed).</summary>
+    /// <summary>Receives one packet; returns 0 at end of stream (the peer closed, or died and reset the connection).</summary>
     public static int Receive(SafeFd fd, Span<byte> buffer)
     {
         fixed (byte* p = buffer)
         {
             nint n;
             do n = Libc.read(fd.Fd, p, buffer.Length); while (n < 0 && Libc.Errno == Libc.EINTR);
+            // As in PeekSize: a peer that died with our message unread resets the connection (the 1-byte memory limit
+            // again, when the init dies between a peek and this read).
+            if (n < 0 && Libc.Errno == Libc.ECONNRESET) return 0;
             if (n < 0) throw new SysException("receive", "sync socket", Libc.Errno);
             return (int)n;
         }
