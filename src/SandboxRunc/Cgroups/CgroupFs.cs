@@ -57,27 +57,18 @@ internal static unsafe partial class CgroupFs
         if (fd == -1) return Libc.Errno;
         try
         {
-            for (int i = 0; i <= names.Count; i++)
-            {
-                bool last = i == names.Count;
-                string name = last ? file : names[i];
+            foreach (string name in names.Append(file))
                 if (name.Length == 0 || name == "." || name == ".." || name.Contains('/')) return Libc.EINVAL;
+            foreach (string name in names)
+            {
                 int next;
-                do next = Libc.openat(fd, name, last ? Libc.O_WRONLY | Libc.O_NOFOLLOW | Libc.O_CLOEXEC
-                                                      : Libc.O_PATH | Libc.O_DIRECTORY | Libc.O_NOFOLLOW | Libc.O_CLOEXEC, 0);
+                do next = Libc.openat(fd, name, Libc.O_PATH | Libc.O_DIRECTORY | Libc.O_NOFOLLOW | Libc.O_CLOEXEC, 0);
                 while (next == -1 && Libc.Errno == Libc.EINTR);
                 if (next == -1) return Libc.Errno;
                 Libc.close(fd);
                 fd = next;
             }
-            byte[] bytes = Encoding.UTF8.GetBytes(value);
-            fixed (byte* p = bytes)
-            {
-                nint n;
-                do n = Libc.write(fd, p, bytes.Length);
-                while (n == -1 && Libc.Errno == Libc.EINTR);
-                return n == -1 ? Libc.Errno : 0;
-            }
+            return CgroupTree.WriteAt(fd, file, value);
         }
         finally { Libc.close(fd); }
     }
