@@ -98,6 +98,11 @@ public class NotifyServerIntegrationTests(ITestOutputHelper output)
             // a FIFO at proc/meminfo of the caller's root never hangs a worker
             Assert.Equal("10000", r["jail_calls"]);
 
+            // a mount the caller holds open: busy, as the kernel says (the supervisor's few retries of a busy
+            // unmount end); once closed, unmounted
+            Assert.Equal("EBUSY", r["umount_held_bench"]);
+            Assert.Equal("0", r["umount_released_bench"]);
+
             // The benchmark's 500 mounts and unmounts of a tmpfs of its own all worked (the timings are figures),
             // none refused with EBUSY (an unmount whose name showed another mount than the one decided on is
             // looked up again; the supervisor's stderr records each such case with both mount ids).

@@ -357,6 +357,14 @@ int main(int argc, char **argv)
     printf("prot_ro_after_pivot=%d\n", is_ro(prot));
     child(from_a_jail_with_a_fifo_meminfo);
 
+    /* a mount held open stays busy: the supervisor's retries of a busy unmount end in the kernel's EBUSY */
+    if (mount("tmpfs", bench, "tmpfs", 0, "size=64k") != 0) die("tmpfs bench held");
+    int held = open(bench, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (held < 0) die("open bench");
+    report("umount_held_bench", umount2(bench, 0));
+    close(held);
+    report("umount_released_bench", umount2(bench, 0));
+
     printf("bench_filtered_us=%.2f\n", bench_pairs(pairs));
     printf("bench_errors=%d\nbench_first_error=%s\nbench_umount_busy=%d\n", bench_errors, bench_first_error, bench_busy);
     printf("bench_trapped_private_us=%.2f\n", bench_propagation(pairs));

@@ -44,6 +44,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <sched.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -56,6 +57,7 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 #include <linux/capability.h>
 
@@ -440,6 +442,27 @@ static int mount_id_at(int dirfd, const char *name, uint64_t *id)
     return 0;
 }
 
+/* One line on stderr, for the record (no allocation: a thread inside a container must not allocate). */
+__attribute__((format(printf, 1, 2)))
+static void say(const char *format, ...)
+{
+    static const char prefix[] = "sandbox-runc supervisor: ";
+    char line[SRN_PATH_MAX + 160];
+    memcpy(line, prefix, sizeof prefix - 1);
+    va_list args;
+    va_start(args, format);
+    int n = vsnprintf(line + sizeof prefix - 1, sizeof line - sizeof prefix, format, args);
+    va_end(args);
+    if (n < 0) return;
+    n += (int)sizeof prefix - 1;
+    if (n > (int)sizeof line - 2) n = (int)sizeof line - 2;
+    line[n++] = '\n';
+    ssize_t ignored = write(2, line, (size_t)n);
+    (void)ignored;
+}
+
+#define UNMOUNT_BUSY_RETRIES 5
+
 /* There is no umount by fd (and an fd of ours on the mount would make it busy): unmount by name in
  * the parent directory, after checking that this name still shows the mount we decided on (a rename
  * race makes the ids differ: EBUSY). A mount stacked on the caller's root ("/") is unmounted by "/",
@@ -463,19 +486,32 @@ static int unmount(const struct srn_op *op)
     if (slash == dir) dir[1] = '\0'; else *slash = '\0';
     int parent = openat(AT_FDCWD, dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (parent < 0) return errno;
-    uint64_t id = 0;
-    int result = mount_id_at(parent, name_copy, &id);
-    if (result == 0 && id != op->expect_mnt_id) {
-        /* Not the mount decided on: ESTALE tells the caller of srn_perform to look again (it answers EBUSY
-         * if the name keeps showing another mount). Said on stderr, with both ids, for the record. */
-        char line[SRN_PATH_MAX + 160];
-        int n = snprintf(line, sizeof line, "sandbox-runc supervisor: umount2 %s: the name shows mount %llu, not %llu as decided\n",
-                         mp, (unsigned long long)id, (unsigned long long)op->expect_mnt_id);
-        if (n > 0) { ssize_t ignored = write(2, line, (size_t)(n < (int)sizeof line ? n : (int)sizeof line - 1)); (void)ignored; }
-        result = ESTALE;
+    if (fchdir(parent) != 0) {
+        int err = errno;
+        close(parent);
+        return err;
     }
-    if (result == 0 && fchdir(parent) != 0) result = errno;
-    if (result == 0 && umount2(name_copy, op->umount_flags | UMOUNT_NOFOLLOW) != 0) result = errno;
+    /* The kernel calls a mount busy while anyone holds a reference to it, and a path walk passing through it
+     * (anyone's: a process of the container, or the kernel's own look-ups) holds one for a moment. The caller's
+     * umount2 would have met the same moment, but ours comes a little later than the caller's, so a busy answer is
+     * retried a few times, a millisecond apart, each time after checking again which mount the name shows. A mount
+     * that stays busy (a process's cwd inside it) is answered EBUSY after about 5 ms. Each retry is said on stderr. */
+    int result = 0;
+    for (int attempt = 0; ; attempt++) {
+        uint64_t id = 0;
+        result = mount_id_at(parent, name_copy, &id);
+        if (result == 0 && id != op->expect_mnt_id) {
+            /* Not the mount decided on: ESTALE tells the caller of srn_perform to look again (it answers EBUSY
+             * if the name keeps showing another mount). Said on stderr, with both ids, for the record. */
+            say("umount2 %s: the name shows mount %llu, not %llu as decided", mp, (unsigned long long)id, (unsigned long long)op->expect_mnt_id);
+            result = ESTALE;
+        }
+        if (result == 0 && umount2(name_copy, op->umount_flags | UMOUNT_NOFOLLOW) != 0) result = errno;
+        if (result != EBUSY || (op->umount_flags & MNT_DETACH) || attempt == UNMOUNT_BUSY_RETRIES) break;
+        say("umount2 %s: mount %llu busy, attempt %d; trying again", mp, (unsigned long long)op->expect_mnt_id, attempt + 1);
+        struct timespec pause = { 0, 1000000 };
+        nanosleep(&pause, NULL);
+    }
     close(parent);
     return result;
 }
