@@ -14,7 +14,17 @@ public static class HangLimits
         double.TryParse(Environment.GetEnvironmentVariable("SANDBOX_RUNC_TEST_TIMEOUT_SCALE"), NumberStyles.Float,
             CultureInfo.InvariantCulture, out double s) && s >= 1 ? s : 1;
 
-    public static TimeSpan Seconds(double seconds) => TimeSpan.FromSeconds(seconds * Scale);
+    /// <summary>
+    /// No limit, however scaled, beyond SANDBOX_RUNC_TEST_HANG_CAP seconds (unset: no cap). The VM sets it below its
+    /// run's --blame-hang-timeout: a command that hangs then fails its own test with what it was doing, instead of
+    /// VSTest aborting the whole run as a crash and losing every test after it (a cgroupfs pass once ended that way,
+    /// with a 120 s command limit scaled to 960 s against a 600 s hang timeout).
+    /// </summary>
+    public static double CapSeconds { get; } =
+        double.TryParse(Environment.GetEnvironmentVariable("SANDBOX_RUNC_TEST_HANG_CAP"), NumberStyles.Float,
+            CultureInfo.InvariantCulture, out double c) && c >= 1 ? c : double.MaxValue;
 
-    public static int Ms(int milliseconds) => (int)Math.Min(int.MaxValue, milliseconds * Scale);
+    public static TimeSpan Seconds(double seconds) => TimeSpan.FromSeconds(Math.Min(seconds * Scale, Math.Max(seconds, CapSeconds)));
+
+    public static int Ms(int milliseconds) => (int)Math.Min(int.MaxValue, Seconds(milliseconds / 1000.0).TotalMilliseconds);
 }
