@@ -74,7 +74,7 @@ public sealed unsafe partial class FuseServer
     const long Committed = 1L << 62;
 
     /// <summary>The request a reader is handling, as the file system sees it (<see cref="IFuseRequest"/>).</summary>
-    sealed class Request(Worker worker, long unique, int pid) : IFuseRequest
+    sealed class Request(Worker worker, long unique, int pid, int device) : IFuseRequest
     {
         ThreadHandle? _caller;
         bool _callerTried;
@@ -101,7 +101,9 @@ public sealed unsafe partial class FuseServer
             var handle = ThreadHandle.Open(pid);
             if (handle is null) return null;
             // Taken while the request was still unanswered, its caller still waiting: the id was that caller's.
-            if (Abandoned)
+            // Unanswered by us is not enough once the connection is aborted (the kernel ends every request and frees
+            // its caller, and the id may be reused while we still work): the abort marks the device first.
+            if (Abandoned || !Connected(device))
             {
                 handle.Dispose();
                 return null;
@@ -110,6 +112,16 @@ public sealed unsafe partial class FuseServer
         }
 
         public void End() => _caller?.Dispose();
+    }
+
+    /// <summary>
+    /// False once the connection is aborted (the kernel's fuse_abort_conn marks the device, so that poll says
+    /// POLLERR, before it ends the requests being served and frees their callers).
+    /// </summary>
+    static bool Connected(int device)
+    {
+        var p = new Libc.PollFd { Fd = device, Events = Libc.POLLIN };
+        return Libc.poll(&p, 1, 0) >= 0 && (p.REvents & (Libc.POLLERR | Libc.POLLHUP | Libc.POLLNVAL)) == 0;
     }
 
     readonly SafeFd _device;
@@ -246,7 +258,7 @@ public sealed unsafe partial class FuseServer
     void Handle(Worker w, InHeader* h, int length)
     {
         int result;
-        var request = new Request(w, (long)h->Unique, (int)h->Pid);
+        var request = new Request(w, (long)h->Unique, (int)h->Pid, _fd);
         try
         {
             result = Dispatch(w, h, w.In + sizeof(InHeader), length - sizeof(InHeader), request);

@@ -225,7 +225,7 @@ public static unsafe partial class Libc
 
     public const int AF_UNIX = 1, SOCK_STREAM = 1, SOCK_SEQPACKET = 5, SOCK_CLOEXEC = 0x80000, SOL_SOCKET = 1,
         SCM_RIGHTS = 1, MSG_CMSG_CLOEXEC = 0x40000000, MSG_CTRUNC = 8, MSG_NOSIGNAL = 0x4000;
-    public const short POLLIN = 1, POLLHUP = 0x10;
+    public const short POLLIN = 1, POLLERR = 8, POLLHUP = 0x10, POLLNVAL = 0x20;
 
     public const short POSIX_SPAWN_SETSIGMASK = 0x08, POSIX_SPAWN_SETSIGDEF = 0x04;
     public const int WNOHANG = 1;

@@ -1,3 +1,6 @@
+using System.Globalization;
+using SandboxRunc.Emulation;
+using SandboxRunc.Fuse;
 using SandboxRunc.Interop;
 using SandboxRunc.Tests.TestSupport;
 using Xunit;
@@ -11,7 +14,7 @@ namespace SandboxRunc.Tests.Emulation;
 /// </summary>
 public sealed class ThreadHandleTests
 {
-    const long SYS_gettid = 186;
+    const long SYS_gettid = 186, SYS_setresuid = 117;
 
     /// <summary>Runs <paramref name="body"/> on a thread of its own until <paramref name="release"/> is set; returns its tid.</summary>
     static (Thread Thread, int Tid) Park(ManualResetEventSlim release, Action? body = null)
@@ -80,5 +83,94 @@ public sealed class ThreadHandleTests
         enter.Start();
         enter.Join();
         Assert.Equal(-1, entered);
+    }
+    /// <summary>
+    /// The id of an exited thread given to a new thread (the host's ns_last_pid steers the next id): the old handle
+    /// neither takes the newcomer for alive nor enters its namespace, while a handle opened now does (the reuse is real).
+    /// </summary>
+    [RootFact]
+    public async Task AReusedThreadId_IsNotTheThreadTheHandleWasTakenOn()
+    {
+        using var release = new ManualResetEventSlim();
+        var (thread, tid) = Park(release);
+        using var handle = ThreadHandle.OpenProcDirectory(tid)!;
+        release.Set();
+        thread.Join();
+        await Eventually.Holds(() => handle.Exited, gone => gone, $"thread {tid}'s handle to see it gone");
+
+        using var hold = new ManualResetEventSlim();
+        Thread? newcomer = null;
+        int unshared = -2;
+        // Another process may take the id between the write and the clone: a few tries.
+        for (int attempt = 0; attempt < 50 && newcomer is null; attempt++)
+        {
+            File.WriteAllText("/proc/sys/kernel/ns_last_pid", (tid - 1).ToString(CultureInfo.InvariantCulture));
+            var (t, got) = Park(hold, () => unshared = Libc.unshare(Libc.CLONE_NEWUTS));
+            if (got == tid) newcomer = t;
+            else
+            {
+                // Not the id: a parked thread that is not ours to keep; it waits on `hold` like the one we keep.
+                hold.Set();
+                t.Join();
+                hold.Reset();
+            }
+        }
+        Assert.True(newcomer is not null, $"thread id {tid} was never given again in 50 tries (a busy host took it)");
+        try
+        {
+            Assert.Equal(0, unshared);
+            string theirs = new FileInfo($"/proc/{tid}/ns/uts").LinkTarget!;
+            Assert.True(handle.Exited, "the old handle takes the newcomer with its id for the thread it was opened on");
+            string? throughOld = Entered(handle), throughNew;
+            using (var fresh = ThreadHandle.OpenProcDirectory(tid)!) throughNew = Entered(fresh);
+            Assert.Equal(theirs, throughNew);
+            Assert.Null(throughOld);
+        }
+        finally
+        {
+            hold.Set();
+            newcomer!.Join();
+        }
+
+        static string? Entered(ThreadHandle h)
+        {
+            string? entered = null;
+            var enter = new Thread(() =>
+            {
+                if (h.EnterNamespace("uts", Libc.CLONE_NEWUTS) == 0) entered = new FileInfo("/proc/thread-self/ns/uts").LinkTarget;
+            });
+            enter.Start();
+            enter.Join();
+            return entered;
+        }
+    }
+
+    /// <summary>
+    /// Credentials are a thread's own (a raw setresuid changes the calling thread only): a caller thread that is not
+    /// its process's leader is judged by its own effective uid and capabilities, not by its leader's.
+    /// </summary>
+    [RootFact]
+    public void ACallerThreadsCredentials_AreItsOwn_NotItsLeaders()
+    {
+        using var release = new ManualResetEventSlim();
+        long changed = -2;
+        var (thread, tid) = Park(release, () => changed = Libc.syscall(SYS_setresuid, -1, 12345, -1, 0, 0, 0));
+        try
+        {
+            Assert.Equal(0, changed);
+            var theirs = CallerIdentity.Credentials(new FuseCaller(tid, 12345, 0));
+            var leaders = CallerIdentity.Credentials(new FuseCaller(Environment.ProcessId, 0, 0));
+            Assert.NotNull(theirs);
+            Assert.NotNull(leaders);
+            Assert.Equal(12345u, theirs.Value.Euid);
+            Assert.Equal(0ul, theirs.Value.CapEff);
+            Assert.Equal(0u, leaders.Value.Euid);
+            Assert.NotEqual(0ul, leaders.Value.CapEff);
+        }
+        finally
+        {
+            release.Set();
+            thread.Join();
+        }
     }
 }

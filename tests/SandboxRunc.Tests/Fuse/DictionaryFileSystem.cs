@@ -9,7 +9,8 @@ namespace SandboxRunc.Tests.Fuse;
 /// recorded; reading <see cref="SlowPath"/> blocks until <see cref="Gate"/> opens (after signalling
 /// <see cref="SlowEntered"/>), to play a stuck implementation. A write to <see cref="SlowWritePath"/> waits
 /// for the gate too and is recorded only if its request can still be committed (with
-/// <see cref="CommitBeforeWaiting"/>, it commits first, then waits). Files added with
+/// <see cref="CommitBeforeWaiting"/>, it commits first, then waits), and records whether it can still take a handle on
+/// its caller's thread (<see cref="CallerThreads"/>). Files added with
 /// <see cref="AddStreamed"/> are served by offset from a host file.
 /// </summary>
 sealed class DictionaryFileSystem : IFuseFileSystem
@@ -23,6 +24,8 @@ sealed class DictionaryFileSystem : IFuseFileSystem
     public readonly SemaphoreSlim SlowEntered = new(0);
     public readonly ConcurrentDictionary<string, string> Streamed = new();
     public readonly ConcurrentQueue<bool> Commits = new();
+    /// <summary>Whether a write to <see cref="SlowWritePath"/> got a handle on its caller's thread once the gate opened.</summary>
+    public readonly ConcurrentQueue<bool> CallerThreads = new();
     public bool CommitBeforeWaiting;
     public int Reads;
 
@@ -105,6 +108,7 @@ sealed class DictionaryFileSystem : IFuseFileSystem
             bool committed = CommitBeforeWaiting && caller.Request!.Commit();
             SlowEntered.Release();
             Gate.Wait();
+            CallerThreads.Enqueue(caller.Request!.CallerThread() is not null);
             if (!CommitBeforeWaiting) committed = caller.Request!.Commit();
             Commits.Enqueue(committed);
             if (!committed) return -4; // EINTR: the caller no longer waits, nothing is done

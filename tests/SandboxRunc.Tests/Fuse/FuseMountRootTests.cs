@@ -192,6 +192,44 @@ public sealed class FuseMountRootTests : IDisposable
         Assert.Equal("hello from fuse\n", Run("cat", P("hello")).Out);
     }
 
+    /// <summary>A write whose caller waits: the handler gets a handle on the caller's thread (the control of the next test).</summary>
+    [RootFact]
+    public async Task AWaitingCallersThreadIsTaken()
+    {
+        _fs.AddFile(DictionaryFileSystem.SlowWritePath, "slow\n", mode: 0x1B6);
+        Start();
+        using var writer = Process.Start("sh", ["-c", $"echo 1 > {P(DictionaryFileSystem.SlowWritePath)}"])!;
+        Assert.True(await _fs.SlowEntered.WaitAsync(Patience.Condition), "the slow write never reached the implementation");
+        _fs.Gate.Set();
+        Assert.True(WaitFor(() => !_fs.CallerThreads.IsEmpty), "the slow write never went on");
+        Assert.True(_fs.CallerThreads.TryDequeue(out bool taken) && taken, "no handle on a caller that waits");
+        Assert.True(writer.WaitForExit(Patience.Command));
+        Assert.Equal(0, writer.ExitCode);
+    }
+
+    /// <summary>
+    /// An aborted connection (umount -f, fusectl's abort) ends every request and frees its caller while a reader still
+    /// serves it, unanswered as far as the server knows: the caller's thread id then names a thread that no longer waits
+    /// (here the same shell, alive and gone on; in an attack a reused id), and must not be taken for the caller.
+    /// </summary>
+    [RootFact]
+    public async Task OnceTheConnectionIsAbortedTheCallersThreadIsNotTaken()
+    {
+        _fs.AddFile(DictionaryFileSystem.SlowWritePath, "slow\n", mode: 0x1B6);
+        Start();
+        using var writer = Process.Start("sh", ["-c", $"echo 1 > {P(DictionaryFileSystem.SlowWritePath)}; sleep 60"])!;
+        try
+        {
+            Assert.True(await _fs.SlowEntered.WaitAsync(Patience.Condition), "the slow write never reached the implementation");
+            Libc.umount2(_dir, Libc.MNT_FORCE); // umount_begin aborts the connection; the unmount itself may be busy
+            _fs.Gate.Set();
+            Assert.True(WaitFor(() => !_fs.CallerThreads.IsEmpty), "the slow write never went on");
+            Assert.False(writer.HasExited, "the writer is gone: its id would name no thread, and the test could not fail");
+            Assert.True(_fs.CallerThreads.TryDequeue(out bool taken) && !taken, "a thread id taken for its caller after the connection was aborted");
+        }
+        finally { Libc.kill(writer.Id, 9); }
+    }
+
     [RootFact]
     public void UnmountStopsTheServerThreads()
     {

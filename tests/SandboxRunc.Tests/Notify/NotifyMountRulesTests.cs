@@ -135,6 +135,13 @@ public class NotifyMountRulesTests
     [Fact] public void UnlessAllInitialMountsAreProtected() => Refused(Umount(At("/mnt"), protectAll: true));
     [Fact] public void OwnMountsMayBeUnmounted() => Assert.Equal(new D.Unmount(8), Umount(Mine, flags: 8));
     [Fact] public void SomethingMountedOverProcMayBeUnmounted() => Assert.IsType<D.Unmount>(Umount(Entry("701 101 0:99 / /proc rw - tmpfs t rw")));
+    // MNT_FORCE: the kernel asks for CAP_SYS_ADMIN in the host's user namespace (can_umount), which no container has,
+    // and calls the superblock's umount_begin before anything else: FUSE aborts its connection (every mount of it,
+    // the host's too), NFS kills its client's calls. We unmount as host root, so the flag is the caller's to lack.
+    [Fact] public void ForcedUmountOfAnInitialMountIsRefused() => Refused(Umount(At("/mnt"), flags: 1));
+    [Fact] public void ForcedUmountOfOwnMountIsRefused() => Refused(Umount(Mine, flags: 1));
+    [Fact] public void ForcedLazyUmountIsRefused() => Refused(Umount(Mine, flags: 1 | 2));
+    [Fact] public void ForcedUmountOfANonMountRootIsStillTheKernelsEinval() => Refused(Umount(Mine, flags: 1, isRoot: false), EINVAL, policy: false);
     [Fact] public void UmountOfANonMountRootIsTheKernelsEinval() => Refused(Umount(Mine, isRoot: false), EINVAL, policy: false);
 
     // --- bind and move ---

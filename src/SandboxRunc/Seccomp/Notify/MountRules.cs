@@ -161,6 +161,11 @@ public sealed class MountRules
         if (!t.IsMountRoot) return Kernel(Libc.EINVAL, "target is not a mount point");
         if (ProtectedBecause(t.Mount, caller.Mounts) is { } why)
             return new MountDecision.Refuse(Libc.EPERM, why);
+        // MNT_FORCE needs CAP_SYS_ADMIN in the host's user namespace (the kernel's can_umount), which no container
+        // has, and we unmount as host root: the kernel would call the superblock's umount_begin before anything else,
+        // and FUSE aborts its connection there (every mount of it, the host's too), NFS kills its client's calls.
+        if ((call.Flags & Libc.MNT_FORCE) != 0)
+            return new MountDecision.Refuse(Libc.EPERM, "a forced unmount (umount -f, MNT_FORCE) needs CAP_SYS_ADMIN in the host's user namespace");
         return new MountDecision.Unmount((int)call.Flags);
     }
 
