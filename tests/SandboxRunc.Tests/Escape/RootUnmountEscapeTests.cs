@@ -105,4 +105,39 @@ public sealed class RootUnmountEscapeTests : IDisposable
         }
         v.Done();
     }
+
+    /// <summary>
+    /// What the container's root may do to its own filesystems still works, now that the supervisor acts without
+    /// host CAP_SYS_ADMIN in its effective set: a superblock option of its own tmpfs, a bind, a read-only remount of
+    /// it, a move, an unmount, and `umount /` in a chroot on its own tmpfs (which the kernel answers by making that
+    /// superblock read-only, as for the container's root).
+    /// </summary>
+    [EscapeFact]
+    public async Task OperationsOnTheContainersOwnFilesystems_StillWork()
+    {
+        var b = Own(new Bundle("sh", "-c", """
+            mkdir /tmp/own && mount -t tmpfs own /tmp/own && cp /bin/busybox /tmp/own/; echo own=$?
+            mount -o remount,size=8m /tmp/own; echo size=$?
+            grep -q ' /tmp/own tmpfs .*size=8192k' /proc/mounts; echo sized=$?
+            mkdir /tmp/b && mount --bind /tmp/own /tmp/b; echo bind=$?
+            mount -o remount,bind,ro /tmp/b; echo ro=$?
+            mkdir /tmp/m && mount --move /tmp/b /tmp/m; echo move=$?
+            umount /tmp/m; echo umount=$?
+            chroot /tmp/own /busybox umount /; echo rootumount=$?
+            touch /tmp/own/x 2>/dev/null; echo write=$?
+            """));
+        var caps = b.Spec.Process!.Capabilities!;
+        caps.Bounding = [.. caps.Bounding ?? [], "CAP_SYS_ADMIN", "CAP_SYS_CHROOT"];
+        caps.Effective = [.. caps.Effective ?? [], "CAP_SYS_ADMIN", "CAP_SYS_CHROOT"];
+        caps.Permitted = [.. caps.Permitted ?? [], "CAP_SYS_ADMIN", "CAP_SYS_CHROOT"];
+        b.Spec.Mounts!.Add(new Mount { Destination = "/tmp", Type = "tmpfs", Source = "tmpfs", Options = ["nosuid", "nodev"] });
+        var rt = Own(new RuntimeCli());
+        var r = await rt.Run("run", "--bundle", b.Write(), $"esc-ownfs-{Guid.NewGuid().ToString("N")[..8]}");
+        string output = r.Stdout + r.ContainerOutput;
+        var v = new Verdict();
+        foreach (var key in new[] { "own", "size", "sized", "bind", "ro", "move", "umount", "rootumount" })
+            v.Expect(Value(output, key) == "0", Runtimes.Sandbox, $"{key} works", r);
+        v.Expect(Value(output, "write") is { Length: > 0 } w && w != "0", Runtimes.Sandbox, "the own tmpfs is read-only after `umount /` in the chroot", r);
+        v.Done();
+    }
 }

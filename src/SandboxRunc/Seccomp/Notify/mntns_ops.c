@@ -19,10 +19,10 @@
  *                mount and its parent as statmount(2) shows them, and whether mounts lie below the
  *                target (listmount(2); kernel >= 6.8: an umount2 is then decided without reading
  *                the whole mount table); leave.
- *   srn_perform  enter; do one checked operation on those fds:
- *                SETFLAGS  fspick + fsconfig (superblock options, without CAP_SYS_ADMIN in the
- *                          effective set so the kernel only lets us touch superblocks that the
- *                          container's user namespace owns), then mount_setattr
+ *   srn_perform  enter; do one checked operation on those fds, with CAP_SYS_ADMIN out of the
+ *                effective set (lower_sys_admin: the kernel's capability checks then answer as for
+ *                the container's root, not as for the host's):
+ *                SETFLAGS  fspick + fsconfig (superblock options), then mount_setattr
  *                BIND      open_tree(CLONE [| RECURSIVE]) of the source fd, mount_setattr on the
  *                          detached copy, move_mount onto the target fd
  *                MOVE      move_mount of the source mount onto the target fd
@@ -366,17 +366,34 @@ int srn_lookup(const struct srn_enter *e, const char *target, int32_t target_fla
     return 0;
 }
 
-/* Superblock options through fspick + fsconfig, with CAP_SYS_ADMIN out of the effective set: the
- * kernel then allows the reconfiguration only in user namespaces our euid (0, the container's
- * owner) owns, that is the container's own superblocks, never the host's (an ext4 under a bind). */
-static int reconfigure(int target_fd, int count, const char *const *options)
+/* CAP_SYS_ADMIN out of our effective set (into *saved the set as it was), or back in from *saved; 0 or an errno.
+ * Without it in the effective set, host root keeps CAP_SYS_ADMIN only in the user namespaces its euid (0) owns,
+ * the containers' (the kernel's owner rule in cap_capable), never in the host's own: every capability check the
+ * kernel makes in a performed operation then answers as for the container's root, not as for the host's
+ * (ns_capable(sb->s_user_ns) when umount2 of the caller's root remounts its superblock read-only, a superblock
+ * reconfiguration through fspick, capable() for MNT_FORCE). may_mount (CAP_SYS_ADMIN over the owner of the
+ * caller's mount namespace, a container's) still holds. setns needs it back before we leave. */
+static int lower_sys_admin(struct __user_cap_data_struct saved[2])
 {
     struct __user_cap_header_struct h = { _LINUX_CAPABILITY_VERSION_3, 0 };
-    struct __user_cap_data_struct saved[2], lowered[2];
+    struct __user_cap_data_struct lowered[2];
     if (syscall(SYS_capget, &h, saved) != 0) return errno;
-    memcpy(lowered, saved, sizeof saved);
+    memcpy(lowered, saved, sizeof lowered);
     lowered[0].effective &= ~(1u << SRN_CAP_SYS_ADMIN);
-    if (syscall(SYS_capset, &h, lowered) != 0) return errno;
+    return syscall(SYS_capset, &h, lowered) == 0 ? 0 : errno;
+}
+
+static int restore_caps(const struct __user_cap_data_struct saved[2])
+{
+    struct __user_cap_header_struct h = { _LINUX_CAPABILITY_VERSION_3, 0 };
+    return syscall(SYS_capset, &h, saved) == 0 ? 0 : errno;
+}
+
+/* Superblock options through fspick + fsconfig (CAP_SYS_ADMIN is out of the effective set in srn_perform, so
+ * the kernel only lets us touch superblocks that the container's user namespace owns, never the host's: an
+ * ext4 under a bind). */
+static int reconfigure(int target_fd, int count, const char *const *options)
+{
     int result = 0;
     int fs = (int)syscall(SYS_fspick, target_fd, "", SRN_FSPICK_EMPTY_PATH | SRN_FSPICK_CLOEXEC);
     if (fs < 0) result = errno;
@@ -393,9 +410,6 @@ static int reconfigure(int target_fd, int count, const char *const *options)
     }
     if (result == 0 && syscall(SYS_fsconfig, fs, SRN_FSCONFIG_CMD_RECONFIGURE, NULL, NULL, 0) != 0) result = errno;
     if (fs >= 0) close(fs);
-    h.pid = 0;
-    h.version = _LINUX_CAPABILITY_VERSION_3;
-    if (syscall(SYS_capset, &h, saved) != 0 && result == 0) result = errno;
     return result;
 }
 
@@ -531,14 +545,21 @@ int srn_perform(const struct srn_enter *e, const struct srn_op *op)
 {
     int err = enter(e, NULL, NULL, NULL);
     if (err != 0) return err;
-    int result;
-    switch (op->kind) {
-    case SRN_SETFLAGS: result = set_flags(op); break;
-    case SRN_BIND: result = bind(op); break;
-    case SRN_MOVE: result = move(op); break;
-    case SRN_UNMOUNT: result = unmount(op); break;
-    case SRN_PIVOT: result = pivot(e, op); break;
-    default: result = EINVAL; break;
+    /* Everything below as the container's root would be, not as the host's (lower_sys_admin). */
+    struct __user_cap_data_struct saved[2];
+    int result = lower_sys_admin(saved);
+    if (result == 0) {
+        switch (op->kind) {
+        case SRN_SETFLAGS: result = set_flags(op); break;
+        case SRN_BIND: result = bind(op); break;
+        case SRN_MOVE: result = move(op); break;
+        case SRN_UNMOUNT: result = unmount(op); break;
+        case SRN_PIVOT: result = pivot(e, op); break;
+        default: result = EINVAL; break;
+        }
+        /* Back before leaving: setns needs it (and leave aborts if it cannot get out). */
+        int restored = restore_caps(saved);
+        if (result == 0) result = restored;
     }
     leave(e);
     return result;
