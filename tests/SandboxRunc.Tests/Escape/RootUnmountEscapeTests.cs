@@ -109,7 +109,7 @@ public sealed class RootUnmountEscapeTests : IDisposable
     /// <summary>
     /// What the container's root may do to its own filesystems still works, now that the supervisor acts without
     /// host CAP_SYS_ADMIN in its effective set: a superblock option of its own tmpfs, a bind, a read-only remount of
-    /// it, a move, an unmount, and `umount /` in a chroot on its own tmpfs (which the kernel answers by making that
+    /// it, a move, an unmount, pivot_root in a mount namespace of its own, and `umount /` in a chroot on its own tmpfs (which the kernel answers by making that
     /// superblock read-only, as for the container's root).
     /// </summary>
     [EscapeFact]
@@ -125,6 +125,8 @@ public sealed class RootUnmountEscapeTests : IDisposable
             umount /tmp/m; echo umount=$?
             chroot /tmp/own /busybox umount /; echo rootumount=$?
             touch /tmp/own/x 2>/dev/null; echo write=$?
+            mkdir /tmp/pr && mount -t tmpfs pr /tmp/pr && mkdir /tmp/pr/old
+            unshare -m sh -c 'cd /tmp/pr && pivot_root . old; echo pivot=$?'
             """));
         var caps = b.Spec.Process!.Capabilities!;
         caps.Bounding = [.. caps.Bounding ?? [], "CAP_SYS_ADMIN", "CAP_SYS_CHROOT"];
@@ -135,7 +137,7 @@ public sealed class RootUnmountEscapeTests : IDisposable
         var r = await rt.Run("run", "--bundle", b.Write(), $"esc-ownfs-{Guid.NewGuid().ToString("N")[..8]}");
         string output = r.Stdout + r.ContainerOutput;
         var v = new Verdict();
-        foreach (var key in new[] { "own", "size", "sized", "bind", "ro", "move", "umount", "rootumount" })
+        foreach (var key in new[] { "own", "size", "sized", "bind", "ro", "move", "umount", "rootumount", "pivot" })
             v.Expect(Value(output, key) == "0", Runtimes.Sandbox, $"{key} works", r);
         v.Expect(Value(output, "write") is { Length: > 0 } w && w != "0", Runtimes.Sandbox, "the own tmpfs is read-only after `umount /` in the chroot", r);
         v.Done();
